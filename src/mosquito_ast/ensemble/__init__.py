@@ -1,0 +1,1 @@
+"""Ensemble evaluation: members, aggregation, metrics and reports."""

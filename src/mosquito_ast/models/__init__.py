@@ -1,0 +1,1 @@
+"""AST encoder construction and loading, and the heads built on it."""

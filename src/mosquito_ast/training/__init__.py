@@ -1,0 +1,1 @@
+"""Lightning modules and run functions for pretraining and fine-tuning."""

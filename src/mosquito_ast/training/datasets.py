@@ -1,0 +1,91 @@
+"""Labeled clip sets as feature tensors, and the datamodule that batches them per epoch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import numpy as np
+import torch
+
+from ..audio import AudioError
+from ..config import DataParams
+from ..data import DatasetError, Sample, discover
+from ..features import FeatureCache, FeatureSettings, compute_features
+
+
+@dataclass
+class ClipSet:
+    """The readable clips of a data set with their un-normalized features, and the skipped files."""
+
+    samples: list[Sample]
+    features: np.ndarray
+    bad: list[AudioError] = field(default_factory=list)
+
+    def targets(self, labels: list[str]) -> torch.Tensor:
+        index = {name: i for i, name in enumerate(labels)}
+        return torch.tensor([index[s.label] for s in self.samples], dtype=torch.long)
+
+    def groups(self) -> list[str]:
+        return sorted({s.group for s in self.samples})
+
+
+def feature_settings(params: DataParams) -> FeatureSettings:
+    return FeatureSettings(sample_rate=params.sample_rate, clip_seconds=params.clip_seconds,
+                           num_mel_bins=params.num_mel_bins)
+
+
+def feature_cache(params: DataParams) -> FeatureCache | None:
+    return None if params.no_cache else FeatureCache(params.cache_dir)
+
+
+def check_bad_files(source: str | Path, bad: list[AudioError], total: int, max_fraction: float) -> None:
+    """Report skipped files; refuse when more than `max_fraction` of the data set is bad."""
+    if not bad:
+        return
+    listing = "\n".join(f"  {error}" for error in bad)
+    if len(bad) > max_fraction * total:
+        raise DatasetError(
+            f"{source}: {len(bad)} of {total} files are unusable (allowed: {max_fraction:.1%}, "
+            f"raise --max-bad-fraction to skip them):\n{listing}"
+        )
+    print(f"warning: {source}: skipped {len(bad)} of {total} unusable files:\n{listing}")
+
+
+def load_clip_set(source: str | Path, params: DataParams, settings: FeatureSettings,
+                  progress: bool = True) -> ClipSet:
+    samples = discover(source, params.group_by)
+    table = compute_features([s.path for s in samples], settings, feature_cache(params),
+                             num_workers=params.num_workers, description=f"features {Path(source).name}",
+                             progress=progress)
+    check_bad_files(source, table.bad, len(samples), params.max_bad_fraction)
+    readable = set(table.paths)
+    return ClipSet([s for s in samples if s.path in readable], table.features, table.bad)
+
+
+class ClipDataModule(L.LightningDataModule):
+    """Batches of in-memory features; the training batch size follows a per-epoch schedule, and
+    shuffling is seeded per epoch so a resumed run sees the same batches as an uninterrupted one."""
+
+    def __init__(self, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
+                 batch_size_for: Callable[[int], int], seed: int, eval_batch_size: int = 64) -> None:
+        super().__init__()
+        self.train_set = torch.utils.data.TensorDataset(train_x, train_y)
+        self.val_set = torch.utils.data.TensorDataset(val_x, val_y)
+        self.batch_size_for = batch_size_for
+        self.seed = seed
+        self.eval_batch_size = eval_batch_size
+
+    def current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        epoch = self.current_epoch()
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.utils.data.DataLoader(self.train_set, batch_size=self.batch_size_for(epoch), shuffle=True,
+                                           generator=generator)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.val_set, batch_size=self.eval_batch_size)

@@ -1,0 +1,186 @@
+"""Fine-tune one classifier member: the Lightning module and the `train` run function."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from .. import __version__
+from ..config import TrainParams
+from ..data import check_validation_labels, label_names
+from ..ensemble.metrics import classification_metrics
+from ..features import FeatureSettings, dataset_stats, normalize
+from ..hardware import physical_cores, resolve_precision
+from ..io import atomic_write_text
+from ..models.classifier import ASTClassifier, apply_freezing, load_member, save_member
+from ..models.encoder import encoder_config, load_encoder_into
+from .datasets import ClipDataModule, feature_settings, load_clip_set
+from .optim import build_optimizer, build_scheduler, optimizer_steps
+
+LOWER_IS_BETTER = {"loss"}
+
+
+class ClassifierModule(L.LightningModule):
+    """What one step computes; validation metrics are gathered into a per-epoch history."""
+
+    def __init__(self, model: ASTClassifier, params: TrainParams, total_steps: int) -> None:
+        super().__init__()
+        self.model = model
+        self.params = params
+        self.total_steps = total_steps
+        self.history: list[dict] = []
+        self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._epoch_started = 0.0
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model(features)
+
+    def on_train_epoch_start(self) -> None:
+        # Dropout draws restart from a seed per epoch, so a resumed run repeats the same steps.
+        torch.manual_seed(self.params.seed * 100_003 + self.current_epoch)
+        self._epoch_started = time.perf_counter()
+
+    def training_step(self, batch, batch_index: int) -> torch.Tensor:
+        features, targets = batch
+        logits = self.model(features)
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets, label_smoothing=self.params.label_smoothing)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(targets))
+        self.log("batch_size", float(len(targets)), on_step=True, on_epoch=False, batch_size=len(targets))
+        return loss
+
+    def validation_step(self, batch, batch_index: int) -> None:
+        features, targets = batch
+        self._outputs.append((self.model(features).float(), targets))
+
+    def on_validation_epoch_end(self) -> None:
+        logits = torch.cat([o[0] for o in self._outputs])
+        targets = torch.cat([o[1] for o in self._outputs])
+        self._outputs.clear()
+        if self.trainer.sanity_checking:
+            return
+        row = {"epoch": self.current_epoch + 1,
+               "batch_size": self.params.batch_size_for(self.current_epoch),
+               "learning_rate": self.trainer.optimizers[0].param_groups[0]["lr"],
+               "loss": float(torch.nn.functional.cross_entropy(logits, targets)),
+               **classification_metrics(targets.cpu().numpy(), logits.argmax(1).cpu().numpy()),
+               "seconds": time.perf_counter() - self._epoch_started}
+        self.history.append(row)
+        self.log_dict({f"val_{k}": row[k] for k in ("loss", "accuracy", "balanced_accuracy", "f1")}, prog_bar=True)
+
+    def configure_optimizers(self):
+        p = self.params
+        optimizer = build_optimizer(p.optimizer, self.model.parameters(), p.learning_rate, p.weight_decay)
+        return {"optimizer": optimizer,
+                "lr_scheduler": build_scheduler(p.scheduler, optimizer, p.warmup_ratio, self.total_steps)}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = checkpoint.get("history", [])
+
+
+class KeepBest(Callback):
+    """Export the best epoch so far to a candidate member folder (atomically), by one metric."""
+
+    def __init__(self, metric: str, folder: Path, features: FeatureSettings, extra: dict) -> None:
+        self.metric = metric
+        self.folder = folder
+        self.features = features
+        self.extra = extra
+        self.best: float | None = None
+        self.best_epoch = 0
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best if self.metric in LOWER_IS_BETTER else value > self.best
+
+    def on_validation_end(self, trainer: L.Trainer, module: ClassifierModule) -> None:
+        if trainer.sanity_checking or not module.history:
+            return
+        row = module.history[-1]
+        if self.improved(row[self.metric]):
+            self.best, self.best_epoch = row[self.metric], row["epoch"]
+            save_member(module.model, self.folder, self.features, self.extra)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+def run_paths(params: TrainParams) -> tuple[Path, Path]:
+    """(member folder, working folder with checkpoints and logs) of a run."""
+    output = Path(params.output)
+    return output / "best" / params.postfix, output / "runs" / params.postfix
+
+
+def train(params: TrainParams) -> Path:
+    """Fine-tune one member and export its best epoch to `<output>/best/<postfix>/`."""
+    member_dir, run_dir = run_paths(params)
+    if member_dir.exists() and not (params.overwrite or params.resume):
+        raise FileExistsError(f"{member_dir}: a member already exists (use --overwrite to replace it)")
+    last_checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if params.resume and not last_checkpoint.exists() and member_dir.exists():
+        print(f"{member_dir}: already finished, nothing to resume")
+        return member_dir
+    precision = resolve_precision(params.precision)
+    print(f"train {params.postfix}: precision {precision}, {physical_cores()} CPU threads")
+    torch.set_num_threads(physical_cores())
+    L.seed_everything(params.seed, verbose=False)
+
+    settings = feature_settings(params)
+    train_set = load_clip_set(params.train_dir, params, settings, params.progress)
+    val_set = load_clip_set(params.validation_dir, params, settings, params.progress)
+    labels = label_names(train_set.samples)
+    check_validation_labels(labels, val_set.samples)
+    if params.norm_stats == "dataset":
+        settings = settings.with_stats(*dataset_stats(train_set.features))
+
+    model = ASTClassifier.from_config(encoder_config(params.preset, settings, params.dropout), labels)
+    if params.ssl_checkpoint:
+        load_encoder_into(model.encoder, params.ssl_checkpoint)
+    apply_freezing(model, params.freeze, params.train_last_n_layers)
+
+    schedule = [params.batch_size_for(e) for e in range(params.epochs)]
+    total_steps = optimizer_steps(len(train_set.samples), schedule, params.grad_accumulation)
+    datamodule = ClipDataModule(
+        torch.from_numpy(normalize(train_set.features, settings)), train_set.targets(labels),
+        torch.from_numpy(normalize(val_set.features, settings)), val_set.targets(labels),
+        params.batch_size_for, params.seed)
+    module = ClassifierModule(model, params, total_steps)
+    extra = {
+        "training": params.to_dict(),
+        "precision": precision,
+        "data": {"train": str(params.train_dir), "validation": str(params.validation_dir),
+                 "train_clips": len(train_set.samples), "validation_clips": len(val_set.samples),
+                 "train_groups": train_set.groups(), "validation_groups": val_set.groups(),
+                 "skipped_files": [str(e) for e in train_set.bad + val_set.bad]},
+        "mosquito_ast_version": __version__,
+    }
+    keep_best = KeepBest(params.metric, run_dir / "best-candidate", settings, extra)
+    trainer = L.Trainer(
+        max_epochs=params.epochs, precision=precision, accelerator="auto", devices=1, logger=False,
+        callbacks=[keep_best, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)],
+        reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
+        gradient_clip_val=params.max_grad_norm or None, accumulate_grad_batches=params.grad_accumulation,
+        enable_progress_bar=params.progress, enable_model_summary=False, default_root_dir=run_dir,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint if params.resume and last_checkpoint.exists() else None)
+
+    history = pd.DataFrame(module.history)
+    atomic_write_text(run_dir / "history.csv", history.to_csv(index=False))
+    best, _ = load_member(run_dir / "best-candidate")
+    final = {**extra, "history": module.history, "best_epoch": keep_best.best_epoch,
+             "best_metric": {"name": params.metric, "value": keep_best.best}}
+    save_member(best, member_dir, settings, final, overwrite=True)
+    best_row = history[history.epoch == keep_best.best_epoch].iloc[0]
+    print(f"best epoch {keep_best.best_epoch}: {params.metric} {best_row[params.metric]:.4f} -> {member_dir}")
+    return member_dir

@@ -1,0 +1,33 @@
+"""Optimizers and per-step learning-rate schedules shared by pretraining and fine-tuning."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from transformers import get_scheduler
+
+
+def build_optimizer(name: str, parameters: Iterable[torch.nn.Parameter], learning_rate: float,
+                    weight_decay: float) -> torch.optim.Optimizer:
+    parameters = [p for p in parameters if p.requires_grad]
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=learning_rate, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=learning_rate, weight_decay=weight_decay, momentum=0.9)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup_ratio: float, total_steps: int) -> dict:
+    """A Lightning scheduler config stepping every optimizer step."""
+    warmup = int(round(warmup_ratio * total_steps)) if name != "constant" else 0
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=max(total_steps, 1))
+    return {"scheduler": scheduler, "interval": "step"}
+
+
+def optimizer_steps(num_samples: int, batch_sizes: Iterable[int], accumulation: int) -> int:
+    """Optimizer steps over a run whose batch size changes per epoch."""
+    return sum(math.ceil(math.ceil(num_samples / size) / accumulation) for size in batch_sizes)
