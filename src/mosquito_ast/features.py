@@ -8,9 +8,9 @@ every command (train, pretrain, evaluate, predict) and every sweep member reuses
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -64,12 +64,14 @@ class FeatureSettings:
 
 
 def make_extractor(settings: FeatureSettings) -> ASTFeatureExtractor:
-    return ASTFeatureExtractor(
-        sampling_rate=settings.sample_rate,
-        num_mel_bins=settings.num_mel_bins,
-        max_length=settings.max_length,
-        do_normalize=False,
-    )
+    with warnings.catch_warnings():  # 128 Kaldi mel bins at 16 kHz leave one empty filter, as in AST itself
+        warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+        return ASTFeatureExtractor(
+            sampling_rate=settings.sample_rate,
+            num_mel_bins=settings.num_mel_bins,
+            max_length=settings.max_length,
+            do_normalize=False,
+        )
 
 
 def fbank(wave: np.ndarray, settings: FeatureSettings, extractor: ASTFeatureExtractor | None = None) -> np.ndarray:
@@ -190,6 +192,3 @@ def compute_features(
     stacked = np.stack([results[i] for i in good]) if good else np.zeros(shape, np.float32)
     return FeatureTable(paths=[paths[i] for i in good], features=stacked, bad=bad)
 
-
-def settings_json(settings: FeatureSettings) -> str:
-    return json.dumps(settings.to_dict(), sort_keys=True)

@@ -10,7 +10,6 @@ transformers maps 4.x key names itself when loading a folder, so old weights go 
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -155,6 +154,3 @@ def config_to_dict(config: ASTConfig) -> dict:
             "patch_size", "qkv_bias", "frequency_stride", "time_stride", "max_length", "num_mel_bins")
     return {k: getattr(config, k) for k in keys}
 
-
-def count_patches(config: ASTConfig) -> int:
-    return math.prod(patch_grid(config))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Sequence
 
 import lightning as L
 import pandas as pd
@@ -36,6 +37,7 @@ class ClassifierModule(L.LightningModule):
         self.history: list[dict] = []
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._epoch_started = 0.0
+        self._largest_batch = 0
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.model(features)
@@ -44,13 +46,14 @@ class ClassifierModule(L.LightningModule):
         # Dropout draws restart from a seed per epoch, so a resumed run repeats the same steps.
         torch.manual_seed(self.params.seed * 100_003 + self.current_epoch)
         self._epoch_started = time.perf_counter()
+        self._largest_batch = 0
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         features, targets = batch
         logits = self.model(features)
         loss = torch.nn.functional.cross_entropy(logits.float(), targets, label_smoothing=self.params.label_smoothing)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(targets))
-        self.log("batch_size", float(len(targets)), on_step=True, on_epoch=False, batch_size=len(targets))
+        self._largest_batch = max(self._largest_batch, len(targets))
         return loss
 
     def validation_step(self, batch, batch_index: int) -> None:
@@ -64,7 +67,7 @@ class ClassifierModule(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         row = {"epoch": self.current_epoch + 1,
-               "batch_size": self.params.batch_size_for(self.current_epoch),
+               "batch_size": self._largest_batch,
                "learning_rate": self.trainer.optimizers[0].param_groups[0]["lr"],
                "loss": float(torch.nn.functional.cross_entropy(logits, targets)),
                **classification_metrics(targets.cpu().numpy(), logits.argmax(1).cpu().numpy()),
@@ -122,8 +125,11 @@ def run_paths(params: TrainParams) -> tuple[Path, Path]:
     return output / "best" / params.postfix, output / "runs" / params.postfix
 
 
-def train(params: TrainParams) -> Path:
-    """Fine-tune one member and export its best epoch to `<output>/best/<postfix>/`."""
+def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
+    """Fine-tune one member and export its best epoch to `<output>/best/<postfix>/`.
+
+    Extra Lightning `callbacks` (loggers, custom hooks) run beside the built-in ones.
+    """
     member_dir, run_dir = run_paths(params)
     if member_dir.exists() and not (params.overwrite or params.resume):
         raise FileExistsError(f"{member_dir}: a member already exists (use --overwrite to replace it)")
@@ -168,12 +174,14 @@ def train(params: TrainParams) -> Path:
     keep_best = KeepBest(params.metric, run_dir / "best-candidate", settings, extra)
     trainer = L.Trainer(
         max_epochs=params.epochs, precision=precision, accelerator="auto", devices=1, logger=False,
-        callbacks=[keep_best, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)],
+        callbacks=[*callbacks, keep_best, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)],
         reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
         gradient_clip_val=params.max_grad_norm or None, accumulate_grad_batches=params.grad_accumulation,
         enable_progress_bar=params.progress, enable_model_summary=False, default_root_dir=run_dir,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint if params.resume and last_checkpoint.exists() else None)
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"training of {params.postfix} interrupted; continue it with --resume")
 
     history = pd.DataFrame(module.history)
     atomic_write_text(run_dir / "history.csv", history.to_csv(index=False))

@@ -1,0 +1,80 @@
+import multiprocessing
+
+import numpy as np
+import pytest
+import soundfile as sf
+from transformers import ASTFeatureExtractor
+
+from mosquito_ast.features import (AUDIOSET_MEAN, AUDIOSET_STD, FeatureCache, FeatureSettings, compute_features,
+                                   fbank, normalize)
+
+
+def test_one_second_is_100_frames_not_1024():
+    assert FeatureSettings().max_length == 100
+    assert FeatureSettings(clip_seconds=0.625).max_length == 62
+
+
+def test_matches_transformers_ast_feature_extractor():
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    settings = FeatureSettings()
+    reference = ASTFeatureExtractor(max_length=100)(wave, sampling_rate=16000, return_tensors="np")["input_values"][0]
+    ours = normalize(fbank(wave, settings), settings)
+    assert ours.shape == (100, 128)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+    assert (settings.norm_mean, settings.norm_std) == (AUDIOSET_MEAN, AUDIOSET_STD)
+
+
+def _wav(path, seed):
+    rng = np.random.default_rng(seed)
+    sf.write(path, 0.1 * rng.standard_normal(16000), 16000)
+    return path
+
+
+def test_cache_returns_identical_features_and_follows_file_and_settings(tmp_path):
+    path = _wav(tmp_path / "a.wav", 0)
+    cache = FeatureCache(tmp_path / "cache")
+    settings = FeatureSettings()
+    first = compute_features([path], settings, cache, progress=False).features
+    entries = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(entries) == 1
+    again = compute_features([path], settings, cache, progress=False).features
+    np.testing.assert_array_equal(first, again)
+    _wav(path, 1)  # the file changes: a new content key, new features
+    changed = compute_features([path], settings, cache, progress=False).features
+    assert not np.allclose(first, changed)
+    compute_features([path], FeatureSettings(num_mel_bins=64), cache, progress=False)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 3
+
+
+def _store(args):
+    root, path, value = args
+    cache = FeatureCache(root)
+    entry = cache.entry(path, FeatureSettings())
+    for _ in range(50):
+        cache.store(entry, np.full((100, 128), value, dtype=np.float32))
+    return str(entry)
+
+
+def test_cache_survives_two_processes_writing_one_entry(tmp_path):
+    path = _wav(tmp_path / "a.wav", 0)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        entries = pool.map(_store, [(tmp_path / "cache", path, 1.0), (tmp_path / "cache", path, 1.0)])
+    assert entries[0] == entries[1]
+    loaded = FeatureCache(tmp_path / "cache").load(FeatureCache(tmp_path / "cache").entry(path, FeatureSettings()))
+    assert loaded.shape == (100, 128) and np.all(loaded == 1.0)
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_bad_files_are_collected_not_fatal(tmp_path):
+    good = _wav(tmp_path / "good.wav", 0)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"garbage")
+    table = compute_features([good, bad], FeatureSettings(), None, progress=False)
+    assert table.paths == [str(good)] and table.features.shape == (1, 100, 128)
+    assert [e.path for e in table.bad] == [str(bad)]
+
+
+def test_invalid_settings_are_rejected():
+    with pytest.raises(ValueError, match="clip_seconds"):
+        FeatureSettings(clip_seconds=0)

@@ -1,0 +1,147 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from mosquito_ast.config import ConfigError, TrainParams
+from mosquito_ast.data import DatasetError
+from mosquito_ast.models.classifier import load_member
+from mosquito_ast.training.finetune import run_paths, train
+
+
+def test_member_folder_describes_itself(tiny_member):
+    config = json.loads((tiny_member / "config.json").read_text())
+    assert tiny_member.parent.name == "best" and tiny_member.name == "tiny"
+    assert config["labels"] == sorted(config["labels"]) and len(config["labels"]) == 4
+    assert config["features"]["max_length"] == 100
+    assert config["training"]["seed"] == 3 and config["training"]["optimizer"] == "adamw"
+    assert [row["epoch"] for row in config["history"]] == [1, 2]
+    best = max(config["history"], key=lambda r: r["accuracy"])
+    assert config["best_epoch"] == best["epoch"]
+    assert set(best) >= {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "loss"}
+    assert config["data"]["train_groups"] and config["data"]["validation_groups"]
+    history = pd.read_csv(tiny_member.parent.parent / "runs" / "tiny" / "history.csv")
+    assert list(history.epoch) == [1, 2]
+    model, _ = load_member(tiny_member)
+    assert model(torch.zeros(1, 100, 128)).shape == (1, 4)
+
+
+def test_batch_size_schedule_is_applied(tiny_params):
+    member = train(tiny_params(epochs=3, batch_sizes=[4, 16]))
+    history = json.loads((member / "config.json").read_text())["history"]
+    assert [row["batch_size"] for row in history] == [4, 16, 16]
+
+
+def test_same_seed_same_metrics(tiny_params, tmp_path):
+    first = train(tiny_params(output=str(tmp_path / "a")))
+    second = train(tiny_params(output=str(tmp_path / "b")))
+    history = [json.loads((m / "config.json").read_text())["history"] for m in (first, second)]
+    for a, b in zip(*history):
+        assert a["loss"] == b["loss"] and a["accuracy"] == b["accuracy"]
+
+
+class CrashAtEpoch(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tiny_params, tmp_path):
+    whole = train(tiny_params(output=str(tmp_path / "whole"), epochs=3))
+    parts = tiny_params(output=str(tmp_path / "parts"), epochs=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(parts, callbacks=[CrashAtEpoch(1)])
+    assert not run_paths(parts)[0].exists()
+    resumed = train(tiny_params(output=str(tmp_path / "parts"), epochs=3, resume=True))
+    expected = json.loads((whole / "config.json").read_text())["history"]
+    got = json.loads((resumed / "config.json").read_text())["history"]
+    assert [r["epoch"] for r in got] == [1, 2, 3]
+    np.testing.assert_allclose([r["loss"] for r in got], [r["loss"] for r in expected], rtol=1e-5)
+
+
+def test_existing_member_is_kept_without_overwrite(tiny_params):
+    params = tiny_params(epochs=1)
+    member = train(params)
+    before = (member / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train(params)
+    assert (member / "model.safetensors").read_bytes() == before
+    train(tiny_params(epochs=1, overwrite=True, seed=99))
+    assert (member / "model.safetensors").read_bytes() != before
+
+
+def test_bad_files_refuse_training_unless_tolerated(tiny_params, synth_split, tmp_path):
+    import shutil
+
+    train_dir = tmp_path / "train"
+    shutil.copytree(synth_split[0], train_dir)
+    bad = train_dir / "C. pipiens" / "broken.wav"
+    bad.write_bytes(b"RIFF not really")
+    sf.write(train_dir / "C. pipiens" / "silent.wav", np.zeros(1600), 16000)
+    with pytest.raises(DatasetError, match="2 of 62 files are unusable") as error:
+        train(tiny_params(train_dir=str(train_dir), epochs=1))
+    assert "broken.wav" in str(error.value) and "silent.wav" in str(error.value)
+    member = train(tiny_params(train_dir=str(train_dir), epochs=1, max_bad_fraction=0.05))
+    skipped = json.loads((member / "config.json").read_text())["data"]["skipped_files"]
+    assert len(skipped) == 2
+
+
+def test_validation_class_unknown_to_training(tiny_params, synth_split, tmp_path):
+    import shutil
+
+    val_dir = tmp_path / "val"
+    shutil.copytree(synth_split[1], val_dir)
+    shutil.copytree(val_dir / "C. pipiens", val_dir / "Cs. annulata")
+    with pytest.raises(DatasetError, match="Cs. annulata"):
+        train(tiny_params(validation_dir=str(val_dir), epochs=1))
+
+
+def test_parameters_validate_with_clear_messages(tmp_path):
+    with pytest.raises(ConfigError, match="optimizer: 'adam' is not one of adamw, rmsprop, sgd"):
+        TrainParams(train_dir="a", validation_dir="b", optimizer="adam")
+    with pytest.raises(ConfigError, match="train-last-n-layers"):
+        TrainParams(train_dir="a", validation_dir="b", freeze="last-n")
+    config = tmp_path / "run.yaml"
+    config.write_text("train_dir: a\nvalidation_dir: b\nbatch_sizes: [4, 8]\nlearning-rate: 0.001\n")
+    params = TrainParams.from_sources(config, learning_rate=0.01)
+    assert params.batch_sizes == [4, 8] and params.learning_rate == 0.01
+    config.write_text("train_dir: a\nvalidation_dir: b\nlearning_rat: 1\n")
+    with pytest.raises(ConfigError, match="unknown parameter.*learning_rat"):
+        TrainParams.from_sources(config)
+
+
+def test_cli_train_with_yaml_and_flags(synth_split, feature_cache_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from mosquito_ast.cli import app
+
+    config = tmp_path / "run.yaml"
+    config.write_text(f"train_dir: {synth_split[0]}\nvalidation_dir: {synth_split[1]}\nepochs: 3\n")
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--epochs", "1", "--output",
+                                      str(tmp_path / "o"), "--postfix", "cli", "--batch-sizes", "16",
+                                      "--precision", "32", "--no-progress", "--cache-dir", str(feature_cache_dir)])
+    assert result.exit_code == 0, result.output
+    config_json = json.loads((tmp_path / "o" / "best" / "cli" / "config.json").read_text())
+    assert config_json["training"]["epochs"] == 1 and config_json["training"]["batch_sizes"] == [16]
+    bad = CliRunner().invoke(app, ["train", "--config", str(config), "--optimizer", "adam"])
+    assert bad.exit_code != 0 and "adam" in bad.output
+
+
+def test_wingbeats_tiny_fine_tune_and_reload(wingbeats, tmp_path, feature_cache_dir):
+    """Real 8 kHz, 0.625 s recordings: resampled, padded to 1 s, trained 2 epochs, reloaded."""
+    params = TrainParams(train_dir=str(wingbeats), validation_dir=str(wingbeats), output=str(tmp_path),
+                         postfix="wb", preset="tiny", epochs=2, batch_sizes=[32], learning_rate=1e-3,
+                         norm_stats="dataset", precision="32", progress=False, cache_dir=str(feature_cache_dir))
+    member = train(params)
+    model, config = load_member(member)
+    assert len(config["labels"]) == 6 and config["data"]["train_clips"] == 206
+    assert config["features"]["norm_mean"] != pytest.approx(-4.2677393)
+    assert run_paths(params)[0] == member
+    assert model(torch.zeros(2, 100, 128)).shape == (2, 6)
