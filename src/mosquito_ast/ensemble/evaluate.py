@@ -1,0 +1,252 @@
+"""`evaluate`: every member in a folder on one labeled set, both ensembles, metrics, leakage checks.
+
+Nothing is remapped from ground truth: members' label maps are matched by name, and a class of the
+evaluated set that no member knows is an error. The same run scores clips and recordings (clip
+probabilities averaged per group).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import EvaluateParams
+from ..data import DatasetError, Sample, discover
+from ..hardware import physical_cores, resolve_precision
+from ..training.datasets import check_bad_files
+from .aggregate import hard_vote, parse_weights, pool_by_group, soft_vote, vote_shares
+from .members import Member, ensemble_labels, load_members, predict_probabilities
+from .metrics import (bootstrap_intervals, confusion, label_metrics, per_class_table, probability_metrics)
+
+HARD, SOFT, MEAN, BEST = "hard vote", "soft vote", "mean member", "best member"
+ENSEMBLES = (HARD, SOFT)
+BEST_BY = "balanced_accuracy"
+GAIN_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro")
+HARD_VOTE_SCORES = ("hard vote: ECE and ROC-AUC use the (weighted) vote shares as scores; its log loss is "
+                    "undefined, since vote shares are 0 for classes no member chose")
+
+
+@dataclass
+class Assessment:
+    """Metrics of every member and both ensembles at one level (clips or recordings)."""
+
+    summary: pd.DataFrame  # one row per system: members, mean member, best member, hard vote, soft vote
+    per_class: pd.DataFrame  # one row per (system, class)
+    predicted: dict[str, np.ndarray]  # system -> predicted class ids
+    scores: dict[str, np.ndarray]  # system -> probabilities (vote shares for the hard vote)
+    confusion: dict[str, dict[str, list]]
+    gain: dict[str, dict[str, dict[str, float]]]
+    best_member: str
+
+
+@dataclass
+class EnsembleEvaluation:
+    """Tables for notebooks and the report. `metrics` is what metrics.json holds."""
+
+    predictions: pd.DataFrame  # one row per clip
+    members: pd.DataFrame  # one row per member
+    per_class: pd.DataFrame  # clip level, one row per (system, class)
+    summary: pd.DataFrame  # clip level, one row per system
+    recordings: pd.DataFrame  # one row per recording (group): pooled probabilities
+    recording_summary: pd.DataFrame
+    recording_per_class: pd.DataFrame
+    metrics: dict
+    output: Path
+
+
+def system_row(y_true: np.ndarray, predicted: np.ndarray, scores: np.ndarray, num_classes: int,
+               resamples: int, seed: int, ece_bins: int, probabilistic: bool = True) -> dict[str, float]:
+    row = {"n": len(y_true), **label_metrics(y_true, predicted, num_classes)}
+    row.update(bootstrap_intervals(y_true, predicted, resamples, seed))
+    row.update(probability_metrics(y_true, scores, ece_bins))
+    if not probabilistic:
+        row["log_loss"] = float("nan")
+    auc = per_class_table(y_true, predicted, scores, [str(c) for c in range(num_classes)])["roc_auc"]
+    row["roc_auc_macro"] = float(auc.mean()) if auc.notna().any() else float("nan")
+    return row
+
+
+def assess(y_true: np.ndarray, member_probabilities: np.ndarray, member_names: Sequence[str], weights: np.ndarray,
+           labels: Sequence[str], resamples: int = 1000, seed: int = 0, ece_bins: int = 15) -> Assessment:
+    """Score members and ensembles on (members, items, classes) probabilities against true class ids.
+    The best member is picked by balanced accuracy on this same set (hindsight, so optimistic)."""
+    labels = list(labels)
+    k = len(labels)
+    scores = {name: member_probabilities[i] for i, name in enumerate(member_names)}
+    scores[HARD] = vote_shares(member_probabilities, weights)
+    scores[SOFT] = soft_vote(member_probabilities, weights)
+    predicted = {name: p.argmax(axis=1) for name, p in scores.items()}
+    predicted[HARD] = hard_vote(member_probabilities, weights)
+    rows = {name: system_row(y_true, predicted[name], scores[name], k, resamples, seed, ece_bins, name != HARD)
+            for name in scores}
+    members = pd.DataFrame([{"system": n, "kind": "member", "member": n, "weight": w, **rows[n]}
+                            for n, w in zip(member_names, weights)])
+    best = members.loc[members[BEST_BY].idxmax()]
+    mean = members.drop(columns=["system", "kind", "member"]).mean(numeric_only=True)
+    mean[[c for c in mean.index if "_ci_" in c or c == "weight"]] = np.nan
+    summary = pd.concat([
+        members,
+        pd.DataFrame([{**mean.to_dict(), "system": MEAN, "kind": "mean", "member": ""},
+                      {**best.to_dict(), "system": BEST, "kind": "best"},
+                      *({"system": e, "kind": "ensemble", "member": "", **rows[e]} for e in ENSEMBLES)]),
+    ], ignore_index=True)
+    summary["n"] = summary["n"].astype(int)
+    gain = {e: {"over_best_member": {m: rows[e][m] - float(best[m]) for m in GAIN_METRICS},
+                "over_mean_member": {m: rows[e][m] - float(mean[m]) for m in GAIN_METRICS}} for e in ENSEMBLES}
+    per_class = pd.concat([per_class_table(y_true, predicted[n], scores[n], labels).assign(system=n)
+                           for n in scores], ignore_index=True)
+    per_class = per_class[["system", *[c for c in per_class.columns if c != "system"]]]
+    matrices = {}
+    for name in scores:
+        counts, normalized = confusion(y_true, predicted[name], k)
+        matrices[name] = {"counts": counts.tolist(), "normalized": normalized.tolist()}
+    return Assessment(summary, per_class, predicted, scores, matrices, gain, str(best["system"]))
+
+
+def prediction_table(ids: Sequence[str], groups: Sequence[str], y_true: np.ndarray, assessment: Assessment,
+                     labels: Sequence[str], id_column: str) -> pd.DataFrame:
+    """One row per item: id, group, true label, then each system's label and probabilities
+    (`<system>:label`, `<system>:p:<class>`; the hard vote's are vote shares, `hard vote:votes:<class>`)."""
+    names = np.asarray(labels, dtype=object)
+    columns: dict[str, object] = {id_column: list(ids), "group": list(groups), "true_label": names[y_true]}
+    for system, scores in assessment.scores.items():
+        columns[f"{system}:label"] = names[assessment.predicted[system]]
+        kind = "votes" if system == HARD else "p"
+        for c, label in enumerate(labels):
+            columns[f"{system}:{kind}:{label}"] = scores[:, c]
+    return pd.DataFrame(columns)
+
+
+def recording_keys(samples: Sequence[Sample]) -> list[str]:
+    """Each clip's group; a group holding several true labels is split per label (`group [label]`)."""
+    labels_of: dict[str, set[str]] = {}
+    for s in samples:
+        labels_of.setdefault(s.group, set()).add(s.label)
+    return [s.group if len(labels_of[s.group]) == 1 else f"{s.group} [{s.label}]" for s in samples]
+
+
+def leakage_checks(members: Sequence[Member], samples: Sequence[Sample], params: EvaluateParams) -> tuple[list[str], list[str]]:
+    """(warnings, notes): recordings shared between the evaluated set and members' training sets,
+    members trained or tuned on this very set, and members whose training recordings are unknown."""
+    warnings, notes = [], []
+    evaluated = {s.group for s in samples}
+    clips_of: dict[str, int] = {}
+    for s in samples:
+        clips_of[s.group] = clips_of.get(s.group, 0) + 1
+    here = Path(params.data).resolve()
+    for member in members:
+        data = member.config.get("data", {})
+        if data.get("train") and Path(data["train"]).resolve() == here:
+            warnings.append(f"member {member.name} was trained on this very data set ({params.data})")
+        if member.train_groups is None:
+            notes.append(f"member {member.name}: its config lists no training recordings (data.train_groups); "
+                         f"leakage cannot be checked")
+        else:
+            shared = sorted(evaluated & set(member.train_groups))
+            if shared:
+                clips = sum(clips_of[g] for g in shared)
+                listing = ", ".join(shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
+                warnings.append(f"member {member.name} was trained on {len(shared)} recording(s) of the evaluated set "
+                                f"({clips} clips): {listing}; its scores and the ensemble's are optimistic")
+        rule = member.config.get("training", {}).get("group_by")
+        if rule and rule != params.group_by:
+            notes.append(f"member {member.name}: training groups were found with --group-by {rule}, this evaluation "
+                         f"uses {params.group_by}; group names may not be comparable")
+        if data.get("validation") and Path(data["validation"]).resolve() == here:
+            notes.append(f"member {member.name} picked its best epoch on this set: its scores are optimistically biased")
+    return warnings, notes
+
+
+def member_table(members: Sequence[Member], weights: np.ndarray, samples: Sequence[Sample]) -> pd.DataFrame:
+    evaluated = {s.group for s in samples}
+    rows = []
+    for member, weight in zip(members, weights):
+        training = member.config.get("training", {})
+        data = member.config.get("data", {})
+        groups = member.train_groups
+        rows.append({
+            "member": member.name, "folder": str(member.folder), "format": member.format, "weight": weight,
+            "feature_settings": member.features.extraction_key(), "norm_mean": member.features.norm_mean,
+            "norm_std": member.features.norm_std, "preset_hidden_size": member.model.encoder.config.hidden_size,
+            "seed": training.get("seed"), "optimizer": training.get("optimizer"), "scheduler": training.get("scheduler"),
+            "learning_rate": training.get("learning_rate"), "freeze": training.get("freeze"),
+            "best_epoch": member.config.get("best_epoch"), "train_data": data.get("train"),
+            "train_clips": data.get("train_clips"),
+            "train_groups": "unknown" if groups is None else "; ".join(groups),
+            "shared_groups": "" if groups is None else "; ".join(sorted(evaluated & set(groups))),
+        })
+    return pd.DataFrame(rows)
+
+
+def level_metrics(assessment: Assessment) -> dict:
+    return {"systems": assessment.summary.set_index("system").to_dict(orient="index"),
+            "best_member": {"name": assessment.best_member,
+                            "chosen_by": f"{BEST_BY} on this evaluated set (hindsight: optimistic)"},
+            "gain": assessment.gain, "confusion_matrix": assessment.confusion,
+            "per_class": {s: t.drop(columns="system").to_dict(orient="records")
+                          for s, t in assessment.per_class.groupby("system", sort=False)}}
+
+
+def evaluate(params: EvaluateParams) -> EnsembleEvaluation:
+    """Load every member under `params.models`, predict `params.data`, score members and ensembles
+    per clip and per recording, and write tables, metrics.json, plots and report.html to `params.output`."""
+    from .report import write_outputs
+
+    precision = resolve_precision(params.precision)
+    torch.set_num_threads(physical_cores())
+    members = load_members(params.models, params.labels or None, params.progress)
+    labels = ensemble_labels(members)
+    names = [m.name for m in members]
+    weights = parse_weights(params.weights, names)
+    print(f"evaluate: {len(members)} members, precision {precision}, {physical_cores()} CPU threads")
+
+    samples = discover(params.data, params.group_by)
+    unknown = sorted({s.label for s in samples} - set(labels))
+    if unknown:
+        raise DatasetError(f"{params.data}: classes no member knows: {', '.join(unknown)} "
+                           f"(members know {', '.join(labels)})")
+    predicted = predict_probabilities(members, [s.path for s in samples], params, params.batch_size, params.progress)
+    check_bad_files(params.data, predicted.bad, len(samples), params.max_bad_fraction)
+    readable = set(predicted.paths)
+    samples = [s for s in samples if s.path in readable]
+    if not samples:
+        raise DatasetError(f"{params.data}: no readable clips to evaluate")
+    index = {name: i for i, name in enumerate(labels)}
+    y_true = np.array([index[s.label] for s in samples])
+    options = dict(resamples=params.bootstrap, seed=params.seed, ece_bins=params.ece_bins)
+    clips = assess(y_true, predicted.probabilities, names, weights, labels, **options)
+
+    keys = recording_keys(samples)
+    groups, pooled = pool_by_group(predicted.probabilities, keys)
+    truth_of = dict(zip(keys, y_true))
+    group_truth = np.array([truth_of[g] for g in groups])
+    recordings = assess(group_truth, pooled, names, weights, labels, **options)
+
+    warnings, notes = leakage_checks(members, samples, params)
+    for line in warnings:
+        print(f"warning: {line}")
+    metrics = {
+        "models": str(params.models), "data": str(params.data), "labels": labels, "members": names,
+        "weights": dict(zip(names, weights.tolist())), "precision": precision,
+        "clips": len(samples), "recordings": len(groups), "group_by": params.group_by,
+        "skipped_files": [str(e) for e in predicted.bad],
+        "bootstrap": {"resamples": params.bootstrap, "seed": params.seed, "level": 0.95,
+                      "unit": "clip (recording for recording-level metrics)"},
+        "ece_bins": params.ece_bins,
+        "clip_level": level_metrics(clips), "recording_level": level_metrics(recordings),
+        "warnings": warnings, "notes": [HARD_VOTE_SCORES, *notes],
+    }
+    evaluation = EnsembleEvaluation(
+        predictions=prediction_table([s.path for s in samples], keys, y_true, clips, labels, "path"),
+        members=member_table(members, weights, samples),
+        per_class=clips.per_class, summary=clips.summary,
+        recordings=prediction_table(groups, groups, group_truth, recordings, labels, "recording"),
+        recording_summary=recordings.summary, recording_per_class=recordings.per_class,
+        metrics=metrics, output=Path(params.output))
+    write_outputs(evaluation)
+    return evaluation

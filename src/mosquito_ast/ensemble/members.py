@@ -1,0 +1,193 @@
+"""Finding and loading ensemble members, and predicting with many of them at once.
+
+Decoding and fbank extraction dominate the cost of evaluating small models, and every member that
+shares the raw feature settings (sample rate, clip length, mel bins, frames) can share them: only the
+normalization differs per member, and that is applied per batch. Old-notebook members (1024 frames)
+get their own feature pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from ..audio import AudioError
+from ..config import DataParams
+from ..data import DatasetError
+from ..features import FeatureSettings, compute_features, normalize
+from ..hardware import resolve_precision
+from ..models.classifier import ASTClassifier, is_member_folder, load_member
+from ..models.encoder import WEIGHTS_NAME, CheckpointError
+
+WORKING_FOLDERS = {"best-candidate"}  # `train`'s working copy of the best epoch, beside the exported member
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+@dataclass
+class Member:
+    """One loaded member: `name` is its folder relative to the searched folder."""
+
+    name: str
+    folder: Path
+    model: ASTClassifier
+    config: dict
+    features: FeatureSettings
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.model.labels)
+
+    @property
+    def format(self) -> str:
+        return self.config.get("format", "")
+
+    @property
+    def train_groups(self) -> list[str] | None:
+        """Recordings the member was trained on; None when unknown (old-notebook members)."""
+        groups = self.config.get("data", {}).get("train_groups")
+        return None if groups is None else list(groups)
+
+
+def _is_classifier(folder: Path) -> bool:
+    try:
+        with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as weights:
+            return any(key.startswith("classifier.") for key in weights.keys())
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{folder / WEIGHTS_NAME}: unreadable weights ({error})") from error
+
+
+def find_member_folders(models_dir: str | Path) -> list[Path]:
+    """Folders under `models_dir` (itself included) holding a classifier's weights, sorted; hidden
+    folders, `train`'s working copies and encoders without a classification head are skipped."""
+    root = Path(models_dir)
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: no such models folder")
+    candidates = [root, *sorted(p.parent for p in root.rglob(WEIGHTS_NAME))]
+    found = []
+    for folder in dict.fromkeys(candidates):
+        parts = folder.relative_to(root).parts
+        if any(p.startswith(".") or p in WORKING_FOLDERS for p in parts):
+            continue
+        if is_member_folder(folder) and _is_classifier(folder):
+            found.append(folder)
+    return found
+
+
+def load_members(models_dir: str | Path, labels: Sequence[str] | None = None, progress: bool = False) -> list[Member]:
+    """Every member under `models_dir`, loaded from its own config.json. Label maps are compared by
+    name: all members must know the same classes (their orders may differ), else an error names the
+    member. Old-notebook members (weights only) need `labels` in their old id order."""
+    root = Path(models_dir)
+    folders = find_member_folders(root)
+    if not folders:
+        raise CheckpointError(f"{root}: no member folders ({WEIGHTS_NAME} with classifier weights) found")
+    from tqdm.auto import tqdm
+
+    members = []
+    for folder in tqdm(folders, desc="members", disable=not progress, leave=False):
+        model, config = load_member(folder, list(labels) if labels else None)
+        name = folder.relative_to(root).as_posix() if folder != root else folder.name
+        members.append(Member(name, folder, model, config, FeatureSettings.from_dict(config["features"])))
+    reference = members[0]
+    for member in members[1:]:
+        if set(member.labels) != set(reference.labels):
+            extra = sorted(set(member.labels) - set(reference.labels))
+            missing = sorted(set(reference.labels) - set(member.labels))
+            raise DatasetError(
+                f"member {member.name} ({member.folder}) does not share the label map of {reference.name}: "
+                f"extra classes {extra}, missing classes {missing}. Label maps are compared by name and never "
+                f"remapped; evaluate members of the same classes together")
+    return members
+
+
+def ensemble_labels(members: Sequence[Member]) -> list[str]:
+    """The class order of every probability array here: the first member's."""
+    return members[0].labels
+
+
+class Probabilities(NamedTuple):
+    """`probabilities`: (members, files, classes) float32, columns in `ensemble_labels(members)`
+    order, rows in `paths` order; `paths`: the readable files (input order); `bad`: the others."""
+
+    probabilities: np.ndarray
+    paths: list[str]
+    bad: list[AudioError]
+
+
+def autocast_context(precision: str, device: torch.device):
+    """Autocast for mixed precisions (bf16/fp16 matrix products), nothing for 32."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def score_features(members: Sequence[Member], features: dict[str, np.ndarray], precision: str,
+                   batch_size: int = 32, device: str | torch.device | None = None,
+                   progress: bool = False) -> np.ndarray:
+    """Probabilities (members, items, classes) from un-normalized features, one array (items, T, mel)
+    per raw feature setting keyed by `FeatureSettings.extraction_key()`, in the same item order.
+
+    Each member normalizes per batch with its own statistics and runs under `torch.inference_mode`,
+    in bf16/fp16 autocast when the (already resolved) `precision` says so; the softmax is taken in
+    float32 after the head and columns follow `ensemble_labels(members)`.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    labels = ensemble_labels(members)
+    count = len(next(iter(features.values())))
+    result = np.zeros((len(members), count, len(labels)), np.float32)
+    bar = tqdm(total=len(members) * -(-count // batch_size), desc="inference", disable=not progress, leave=False)
+    with torch.inference_mode():
+        for index, member in enumerate(members):
+            table = features[member.features.extraction_key()]
+            model = member.model.to(device).eval()
+            order = [member.labels.index(name) for name in labels]
+            for start in range(0, count, batch_size):
+                batch = torch.from_numpy(normalize(table[start:start + batch_size], member.features))
+                with autocast_context(precision, device):
+                    logits = model(batch.to(device))
+                result[index, start:start + batch_size] = logits.float().softmax(dim=-1)[:, order].cpu().numpy()
+                bar.update()
+    bar.close()
+    return result
+
+
+def predict_probabilities(members: Sequence[Member], paths: Sequence[str | Path], params: DataParams,
+                          batch_size: int = 32, progress: bool = True,
+                          device: str | torch.device | None = None) -> Probabilities:
+    """Class probabilities of every member for every file.
+
+    Files are decoded and featurized once per raw feature setting (through the feature cache of
+    `params`: --cache-dir / --no-cache, --num-workers), then scored by `score_features`;
+    `params.precision` is resolved for the device. Files unreadable for any member's settings are
+    left out and returned in `bad`.
+    """
+    from ..training.datasets import feature_cache
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = resolve_precision(params.precision, cuda=device.type == "cuda")
+    paths = [str(p) for p in paths]
+    settings = {m.features.extraction_key(): m.features for m in members}
+    tables = {key: compute_features(paths, value, feature_cache(params), num_workers=params.num_workers,
+                                    description=f"features {key}", progress=progress)
+              for key, value in settings.items()}
+    readable = set.intersection(*(set(t.paths) for t in tables.values()))
+    bad = {e.path: e for t in tables.values() for e in t.bad}
+    kept = [p for p in paths if p in readable]
+    aligned = {}
+    for key, table in tables.items():
+        position = {p: i for i, p in enumerate(table.paths)}
+        aligned[key] = table.features if table.paths == kept else table.features[[position[p] for p in kept]]
+    if not kept:
+        return Probabilities(np.zeros((len(members), 0, len(ensemble_labels(members))), np.float32), [],
+                             [bad[p] for p in paths if p in bad])
+    probabilities = score_features(members, aligned, precision, batch_size, device, progress)
+    return Probabilities(probabilities, kept, [bad[p] for p in paths if p in bad])
