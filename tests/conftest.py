@@ -21,7 +21,7 @@ def synth_split(tmp_path_factory) -> tuple[Path, Path]:
     """(train, validation) folder-per-class trees of generated clips, different recordings each side."""
     root = tmp_path_factory.mktemp("synth")
     generate_dataset(root / "train", recordings_per_species=3, clips_per_recording=5, seed=1)
-    generate_dataset(root / "validation", recordings_per_species=1, clips_per_recording=5, seed=2)
+    generate_dataset(root / "validation", recordings_per_species=1, clips_per_recording=5, seed=2, first_recording=10)
     return root / "train", root / "validation"
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from transformers import ASTFeatureExtractor
 
 from .audio import AudioError, load_clip
+from .io import atomic_path
 
 AUDIOSET_MEAN = -4.2677393
 AUDIOSET_STD = 4.5689974
@@ -119,10 +119,8 @@ class FeatureCache:
             return None
 
     def store(self, entry: Path, features: np.ndarray) -> None:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=entry.parent, suffix=".tmp", delete=False) as handle:
-            np.save(handle, features)
-        os.replace(handle.name, entry)
+        with atomic_path(entry, suffix=".npy") as temporary:
+            np.save(temporary, features)
 
 
 @dataclass

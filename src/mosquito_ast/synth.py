@@ -66,14 +66,16 @@ def generate_dataset(
     clip_seconds: float = 1.0,
     sample_rate: int = 16000,
     seed: int = 0,
+    first_recording: int = 0,
 ) -> list[Path]:
-    """Write `<root>/<species>/<slug>_r<recording>_c<clip>.wav`; the first two tokens name the recording."""
+    """Write `<root>/<species>/<slug>_r<recording>_c<clip>.wav`; the first two tokens name the recording.
+    Recordings are numbered from `first_recording`, so separately generated sets do not share names."""
     rng = np.random.default_rng(seed)
     written = []
     for kind in species:
         folder = Path(root) / kind.name
         folder.mkdir(parents=True, exist_ok=True)
-        for recording in range(recordings_per_species):
+        for recording in range(first_recording, first_recording + recordings_per_species):
             offset = rng.uniform(-0.08, 0.08)
             gain = rng.uniform(0.3, 1.0)
             noise = rng.uniform(0.01, 0.12)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_path, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from .evaluate import EnsembleEvaluation
@@ -52,14 +50,8 @@ def new_figure(rows: int, columns: int, size: tuple[float, float], **options):
 
 
 def save_figure(figure: Figure, path: Path) -> Path:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
-    try:
+    with atomic_path(path, suffix=".png") as temporary:
         figure.savefig(temporary, dpi=110, bbox_inches="tight")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 

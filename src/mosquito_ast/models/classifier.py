@@ -7,9 +7,6 @@ wrote them) and a `config.json` that fully describes it, so evaluation and predi
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ from torch import nn
 from transformers import ASTConfig, ASTModel
 
 from ..features import FeatureSettings
+from ..io import atomic_directory
 from .encoder import (CONFIG_NAME, OLD_NOTEBOOK_MAX_LENGTH, PRESETS, WEIGHTS_NAME, CheckpointError,
                       build_encoder, config_to_dict)
 
@@ -83,18 +81,10 @@ def save_member(model: ASTClassifier, folder: str | Path, features: FeatureSetti
         "features": features.to_dict(),
         **extra,
     }
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp"))
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(staging / WEIGHTS_NAME))
-    (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
-    if folder.exists():
-        retired = folder.with_name(f".{folder.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(folder, retired)
-        os.replace(staging, folder)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, folder)
+    with atomic_directory(folder) as staging:
+        save_file(state, str(staging / WEIGHTS_NAME))
+        (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
     return folder
 
 
