@@ -19,8 +19,9 @@ class ConfigError(ValueError):
     """A parameter that cannot be used; the message names it and says what is allowed."""
 
 
-def option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    metadata = {"help": help, "choices": choices}
+def option(default: Any, help: str, choices: tuple[str, ...] | None = None, positional: bool = False) -> Any:
+    """A parameter with its help text; `positional` makes it a command-line argument instead of a flag."""
+    metadata = {"help": help, "choices": choices, "positional": positional}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -105,29 +106,43 @@ class Params:
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 
 
-@dataclass
-class DataParams(Params):
-    """Audio, feature and data-loading settings shared by every command that reads clips."""
+def precision_option() -> Any:
+    return option("auto", "auto (bf16-mixed on GPUs and CPUs with AMX/AVX512-BF16, else 32), 32, bf16-mixed, 16-mixed.", PRECISIONS)
 
-    clip_seconds: float = option(1.0, "Clip length in seconds; shorter files are padded, longer ones trimmed.")
-    sample_rate: int = option(16000, "Sample rate the audio is resampled to.")
-    num_mel_bins: int = option(128, "Mel bins of the fbank features.")
+
+@dataclass
+class ReadParams(Params):
+    """How labeled clips are read: groups, bad files, feature cache, workers, precision."""
+
     group_by: str = option("auto", "Recording (group) of each clip: auto, parent, regex:PATTERN or column:NAME.")
     max_bad_fraction: float = option(0.0, "Largest share of unreadable/empty/silent files tolerated (skipped and listed).")
     cache_dir: str | None = option(None, "Feature cache folder (default: the user cache directory).")
     no_cache: bool = option(False, "Compute features without reading or writing the cache.")
     num_workers: int = option(0, "DataLoader worker processes for decoding and features (0 = in process).")
-    precision: str = option("auto", "auto (bf16-mixed on GPUs and CPUs with AMX/AVX512-BF16, else 32), 32, bf16-mixed, 16-mixed.", PRECISIONS)
+    precision: str = precision_option()
 
     def validate(self) -> None:
         if not 0 <= self.max_bad_fraction <= 1:
             raise ConfigError(f"max_bad_fraction: {self.max_bad_fraction} is not between 0 and 1")
+
+
+@dataclass
+class DataParams(ReadParams):
+    """Reading settings plus the feature settings of commands that build a model (train, pretrain)."""
+
+    clip_seconds: float = option(1.0, "Clip length in seconds; shorter files are padded, longer ones trimmed.")
+    sample_rate: int = option(16000, "Sample rate the audio is resampled to.")
+    num_mel_bins: int = option(128, "Mel bins of the fbank features.")
+
+    def validate(self) -> None:
+        super().validate()
         if self.clip_seconds <= 0:
             raise ConfigError(f"clip_seconds: must be positive, got {self.clip_seconds}")
 
 
 OPTIMIZERS = ("adamw", "rmsprop", "sgd")
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup", "constant")
+AUGMENTATIONS = ("roll", "gain", "frequency", "mask", "mixup", "noise")
 METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "loss")
 
 
@@ -156,6 +171,12 @@ class TrainParams(DataParams):
     dropout: float = option(0.0, "Dropout in the encoder.")
     label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.")
     norm_stats: str = option("audioset", "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std).", ("audioset", "dataset"))
+    augment: list[str] = option([], f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}.")
+    gain_db: float = option(6.0, "gain: largest gain change in dB.")
+    frequency_scale: float = option(0.05, "frequency: largest relative frequency change (0.05 = +-5%).")
+    mask_fraction: float = option(0.1, "mask: widest time and frequency mask, as a share of the axis.")
+    mixup_alpha: float = option(0.4, "mixup: Beta(alpha, alpha) weight of the blend.")
+    noise_std: float = option(0.05, "noise: std of Gaussian noise added to the normalized features.")
     metric: str = option("accuracy", "Validation metric that picks the best epoch.", METRICS)
     resume: bool = option(False, "Continue an interrupted run from its last checkpoint.")
     overwrite: bool = option(False, "Replace an existing member at <output>/best/<postfix>/.")
@@ -173,6 +194,117 @@ class TrainParams(DataParams):
             raise ConfigError("--freeze last-n needs --train-last-n-layers N (N >= 1)")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate: must be positive, got {self.learning_rate}")
+        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
+        if unknown:
+            raise ConfigError(f"augment: unknown {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
 
     def batch_size_for(self, epoch: int) -> int:
         return self.batch_sizes[min(epoch, len(self.batch_sizes) - 1)]
+
+
+@dataclass
+class PretrainParams(DataParams):
+    """Self-supervised pretraining of an AST encoder on unlabeled clips (done once, reused by `train`)."""
+
+    data: str = option(None, "Unlabeled clips: a folder searched recursively (labels ignored) or a manifest CSV with a 'path' column.")
+    output: str = option("pretrained", "Output folder: model.safetensors + config.json, loadable with `train --ssl-checkpoint`.")
+    validation_dir: str | None = option(None, "Validation clips (folder or manifest); default: a seeded --validation-fraction of --data.")
+    validation_fraction: float = option(0.1, "Share of --data held out for validation when no --validation-dir is given.")
+    objective: str = option("denoise", "denoise (reconstruct the clean fbank from a time/frequency-masked one) or masked-patch (predict hidden patches).", ("denoise", "masked-patch"))
+    mask_ratio: float = option(0.5, "masked-patch: share of patches hidden per clip.")
+    time_mask_fraction: float = option(0.2, "denoise: widest time mask, as a share of the clip's frames.")
+    frequency_mask_fraction: float = option(0.2, "denoise: widest frequency mask, as a share of the mel bins.")
+    time_masks: int = option(2, "denoise: time masks per clip.")
+    frequency_masks: int = option(2, "denoise: frequency masks per clip.")
+    preset: str = option("tiny", "Encoder size when starting from scratch: tiny, small, base (ignored with --init).", ("tiny", "small", "base"))
+    init: str | None = option(None, "Start from these encoder weights (Hugging Face AST folder or hub id, a `pretrain` output, an old SSL checkpoint); position embeddings are resized to the clip length.")
+    seed: int = option(42, "Random seed for the validation split, initialisation, shuffling and masks.")
+    epochs: int = option(150, "Most epochs (early stopping usually ends sooner).")
+    batch_sizes: list[int] = option([8], "Batch size per epoch, comma-separated (the last one repeats).")
+    optimizer: str = option("adamw", "Optimizer.", OPTIMIZERS)
+    scheduler: str = option("linear", "Learning-rate schedule (per step).", SCHEDULERS)
+    learning_rate: float = option(1e-4, "Peak learning rate.")
+    weight_decay: float = option(0.01, "Weight decay.")
+    warmup_ratio: float = option(0.05, "Share of steps used for linear warm-up.")
+    grad_accumulation: int = option(2, "Batches accumulated per optimizer step.")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm (0 = off).")
+    dropout: float = option(0.0, "Dropout in the encoder.")
+    patience: int = option(10, "Early stopping: epochs without a validation-loss improvement of --min-delta (0 = off).")
+    min_delta: float = option(1e-4, "Early stopping: smallest validation-loss decrease that counts as an improvement.")
+    norm_stats: str = option("audioset", "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std).", ("audioset", "dataset"))
+    probe: str | None = option(None, "Labeled folder-per-class set: after pretraining, report a linear probe's group-cross-validated balanced accuracy, pretrained vs random encoder.")
+    resume: bool = option(False, "Continue an interrupted run from its last checkpoint.")
+    overwrite: bool = option(False, "Replace an existing pretrained model in --output.")
+    progress: bool = option(True, "Show progress bars.")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.data:
+            raise ConfigError("--data is required")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs: must be at least 1, got {self.epochs}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError(f"batch_sizes: need positive batch sizes, got {self.batch_sizes}")
+        if not self.validation_dir and not 0 < self.validation_fraction < 1:
+            raise ConfigError(f"validation_fraction: must be between 0 and 1, got {self.validation_fraction}")
+        if not 0 < self.mask_ratio < 1:
+            raise ConfigError(f"mask_ratio: must be between 0 and 1, got {self.mask_ratio}")
+        for name in ("time_mask_fraction", "frequency_mask_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name}: must be between 0 and 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate: must be positive, got {self.learning_rate}")
+
+    def batch_size_for(self, epoch: int) -> int:
+        return self.batch_sizes[min(epoch, len(self.batch_sizes) - 1)]
+
+
+@dataclass
+class EvaluateParams(ReadParams):
+    """Evaluate an ensemble: every member under --models on the labeled clips in --data.
+
+    Members carry their own feature settings (sample rate, clip length, mel bins, frames,
+    normalization), so none are set here."""
+
+    models: str = option(None, "Folder searched recursively for members (model.safetensors + config.json), e.g. a sweep's output or a best/ folder.")
+    data: str = option(None, "Evaluation clips: folder-per-class tree or manifest CSV (path,label[,group]).")
+    output: str = option("evaluation", "Output folder for predictions.csv, metrics.json, plots and report.html.")
+    labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook members (weights only).")
+    weights: str | None = option(None, "Member weights: comma list in member order (sorted member names, as in members.csv) or a CSV with columns member,weight. Default: equal.")
+    batch_size: int = option(32, "Clips per inference batch.")
+    bootstrap: int = option(1000, "Bootstrap resamples for 95% intervals of accuracy and balanced accuracy (0 = off).")
+    seed: int = option(0, "Seed of the bootstrap resampling.")
+    ece_bins: int = option(15, "Equal-width confidence bins of the expected calibration error.")
+    progress: bool = option(True, "Show progress bars.")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.models or not self.data:
+            raise ConfigError("--models and --data are required")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: must be at least 1, got {self.batch_size}")
+        if self.bootstrap < 0 or self.ece_bins < 1:
+            raise ConfigError("bootstrap must be >= 0 and ece_bins >= 1")
+
+
+@dataclass
+class PredictParams(Params):
+    """Label new recordings of any length with the ensemble in --models."""
+
+    inputs: list[str] = option([], "Audio files and/or folders (searched recursively).", positional=True)
+    models: str = option(None, "Folder searched recursively for members, as for `evaluate`.")
+    output: str = option("predictions.csv", "Per-file CSV; <stem>_windows.csv and <stem>.json are written beside it.")
+    hop_seconds: float = option(0.5, "Step between clip-length windows of a long recording.")
+    top_k: int = option(3, "Labels listed per file, most probable first.")
+    min_confidence: float = option(0.5, "Files whose top probability is below this are marked uncertain.")
+    labels: list[str] | None = option(None, "Class names in the old id order; needed for old-notebook members.")
+    weights: str | None = option(None, "Member weights, as for `evaluate`.")
+    batch_size: int = option(32, "Windows per inference batch.")
+    precision: str = precision_option()
+    progress: bool = option(True, "Show progress bars.")
+
+    def validate(self) -> None:
+        if not self.inputs or not self.models:
+            raise ConfigError("give --models and at least one audio file or folder")
+        if self.hop_seconds <= 0 or self.top_k < 1 or not 0 <= self.min_confidence <= 1:
+            raise ConfigError("hop_seconds must be > 0, top_k >= 1 and min_confidence in [0, 1]")

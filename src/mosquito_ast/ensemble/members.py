@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 
 from ..audio import AudioError
-from ..config import DataParams
+from ..config import ReadParams
 from ..data import DatasetError
 from ..features import FeatureSettings, compute_features, normalize
 from ..hardware import resolve_precision
@@ -160,7 +160,7 @@ def score_features(members: Sequence[Member], features: dict[str, np.ndarray], p
     return result
 
 
-def predict_probabilities(members: Sequence[Member], paths: Sequence[str | Path], params: DataParams,
+def predict_probabilities(members: Sequence[Member], paths: Sequence[str | Path], params: ReadParams,
                           batch_size: int = 32, progress: bool = True,
                           device: str | torch.device | None = None) -> Probabilities:
     """Class probabilities of every member for every file.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -11,7 +12,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from .. import __version__
+from .. import __version__, augment
 from ..config import TrainParams
 from ..data import check_validation_labels, label_names
 from ..ensemble.metrics import classification_metrics
@@ -29,10 +30,12 @@ LOWER_IS_BETTER = {"loss"}
 class ClassifierModule(L.LightningModule):
     """What one step computes; validation metrics are gathered into a per-epoch history."""
 
-    def __init__(self, model: ASTClassifier, params: TrainParams, total_steps: int) -> None:
+    def __init__(self, model: ASTClassifier, params: TrainParams, total_steps: int,
+                 features: FeatureSettings) -> None:
         super().__init__()
         self.model = model
         self.params = params
+        self.features = features
         self.total_steps = total_steps
         self.history: list[dict] = []
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -50,8 +53,10 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         features, targets = batch
+        features, soft_targets = augment_batch(features, targets, len(self.model.labels), self.params, self.features)
         logits = self.model(features)
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets, label_smoothing=self.params.label_smoothing)
+        loss = torch.nn.functional.cross_entropy(logits.float(), soft_targets,
+                                                 label_smoothing=self.params.label_smoothing)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(targets))
         self._largest_batch = max(self._largest_batch, len(targets))
         return loss
@@ -86,6 +91,27 @@ class ClassifierModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = checkpoint.get("history", [])
+
+
+def augment_batch(features: torch.Tensor, targets: torch.Tensor, num_classes: int, params: TrainParams,
+                  settings: FeatureSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the chosen augmentations to normalized features; returns features and soft targets."""
+    chosen = set(params.augment)
+    soft = torch.nn.functional.one_hot(targets, num_classes).float()
+    if "roll" in chosen:
+        features = augment.roll_time(features)
+    if "gain" in chosen:
+        log_power_per_db = math.log(10) / 10
+        features = augment.random_gain(features, params.gain_db * log_power_per_db / (2 * settings.norm_std))
+    if "frequency" in chosen:
+        features = augment.frequency_scale(features, params.frequency_scale, settings.sample_rate)
+    if "mask" in chosen:
+        features = augment.spec_augment(features, params.mask_fraction, params.mask_fraction)
+    if "noise" in chosen:
+        features = features + params.noise_std * torch.randn_like(features)
+    if "mixup" in chosen:
+        features, soft = augment.mixup(features, soft, params.mixup_alpha)
+    return features, soft
 
 
 class KeepBest(Callback):
@@ -161,7 +187,7 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
         torch.from_numpy(normalize(train_set.features, settings)), train_set.targets(labels),
         torch.from_numpy(normalize(val_set.features, settings)), val_set.targets(labels),
         params.batch_size_for, params.seed)
-    module = ClassifierModule(model, params, total_steps)
+    module = ClassifierModule(model, params, total_steps, settings)
     extra = {
         "training": params.to_dict(),
         "precision": precision,

@@ -1,0 +1,145 @@
+"""`predict`: label new recordings of any length with an ensemble.
+
+Each recording is cut into clip-length windows (`--hop-seconds` apart; the last window is aligned to
+the end so no tail is lost; short recordings are padded to one window). Every member scores every
+window; the ensemble probability of a window is the (weighted) mean over members, and a file's is the
+mean over its windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .audio import AudioError, fit_length, is_audio_file, load_audio
+from .config import PredictParams
+from .ensemble.aggregate import parse_weights, soft_vote
+from .ensemble.members import Member, ensemble_labels, load_members, score_features
+from .features import FeatureSettings, fbank, make_extractor
+from .hardware import physical_cores, resolve_precision
+from .io import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class Predictions:
+    files: pd.DataFrame  # one row per input file (unreadable files too, with their error)
+    windows: pd.DataFrame  # one row per window
+    labels: list[str]
+
+
+def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
+    """Window starts covering the whole recording; the last one ends at the recording's end."""
+    if num_samples <= window:
+        return [0]
+    starts = list(range(0, num_samples - window + 1, hop))
+    if starts[-1] + window < num_samples:
+        starts.append(num_samples - window)
+    return starts
+
+
+def window_features(path: str | Path, settings: FeatureSettings, hop_seconds: float) -> tuple[np.ndarray, list[float]]:
+    """Un-normalized fbank of every window of one recording, and each window's start in seconds."""
+    wave = load_audio(path, settings.sample_rate)
+    window = int(round(settings.clip_seconds * settings.sample_rate))
+    hop = max(1, int(round(hop_seconds * settings.sample_rate)))
+    extractor = make_extractor(settings)
+    starts = window_starts(len(wave), window, hop)
+    features = np.stack([fbank(fit_length(wave[s:s + window], window), settings, extractor) for s in starts])
+    return features, [s / settings.sample_rate for s in starts]
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given, and audio files found recursively in given folders (sorted)."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files.extend(sorted(p for p in item.rglob("*") if is_audio_file(p)))
+        else:
+            files.append(item)
+    return files
+
+
+def top_k_columns(probabilities: np.ndarray, labels: list[str], k: int) -> dict[str, list]:
+    order = np.argsort(-probabilities, axis=1)[:, :k]
+    columns: dict[str, list] = {}
+    for rank in range(order.shape[1]):
+        columns[f"top{rank + 1}_label"] = [labels[i] for i in order[:, rank]]
+        columns[f"top{rank + 1}_probability"] = probabilities[np.arange(len(order)), order[:, rank]].tolist()
+    return columns
+
+
+def predict_files(members: Sequence[Member], files: Sequence[str | Path], params: PredictParams) -> Predictions:
+    """Window, featurize once per feature setting, score with every member, and pool."""
+    from tqdm.auto import tqdm
+
+    labels = ensemble_labels(members)
+    weights = parse_weights(params.weights, [m.name for m in members])
+    precision = resolve_precision(params.precision)
+    settings_of = {m.features.extraction_key(): m.features for m in members}
+    window_rows, file_rows = [], []
+    for path in tqdm(files, desc="predict", disable=not params.progress):
+        try:
+            windows = {key: window_features(path, settings, params.hop_seconds) for key, settings in settings_of.items()}
+        except (AudioError, OSError) as error:
+            problem = error.problem if isinstance(error, AudioError) else str(error)
+            print(f"warning: {path}: skipped ({problem})")
+            file_rows.append({"path": str(path), "windows": 0, "error": problem})
+            continue
+        member_probabilities = score_features(members, {k: v[0] for k, v in windows.items()}, precision,
+                                              params.batch_size)
+        ensemble = soft_vote(member_probabilities, weights)
+        starts = next(iter(windows.values()))[1]
+        clip = next(iter(settings_of.values())).clip_seconds
+        for start, row in zip(starts, ensemble):
+            window_rows.append({"path": str(path), "start_s": round(start, 4), "end_s": round(start + clip, 4),
+                                **dict(zip(labels, row.tolist()))})
+        pooled = ensemble.mean(axis=0)
+        file_rows.append({"path": str(path), "windows": len(starts), "error": "", "pooled": pooled})
+    return Predictions(_file_table(file_rows, labels, params), pd.DataFrame(window_rows), labels)
+
+
+def _file_table(rows: list[dict], labels: list[str], params: PredictParams) -> pd.DataFrame:
+    table = []
+    for row in rows:
+        pooled = row.pop("pooled", None)
+        if pooled is None:
+            table.append({**row, "label": "", "confidence": np.nan, "uncertain": True})
+            continue
+        best = int(pooled.argmax())
+        top = top_k_columns(pooled[None], labels, params.top_k)
+        table.append({**row, "label": labels[best], "confidence": float(pooled[best]),
+                      "uncertain": bool(pooled[best] < params.min_confidence),
+                      **{k: v[0] for k, v in top.items()}, **dict(zip(labels, pooled.tolist()))})
+    return pd.DataFrame(table)
+
+
+def predict(params: PredictParams) -> Predictions:
+    """Load the ensemble in `params.models`, predict `params.inputs`, write CSV and JSON tables."""
+    import torch
+
+    torch.set_num_threads(physical_cores())
+    members = load_members(params.models, params.labels or None, params.progress)
+    print(f"predict: {len(members)} members, precision {resolve_precision(params.precision)}")
+    files = expand_inputs(params.inputs)
+    if not files:
+        raise FileNotFoundError(f"no audio files found in {', '.join(params.inputs)}")
+    result = predict_files(members, files, params)
+    output = Path(params.output)
+    windows_path = output.with_name(output.stem + "_windows.csv")
+    atomic_write_text(output, result.files.to_csv(index=False))
+    atomic_write_text(windows_path, result.windows.to_csv(index=False))
+    atomic_write_json(output.with_suffix(".json"), {
+        "models": str(params.models), "members": [m.name for m in members], "labels": result.labels,
+        "hop_seconds": params.hop_seconds, "min_confidence": params.min_confidence,
+        "files": result.files.replace({np.nan: None}).to_dict(orient="records"),
+        "windows": result.windows.to_dict(orient="records"),
+    })
+    failed = int((result.files["error"] != "").sum())
+    uncertain = int(result.files["uncertain"].sum()) - failed
+    print(f"{len(files)} files: {failed} unreadable, {uncertain} below confidence {params.min_confidence} "
+          f"-> {output}, {windows_path}, {output.with_suffix('.json')}")
+    return result

@@ -1,0 +1,360 @@
+"""Train/validation splits that keep recordings (groups) whole or mix them, and a leakage audit.
+
+Clips cut from one recording resemble each other more than clips of another recording of the same
+species, so a split that puts one recording on both sides overstates accuracy. `make_split` builds
+the honest (`independent`) split, the optimistic (`random`) one and grouped k-fold splits as
+folder-per-class trees; `check_split` proves which is which.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import soundfile as sf
+from tqdm.auto import tqdm
+
+from .audio import AudioError, load_audio
+from .data import DatasetError, Sample, discover
+from .io import atomic_write_json, atomic_write_text
+from .segment import SegmentSettings, relative_location, segment_recordings
+
+MODES = ("independent", "random", "kfold")
+LINKS = ("hard", "copy", "symlink")
+SIDES = ("train", "validation")
+REPORT_NAME = "split_report.json"
+MANIFEST_NAME = "manifest.csv"
+GREEDY_TRIES = 64
+
+
+class SplitWarning(UserWarning):
+    """A split that could not meet a request (a class on one side only, a fraction far off)."""
+
+
+# ---------------------------------------------------------------- assigning clips to sides
+
+
+def group_classes(samples: list[Sample]) -> dict[str, str]:
+    """Each group's class: its most frequent label (a group spanning classes still moves whole)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for sample in samples:
+        counts[sample.group][sample.label] += 1
+    return {group: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for group, c in counts.items()}
+
+
+def _greedy(order: list[str], sizes: dict[str, int], target: float) -> set[str]:
+    chosen, total = set(), 0
+    for group in order:
+        if abs(total + sizes[group] - target) < abs(total - target):
+            chosen.add(group)
+            total += sizes[group]
+    return chosen
+
+
+def choose_validation_groups(sizes: dict[str, int], fraction: float, rng: np.random.Generator) -> set[str]:
+    """Validation groups of one class, whole groups only, with a clip share close to `fraction`.
+
+    Greedy subset-sum: walk the groups in an order and take a group when it brings the validation
+    clip count closer to fraction x clips. This runs on GREEDY_TRIES seeded random orders and on
+    the largest-first order; the closest result wins (ties go to the earliest random order, so the
+    seed changes which of several equally good splits is made). With two or more groups, both sides
+    keep at least one group: an empty side gets the group that moves the share least from the target.
+    """
+    groups = sorted(sizes)
+    total, target = sum(sizes.values()), fraction * sum(sizes.values())
+    orders = [[groups[i] for i in rng.permutation(len(groups))] for _ in range(GREEDY_TRIES)]
+    orders.append(sorted(groups, key=lambda g: -sizes[g]))
+    best = min((_greedy(order, sizes, target) for order in orders),
+               key=lambda chosen: abs(sum(sizes[g] for g in chosen) - target))
+    if len(groups) < 2:
+        return set()
+    if not best:
+        best = {min(groups, key=lambda g: (abs(sizes[g] - target), g))}
+    if len(best) == len(groups):
+        best = best - {min(groups, key=lambda g: (abs(total - sizes[g] - target), g))}
+    return best
+
+
+def independent_sides(samples: list[Sample], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(side of each sample, notes): no group on both sides, each class as close to `fraction` as its
+    groups allow; a class with one group stays in train and gets a note."""
+    rng = np.random.default_rng(seed)
+    owner = group_classes(samples)
+    sizes: dict[str, dict[str, int]] = defaultdict(dict)
+    for group, count in Counter(s.group for s in samples).items():
+        sizes[owner[group]][group] = count
+    validation: set[str] = set()
+    notes = []
+    for label in sorted(sizes):
+        chosen = choose_validation_groups(sizes[label], fraction, rng)
+        validation |= chosen
+        if not chosen:
+            clips = sum(sizes[label].values())
+            notes.append(f"class {label!r} has {len(sizes[label])} recording group ({clips} clips): all in train, "
+                         f"none in validation")
+    return ["validation" if s.group in validation else "train" for s in samples], notes
+
+
+def random_sides(samples: list[Sample], fraction: float, seed: int) -> list[str]:
+    """Stratified random split of clips, ignoring groups (scikit-learn's train_test_split)."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(samples))
+    labels = [s.label for s in samples]
+    try:
+        _, validation = train_test_split(index, test_size=fraction, stratify=labels, random_state=seed)
+    except ValueError as error:
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(labels).items()))
+        raise DatasetError(f"cannot make a stratified random split of {len(samples)} clips ({counts}) "
+                           f"with validation fraction {fraction}: {error}") from None
+    chosen = set(validation.tolist())
+    return ["validation" if i in chosen else "train" for i in index]
+
+
+def kfold_sides(samples: list[Sample], folds: int, seed: int) -> list[list[str]]:
+    """Sides per fold of scikit-learn's StratifiedGroupKFold (shuffled, seeded)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = sorted({s.group for s in samples})
+    if folds < 2 or folds > len(groups):
+        raise DatasetError(f"--folds {folds}: need 2 to {len(groups)} folds for {len(groups)} recording groups")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    result = []
+    for _, validation in splitter.split(np.zeros(len(samples)), [s.label for s in samples], [s.group for s in samples]):
+        chosen = set(validation.tolist())
+        result.append(["validation" if i in chosen else "train" for i in range(len(samples))])
+    return result
+
+
+# ---------------------------------------------------------------- writing the trees
+
+
+@dataclass
+class _Linker:
+    """Places files by hard link, copy or symlink; hard links fall back to copies (with one notice)."""
+
+    how: str
+    fell_back: bool = False
+
+    def place(self, source: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if self.how == "symlink":
+            os.symlink(source.resolve(), target)
+            return
+        if self.how == "hard" and not self.fell_back:
+            try:
+                os.link(source, target)
+                return
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+                    raise
+                self.fell_back = True
+                print(f"notice: hard links failed ({error.strerror}: {source} -> {target}); copying files instead")
+        shutil.copy2(source, target)
+
+    @property
+    def used(self) -> str:
+        return "copy" if self.fell_back else self.how
+
+
+def _counts(samples: list[Sample], sides: list[str]) -> dict:
+    table: dict = {}
+    for label in sorted({s.label for s in samples}):
+        table[label] = {}
+        for side in SIDES:
+            members = [s for s, d in zip(samples, sides) if s.label == label and d == side]
+            table[label][side] = {"clips": len(members), "groups": len({s.group for s in members})}
+    return table
+
+
+def _summary(samples: list[Sample], sides: list[str]) -> dict:
+    validation = sum(d == "validation" for d in sides)
+    return {"clips": {side: sum(d == side for d in sides) for side in SIDES},
+            "groups": {side: len({s.group for s, d in zip(samples, sides) if d == side}) for side in SIDES},
+            "validation_fraction": validation / len(samples),
+            "classes": _counts(samples, sides)}
+
+
+def _write_tree(root: Path, prefix: PurePosixPath, samples: list[Sample], locations: list[PurePosixPath],
+                sides: list[str], linker: _Linker, rows: list[list[str]], extra: list[str], progress: bool) -> None:
+    for sample, location, side in tqdm(list(zip(samples, locations, sides)), desc=f"write {prefix}",
+                                       unit="file", disable=not progress):
+        relative = prefix / side / sample.label / location
+        linker.place(Path(sample.path), root / relative)
+        rows.append([relative.as_posix(), sample.label, sample.group, side, *extra])
+
+
+def _locations(samples: list[Sample], source: Path) -> list[PurePosixPath]:
+    locations = [PurePosixPath(s.label) / relative_location(s, source) for s in samples]
+    seen: dict[PurePosixPath, str] = {}
+    for sample, location in zip(samples, locations):
+        if location in seen:
+            raise DatasetError(f"{sample.path} and {seen[location]} would both be written as {location}")
+        seen[location] = sample.path
+    return [PurePosixPath(*loc.parts[1:]) for loc in locations]
+
+
+def make_split(data: str | Path, output: str | Path, mode: str, group_by: str = "auto",
+               validation_fraction: float = 0.2, seed: int = 0, folds: int = 5, link: str = "hard",
+               overwrite: bool = False, segment: SegmentSettings | None = None, progress: bool = True) -> dict:
+    """Write `<output>/<mode>/train|validation/<class>/...` (kfold: `<output>/kfold/fold<k>/...`), a
+    manifest (path, label, group, side[, fold]) and `split_report.json`; return the report.
+
+    Modes: `independent` assigns whole recording groups per class with a seeded greedy search for
+    the validation share closest to `validation_fraction` (see `choose_validation_groups`), keeping
+    every class with two or more groups on both sides; `random` is scikit-learn's stratified
+    `train_test_split` of clips, groups ignored; `kfold` is scikit-learn's `StratifiedGroupKFold`.
+    What could not be met (a class on one side only, a share far from the target, a fold missing
+    classes) is listed under "warnings" in the report and raised as `SplitWarning`.
+
+    Files keep their path below the class folder (session folders, names with spaces and dots), so
+    the same `--group-by` rule finds the same groups in the output. With `segment`, recordings are
+    first cut into clips under `<output>/clips/` (reused by later splits with the same settings) and
+    clips inherit their recording's group. The split folder is built beside its final place and
+    moved in at the end; an existing non-empty one is refused unless `overwrite`.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
+    if link not in LINKS:
+        raise ValueError(f"link: {link!r} is not one of {', '.join(LINKS)}")
+    if mode != "kfold" and not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction: must be between 0 and 1, got {validation_fraction}")
+    data, output = Path(data), Path(output)
+    final = output / mode
+    if final.exists() and any(final.iterdir()) and not overwrite:
+        raise FileExistsError(f"{final}: split folder exists and is not empty (use --overwrite to replace it)")
+
+    if segment is not None:
+        clips_root = output / "clips"
+        samples = segment_recordings(data, clips_root, segment, group_by, overwrite, progress)
+        source = clips_root
+        locations = [PurePosixPath(Path(s.path).relative_to(clips_root / s.label).as_posix()) for s in samples]
+    else:
+        samples = discover(data, group_by)
+        source = data
+        locations = _locations(samples, data)
+
+    report: dict = {"mode": mode, "data": str(data), "group_by": group_by, "seed": seed,
+                    "files": len(samples), "recording_groups": len({s.group for s in samples}),
+                    "segmentation": None if segment is None else {**asdict(segment), "clips": str(source)}}
+    notes: list[str] = []
+    output.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{mode}.", suffix=".tmp", dir=output))
+    building.chmod(0o755)
+    linker = _Linker(link)
+    rows: list[list[str]] = []
+    try:
+        if mode == "kfold":
+            report["folds"] = []
+            for k, sides in enumerate(kfold_sides(samples, folds, seed)):
+                _write_tree(building, PurePosixPath(f"fold{k}"), samples, locations, sides, linker, rows,
+                            [str(k)], progress)
+                summary = _summary(samples, sides)
+                report["folds"].append({"fold": k, **summary})
+                missing = [c for c, n in summary["classes"].items() if n["validation"]["clips"] == 0]
+                if missing:
+                    notes.append(f"fold {k}: no validation clips of {', '.join(missing)}")
+        else:
+            report["validation_fraction_target"] = validation_fraction
+            if mode == "independent":
+                sides, class_notes = independent_sides(samples, validation_fraction, seed)
+                notes += class_notes
+            else:
+                sides = random_sides(samples, validation_fraction, seed)
+            _write_tree(building, PurePosixPath("."), samples, locations, sides, linker, rows, [], progress)
+            report.update(_summary(samples, sides))
+            achieved = report["validation_fraction"]
+            if abs(achieved - validation_fraction) > 0.05:
+                notes.append(f"validation fraction {achieved:.3f} (target {validation_fraction}): "
+                             f"{report['clips']['validation']} of {len(samples)} clips; whole recording groups "
+                             f"allow no closer split")
+        report["link"] = linker.used
+        report["warnings"] = notes
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "label", "group", "side"] + (["fold"] if mode == "kfold" else []))
+        writer.writerows(rows)
+        atomic_write_text(building / MANIFEST_NAME, buffer.getvalue())
+        atomic_write_json(building / REPORT_NAME, report)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(building, final)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    for note in notes:
+        warnings.warn(note, SplitWarning, stacklevel=2)
+    return report
+
+
+# ---------------------------------------------------------------- leakage audit
+
+
+@dataclass
+class LeakageReport:
+    """What a train/validation pair shares: recording groups, and files with identical audio."""
+
+    train_files: int
+    validation_files: int
+    shared_groups: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> clips per side
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (train path, validation path)
+
+    @property
+    def leaks(self) -> bool:
+        return bool(self.shared_groups or self.duplicates)
+
+    def summary(self) -> str:
+        lines = [f"train: {self.train_files} files, validation: {self.validation_files} files"]
+        lines.append(f"recording groups on both sides: {len(self.shared_groups)}")
+        lines += [f"  {group}: {n['train']} train, {n['validation']} validation clips"
+                  for group, n in sorted(self.shared_groups.items())]
+        lines.append(f"files with identical audio on both sides: {len(self.duplicates)}")
+        lines += [f"  {a} == {b}" for a, b in self.duplicates]
+        lines.append("LEAKAGE FOUND" if self.leaks else "no leakage found")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"train_files": self.train_files, "validation_files": self.validation_files,
+                "shared_groups": self.shared_groups, "duplicates": [list(d) for d in self.duplicates],
+                "leaks": self.leaks}
+
+
+def audio_digest(path: str | Path) -> str:
+    """Hash of the decoded samples at the file's own rate (so a re-encoded or renamed copy matches);
+    files that do not decode to usable audio are hashed by their bytes."""
+    try:
+        rate = sf.info(str(path)).samplerate
+        wave = load_audio(path, rate)
+        return hashlib.sha256(np.int32(rate).tobytes() + wave.tobytes()).hexdigest()
+    except (AudioError, RuntimeError, sf.LibsndfileError):
+        return "bytes:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_split(train_dir: str | Path, validation_dir: str | Path, group_by: str = "auto",
+                progress: bool = False) -> LeakageReport:
+    """Audit a split: recording groups found on both sides and validation files whose audio equals a
+    training file's. `.leaks` is True when either is found."""
+    train, validation = discover(train_dir, group_by), discover(validation_dir, group_by)
+    train_groups = Counter(s.group for s in train)
+    validation_groups = Counter(s.group for s in validation)
+    shared = {g: {"train": train_groups[g], "validation": validation_groups[g]}
+              for g in sorted(set(train_groups) & set(validation_groups))}
+    digests: dict[str, str] = {}
+    for sample in tqdm(train, desc="hash train", unit="file", disable=not progress):
+        digests.setdefault(audio_digest(sample.path), sample.path)
+    duplicates = []
+    for sample in tqdm(validation, desc="hash validation", unit="file", disable=not progress):
+        match = digests.get(audio_digest(sample.path))
+        if match is not None:
+            duplicates.append((match, sample.path))
+    return LeakageReport(len(train), len(validation), shared, duplicates)
