@@ -1,0 +1,207 @@
+"""Run a sweep: plan from the ledger (skip finished runs, retry failed ones on request), dispatch to a
+backend, record every result as it arrives, then summarize and optionally compare the ensembles."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..config import ConfigError
+from ..io import atomic_write_text
+from .backends import BACKENDS, default_notebook, run_pool, run_ray, run_sequential
+from .ledger import LEDGER_NAME, SUMMARY_NAME, Ledger
+from .spec import Run, SweepSpec, expand, naming_value
+
+COMPARISON_NAME = "comparison.csv"
+ENSEMBLE_ROWS = ("mean member", "best member", "soft vote", "hard vote")
+COMPARED_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1")
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep call produced: its runs, the plan or summary table, the comparison (if evaluated)."""
+
+    output: Path
+    runs: list[Run]
+    table: pd.DataFrame
+    comparison: pd.DataFrame | None = None
+
+    @property
+    def failed(self) -> int:
+        return int((self.table.get("status") == "failed").sum()) if "status" in self.table else 0
+
+
+def sweep_output(spec: SweepSpec, output: str | Path | None) -> Path:
+    """--output, else the file's `output` (relative to the file), else runs/<sweep file name>."""
+    if output:
+        return Path(output).resolve()
+    if spec.output:
+        return (spec.folder / spec.output).resolve()
+    return Path("runs", Path(spec.source).stem).resolve()
+
+
+def run_state(run: Run, latest: dict[tuple[str, str], dict]) -> str:
+    """done (a 'done' record and the member folder exist), failed, or pending (never finished)."""
+    record = latest.get(run.key)
+    if record is None:
+        return "pending"
+    if record["status"] == "done":
+        return "done" if (run.member_dir / "model.safetensors").is_file() else "pending"
+    return "failed"
+
+
+def plan_table(runs: list[Run], states: list[str], retry_failed: bool) -> pd.DataFrame:
+    action = {"done": "skip", "pending": "run", "failed": "retry" if retry_failed else "skip (failed)"}
+    rows = [{"dataset": r.dataset, "postfix": r.postfix, **{k: naming_value(v) for k, v in r.varied.items()},
+             "status": s, "action": action[s]} for r, s in zip(runs, states)]
+    return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1))
+
+
+def summary_table(runs: list[Run], latest: dict[tuple[str, str], dict]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        record = latest.get(run.key, {})
+        metric = record.get("best_metric") or {}
+        rows.append({"dataset": run.dataset, "postfix": run.postfix, "status": record.get("status", "not run"),
+                     "seconds": record.get("duration_s"), "best_epoch": record.get("best_epoch"),
+                     "metric": metric.get("name"), "value": metric.get("value"),
+                     "error": record.get("error"), "log": record.get("log")})
+    return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1))
+
+
+def _result_line(record: dict[str, Any]) -> str:
+    name = f"{record['dataset']}/{record['postfix']}"
+    if record["status"] == "done":
+        metric = record.get("best_metric") or {}
+        score = f"  {metric['name']} {metric['value']:.4f}" if metric.get("value") is not None else ""
+        return f"✅ {name}  {record.get('duration_s', 0):.0f} s{score}"
+    return f"❌ {name}  {record.get('error')}  (log: {record.get('log')})"
+
+
+def run_sweep(spec: SweepSpec, output: str | Path | None = None, backend: str = "local", parallel: int = 1,
+              dry_run: bool = False, retry_failed: bool = False, evaluate: bool = False,
+              ray_address: str | None = None, notebook: str | Path | None = None) -> SweepOutcome:
+    """Expand and validate every run, then train those not finished yet; see the module docstring."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    if parallel < 1:
+        raise ConfigError(f"parallel: must be at least 1, got {parallel}")
+    output = sweep_output(spec, output)
+    runs = expand(spec, output)
+    notebook_path = _notebook(spec, notebook) if backend == "papermill" else None
+    if evaluate:
+        _evaluation_api()
+    ledger = Ledger(output / LEDGER_NAME)
+    latest = ledger.latest()
+    states = [run_state(run, latest) for run in runs]
+    plan = plan_table(runs, states, retry_failed)
+    if dry_run:
+        return SweepOutcome(output, runs, plan)
+
+    todo = [_attempt(run, state) for run, state in zip(runs, states)
+            if state == "pending" or (state == "failed" and retry_failed)]
+    print(f"sweep: {len(runs)} runs, {states.count('done')} done, {states.count('failed')} failed before, "
+          f"{len(todo)} to run on {backend}" + (f" x{parallel}" if parallel > 1 else "") + f" -> {output}")
+    _dispatch(todo, backend, parallel, notebook_path, ledger, ray_address)
+
+    summary = summary_table(runs, ledger.latest())
+    atomic_write_text(output / SUMMARY_NAME, summary.to_csv(index=False))
+    comparison = compare_ensembles(runs, output) if evaluate else None
+    return SweepOutcome(output, runs, summary, comparison)
+
+
+def _attempt(run: Run, state: str) -> Run:
+    """A failed run starts over; a never-finished one continues from its last checkpoint, if any."""
+    params = dataclasses.replace(run.params, overwrite=True, resume=state == "pending")
+    return dataclasses.replace(run, params=params)
+
+
+def _dispatch(todo: list[Run], backend: str, parallel: int, notebook: Path | None, ledger: Ledger,
+              ray_address: str | None) -> None:
+    from tqdm.auto import tqdm
+
+    if not todo:
+        return
+    with tqdm(total=len(todo), desc="sweep", unit="run", dynamic_ncols=True) as bar:
+        def record(result: dict[str, Any]) -> None:
+            ledger.append(result)
+            bar.write(_result_line(result))
+            bar.update()
+
+        nb = str(notebook) if notebook else None
+        if backend == "ray":
+            run_ray(todo, parallel, nb, record, ray_address)
+        elif parallel > 1:
+            run_pool(todo, parallel, nb, record)
+        else:
+            run_sequential(todo, nb, record)
+
+
+def _notebook(spec: SweepSpec, notebook: str | Path | None) -> Path:
+    path = Path(notebook) if notebook else (spec.folder / spec.notebook if spec.notebook else default_notebook())
+    if not path.is_file():
+        raise ConfigError(f"{path}: training notebook not found (give it with --notebook or `notebook:`)")
+    return path.resolve()
+
+
+def _evaluation_api():
+    try:
+        from ..config import EvaluateParams
+        from ..ensemble.evaluate import evaluate
+    except ImportError as error:
+        raise ConfigError(f"--evaluate needs mosquito_ast.ensemble.evaluate, which is not available: {error}") from None
+    return EvaluateParams, evaluate
+
+
+def compare_ensembles(runs: list[Run], output: Path) -> pd.DataFrame | None:
+    """Evaluate each dataset's members on its validation set; one row per ensemble view, the datasets
+    side by side per metric. Written to <output>/comparison.csv."""
+    EvaluateParams, evaluate = _evaluation_api()
+    shared = {spec.name for spec in dataclasses.fields(EvaluateParams)}
+    tables = {}
+    for dataset in dict.fromkeys(run.dataset for run in runs):
+        first = next(run for run in runs if run.dataset == dataset)
+        members = output / dataset / "best"
+        if not members.is_dir() or not any(members.iterdir()):
+            print(f"evaluate: {dataset}: no finished members, left out")
+            continue
+        data_params = {k: v for k, v in first.params.to_dict().items()
+                       if k in shared and k not in ("output", "seed")}
+        params = EvaluateParams.from_sources(None, **{**data_params, "models": str(members),
+                                                      "data": first.params.validation_dir,
+                                                      "output": str(output / dataset / "evaluation")})
+        summary = evaluate(params).summary
+        tables[dataset] = summary.set_index("system") if "system" in summary.columns else summary
+    if not tables:
+        return None
+    columns = {}
+    for metric in COMPARED_METRICS:
+        for dataset, table in tables.items():
+            if metric in table.columns:
+                columns[f"{metric} ({dataset})"] = table.reindex(list(ENSEMBLE_ROWS))[metric]
+    comparison = pd.DataFrame(columns)
+    comparison.index.name = "ensemble"
+    atomic_write_text(output / COMPARISON_NAME, comparison.to_csv())
+    return comparison
+
+
+def report(outcome: SweepOutcome, dry_run: bool = False) -> None:
+    """Print the plan (dry run) or the summary, and the ensemble comparison when there is one."""
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
+                           "display.max_colwidth", 60):
+        if dry_run:
+            print(outcome.table.to_string())
+            print(f"{len(outcome.runs)} runs; members go to {outcome.output}/<dataset>/best/<postfix>/")
+            return
+        shown = outcome.table.drop(columns=["log"]).fillna("")
+        print(shown.to_string())
+        counts = outcome.table.status.value_counts()
+        print(", ".join(f"{n} {status}" for status, n in counts.items()) +
+              f"; ledger {outcome.output / LEDGER_NAME}, table {outcome.output / SUMMARY_NAME}")
+        if outcome.comparison is not None:
+            print(outcome.comparison.round(4).to_string())
+            print(f"comparison -> {outcome.output / COMPARISON_NAME}")
