@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from .config import ConfigError, EvaluateParams, Params, PredictParams, PretrainParams, TrainParams, _base_type
+from .config import ConfigError, DemoParams, EvaluateParams, Params, PredictParams, PretrainParams, TrainParams, _base_type
 
 app = typer.Typer(help="Classify mosquito species from flight-tone clips with AST ensembles.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -116,6 +116,15 @@ def _predict(params: PredictParams) -> None:
 
 
 params_command(PredictParams, _predict, "predict")
+
+
+def _demo(params: DemoParams) -> None:
+    from .demo import run_demo
+
+    run_demo(params)
+
+
+params_command(DemoParams, _demo, "demo")
 
 
 @app.command("split")

@@ -308,3 +308,23 @@ class PredictParams(Params):
             raise ConfigError("give --models and at least one audio file or folder")
         if self.hop_seconds <= 0 or self.top_k < 1 or not 0 <= self.min_confidence <= 1:
             raise ConfigError("hop_seconds must be > 0, top_k >= 1 and min_confidence in [0, 1]")
+
+
+@dataclass
+class DemoParams(Params):
+    """The whole workflow on generated data: data, splits, pretraining, two sweeps, two evaluations."""
+
+    output: str = option("demo-output", "Folder for everything the demo makes.")
+    seed: int = option(0, "Seed of the generated data, the splits and the members.")
+    recordings_per_species: int = option(6, "Generated recordings (sessions) per species.")
+    clips_per_recording: int = option(8, "Generated 1 s clips per recording.")
+    members: int = option(3, "Ensemble members per split.")
+    epochs: int = option(8, "Fine-tuning epochs per member.")
+    pretrain_epochs: int = option(4, "Pretraining epochs.")
+    precision: str = precision_option()
+    cache_dir: str | None = option(None, "Feature cache folder (default: <output>/cache).")
+    progress: bool = option(True, "Show progress bars.")
+
+    def validate(self) -> None:
+        if self.recordings_per_species < 2 or self.members < 1 or self.epochs < 1 or self.pretrain_epochs < 1:
+            raise ConfigError("the demo needs >= 2 recordings per species, >= 1 member, >= 1 epoch")

@@ -54,3 +54,12 @@ def physical_cores() -> int:
         return max(1, min(len(cores), available)) if cores else available
     except (OSError, AttributeError):
         return os.cpu_count() or 1
+
+
+def use_physical_cores() -> int:
+    """Set torch's thread count to OMP_NUM_THREADS when the user set it, else the physical cores
+    available to this process (a sweep worker pinned to one core gets one thread)."""
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    threads = int(requested) if requested.isdigit() and int(requested) > 0 else physical_cores()
+    torch.set_num_threads(threads)
+    return threads

@@ -20,7 +20,7 @@ from .config import PredictParams
 from .ensemble.aggregate import parse_weights, soft_vote
 from .ensemble.members import Member, ensemble_labels, load_members, score_features
 from .features import FeatureSettings, fbank, make_extractor
-from .hardware import physical_cores, resolve_precision
+from .hardware import resolve_precision, use_physical_cores
 from .io import atomic_write_json, atomic_write_text
 
 
@@ -119,9 +119,7 @@ def _file_table(rows: list[dict], labels: list[str], params: PredictParams) -> p
 
 def predict(params: PredictParams) -> Predictions:
     """Load the ensemble in `params.models`, predict `params.inputs`, write CSV and JSON tables."""
-    import torch
-
-    torch.set_num_threads(physical_cores())
+    use_physical_cores()
     members = load_members(params.models, params.labels or None, params.progress)
     print(f"predict: {len(members)} members, precision {resolve_precision(params.precision)}")
     files = expand_inputs(params.inputs)

@@ -13,11 +13,10 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..config import EvaluateParams
 from ..data import DatasetError, Sample, discover
-from ..hardware import physical_cores, resolve_precision
+from ..hardware import resolve_precision, use_physical_cores
 from ..training.datasets import check_bad_files
 from .aggregate import hard_vote, parse_weights, pool_by_group, soft_vote, vote_shares
 from .members import Member, ensemble_labels, load_members, predict_probabilities
@@ -198,12 +197,12 @@ def evaluate(params: EvaluateParams) -> EnsembleEvaluation:
     from .report import write_outputs
 
     precision = resolve_precision(params.precision)
-    torch.set_num_threads(physical_cores())
+    threads = use_physical_cores()
     members = load_members(params.models, params.labels or None, params.progress)
     labels = ensemble_labels(members)
     names = [m.name for m in members]
     weights = parse_weights(params.weights, names)
-    print(f"evaluate: {len(members)} members, precision {precision}, {physical_cores()} CPU threads")
+    print(f"evaluate: {len(members)} members, precision {precision}, {threads} CPU threads")
 
     samples = discover(params.data, params.group_by)
     unknown = sorted({s.label for s in samples} - set(labels))

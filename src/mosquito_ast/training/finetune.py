@@ -17,7 +17,7 @@ from ..config import TrainParams
 from ..data import check_validation_labels, label_names
 from ..ensemble.metrics import classification_metrics
 from ..features import FeatureSettings, dataset_stats, normalize
-from ..hardware import physical_cores, resolve_precision
+from ..hardware import resolve_precision, use_physical_cores
 from ..io import atomic_write_text
 from ..models.classifier import ASTClassifier, apply_freezing, load_member, save_member
 from ..models.encoder import encoder_config, load_encoder_into
@@ -164,8 +164,8 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
         print(f"{member_dir}: already finished, nothing to resume")
         return member_dir
     precision = resolve_precision(params.precision)
-    print(f"train {params.postfix}: precision {precision}, {physical_cores()} CPU threads")
-    torch.set_num_threads(physical_cores())
+    threads = use_physical_cores()
+    print(f"train {params.postfix}: precision {precision}, {threads} CPU threads")
     L.seed_everything(params.seed, verbose=False)
 
     settings = feature_settings(params)
