@@ -71,7 +71,11 @@ class Params:
             if choices and value is not None and value not in choices:
                 raise ConfigError(f"{spec.name}: {value!r} is not one of {', '.join(choices)}")
             setattr(self, spec.name, value)
+        self.resolve()
         self.validate()
+
+    def resolve(self) -> None:
+        """Fill in values that depend on others (presets) before validation."""
 
     def validate(self) -> None:
         """Cross-field checks of a subclass."""
@@ -104,6 +108,10 @@ class Params:
 
 
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
+
+
+def _field_default(spec: dataclasses.Field) -> Any:
+    return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
 
 
 def precision_option() -> Any:
@@ -143,6 +151,13 @@ class DataParams(ReadParams):
 OPTIMIZERS = ("adamw", "rmsprop", "sgd")
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup", "constant")
 AUGMENTATIONS = ("roll", "gain", "frequency", "mask", "mixup", "noise")
+ENCODER_SIZES = ("tiny", "small", "base")
+RECIPES: dict[str, dict[str, Any]] = {
+    # Cross-session recipe for a few hundred clips without pretrained weights; README and
+    # benchmarks/quality.py give the numbers behind each choice.
+    "small-data": {"encoder": "tiny", "norm_stats": "dataset", "learning_rate": 1e-3, "epochs": 30,
+                   "batch_sizes": [16], "metric": "balanced_accuracy"},
+}
 METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "loss")
 
 
@@ -155,7 +170,7 @@ class TrainParams(DataParams):
     output: str = option("runs", "Output folder; the best member lands in <output>/best/<postfix>/.")
     postfix: str = option("member", "Name of this member's folder under <output>/best/.")
     ssl_checkpoint: str | None = option(None, "Encoder weights: a `pretrain` output, an old-notebook SSL model.safetensors folder, or a Hugging Face AST checkpoint (folder or hub id). Empty = from scratch.")
-    preset: str = option("tiny", "Encoder size: tiny (tests, demo), small, base (AudioSet AST architecture).", ("tiny", "small", "base"))
+    preset: str = option("auto", "From scratch: an encoder size (tiny, small, base = the AudioSet AST architecture) or a recipe (small-data: see README) that also fills in every parameter left at its default. auto = small-data without --ssl-checkpoint; with one, the checkpoint's architecture and plain defaults.", ("auto", *ENCODER_SIZES, *RECIPES))
     seed: int = option(42, "Random seed for initialisation, shuffling and dropout.")
     epochs: int = option(5, "Number of epochs.")
     batch_sizes: list[int] = option([8], "Batch size per epoch, comma-separated (a single value repeats; the last one repeats if shorter).")
@@ -181,6 +196,19 @@ class TrainParams(DataParams):
     resume: bool = option(False, "Continue an interrupted run from its last checkpoint.")
     overwrite: bool = option(False, "Replace an existing member at <output>/best/<postfix>/.")
     progress: bool = option(True, "Show progress bars.")
+
+    def resolve(self) -> None:
+        if self.preset == "auto" and not self.ssl_checkpoint:
+            self.preset = "small-data"
+        defaults = {spec.name: _field_default(spec) for spec in dataclasses.fields(self)}
+        for name, value in RECIPES.get(self.preset, {}).items():
+            if name in defaults and getattr(self, name) == defaults[name]:
+                setattr(self, name, coerce(name, value, type(self).__dataclass_fields__[name].type))
+
+    @property
+    def encoder_size(self) -> str:
+        """The encoder preset used from scratch (a checkpoint brings its own architecture)."""
+        return RECIPES[self.preset]["encoder"] if self.preset in RECIPES else self.preset if self.preset != "auto" else "base"
 
     def validate(self) -> None:
         super().validate()

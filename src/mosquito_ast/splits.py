@@ -136,6 +136,25 @@ def kfold_sides(samples: list[Sample], folds: int, seed: int) -> list[list[str]]
     return result
 
 
+def session_folds(samples: list[Sample], folds: int, seed: int) -> list[list[str]]:
+    """Sides per fold where each class's recordings are dealt round-robin (seeded order) to the folds.
+
+    Unlike StratifiedGroupKFold, which balances clip counts and can leave a class out of a fold's
+    validation side, every class with at least `folds` recordings is on both sides of every fold;
+    with two recordings per class and two folds, each fold trains on one and selects on the other.
+    """
+    if folds < 2:
+        raise DatasetError(f"--folds {folds}: need at least 2 folds")
+    rng = np.random.default_rng(seed)
+    owner = group_classes(samples)
+    fold_of: dict[str, int] = {}
+    for label in sorted(set(owner.values())):
+        groups = sorted(g for g, c in owner.items() if c == label)
+        for position, index in enumerate(rng.permutation(len(groups))):
+            fold_of[groups[index]] = position % folds
+    return [["validation" if fold_of[s.group] == k else "train" for s in samples] for k in range(folds)]
+
+
 # ---------------------------------------------------------------- writing the trees
 
 

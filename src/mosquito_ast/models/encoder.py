@@ -137,14 +137,31 @@ def load_pretrained_encoder(source: str | Path) -> ASTModel:
     return encoder
 
 
-def load_encoder_into(target: ASTModel, source: str | Path) -> None:
-    """Copy a checkpoint's encoder weights into `target`, resizing position embeddings to its length."""
-    loaded = load_pretrained_encoder(source)
-    _check_compatible(loaded.config, target.config, str(source))
+def _copy_resized(loaded: ASTModel, target: ASTModel, origin: str) -> None:
+    _check_compatible(loaded.config, target.config, origin)
     state = loaded.state_dict()
     key = "embeddings.position_embeddings"
     state[key] = resize_position_embeddings(state[key], loaded.config, target.config)
     target.load_state_dict(state)
+
+
+def load_encoder_into(target: ASTModel, source: str | Path) -> None:
+    """Copy a checkpoint's encoder weights into `target`, resizing position embeddings to its length."""
+    _copy_resized(load_pretrained_encoder(source), target, str(source))
+
+
+def encoder_from_checkpoint(source: str | Path, features: FeatureSettings, dropout: float = 0.0) -> ASTModel:
+    """The checkpoint's architecture at the clip's frame count, with its weights (position embeddings
+    resized): fine-tuning or continued pretraining needs no --preset that matches the checkpoint."""
+    loaded = load_pretrained_encoder(source)
+    if loaded.config.num_mel_bins != features.num_mel_bins:
+        raise CheckpointError(f"{source}: checkpoint has num_mel_bins={loaded.config.num_mel_bins}, the features "
+                              f"have {features.num_mel_bins}; set --num-mel-bins to match")
+    values = {**config_to_dict(loaded.config), "max_length": features.max_length,
+              "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    encoder = ASTModel(ASTConfig(**values))
+    _copy_resized(loaded, encoder, str(source))
+    return encoder
 
 
 def config_to_dict(config: ASTConfig) -> dict:

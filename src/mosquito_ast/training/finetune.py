@@ -20,7 +20,7 @@ from ..features import FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
 from ..io import atomic_write_text
 from ..models.classifier import ASTClassifier, apply_freezing, load_member, save_member
-from ..models.encoder import encoder_config, load_encoder_into
+from ..models.encoder import build_encoder, encoder_config, encoder_from_checkpoint
 from .datasets import ClipDataModule, feature_settings, load_clip_set
 from .optim import build_optimizer, build_scheduler, optimizer_steps
 
@@ -176,9 +176,11 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
     if params.norm_stats == "dataset":
         settings = settings.with_stats(*dataset_stats(train_set.features))
 
-    model = ASTClassifier.from_config(encoder_config(params.preset, settings, params.dropout), labels)
     if params.ssl_checkpoint:
-        load_encoder_into(model.encoder, params.ssl_checkpoint)
+        encoder = encoder_from_checkpoint(params.ssl_checkpoint, settings, params.dropout)
+    else:
+        encoder = build_encoder(encoder_config(params.encoder_size, settings, params.dropout))
+    model = ASTClassifier(encoder, labels)
     apply_freezing(model, params.freeze, params.train_last_n_layers)
 
     schedule = [params.batch_size_for(e) for e in range(params.epochs)]

@@ -1,0 +1,196 @@
+"""Cross-session quality: accuracy on recording sessions the ensemble never heard.
+
+Folds deal each species' sessions round-robin (`splits.session_folds`): with two sessions per species
+(../shared/data/wingbeats) fold 0 trains on one session and selects/scores on the other, fold 1 the
+reverse. Per fold: `--members` members of one recipe (a `sweep` over seeds), their soft and hard votes
+(`evaluate`), and a Welch log-spectrum + random-forest baseline fitted in the same run. "both folds"
+pools the out-of-fold predictions of all clips. Best epochs are picked on the scored sessions, which
+flatters the members; the random forest has no such selection (see the closing note in the README).
+
+    python benchmarks/quality.py                      # wingbeats, small-data recipe, 5 members per fold
+    python benchmarks/quality.py --data DIR --group-by parent --members 3 --set augment=roll,gain
+
+Writes quality.csv, quality.md and quality.png to --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.signal import welch
+from sklearn.ensemble import RandomForestClassifier
+
+from mosquito_ast.audio import load_audio
+from mosquito_ast.config import EvaluateParams
+from mosquito_ast.data import discover, label_names
+from mosquito_ast.ensemble.evaluate import evaluate
+from mosquito_ast.ensemble.metrics import label_metrics
+from mosquito_ast.splits import session_folds
+from mosquito_ast.sweep import run_sweep
+from mosquito_ast.sweep.spec import SweepSpec
+
+WINGBEATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"
+SYSTEMS = ("mean member", "best member", "hard vote", "soft vote")
+METRICS = ("balanced_accuracy", "accuracy", "f1_macro")
+
+
+def cpu_model() -> str:
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def write_manifest(path: Path, samples) -> Path:
+    pd.DataFrame({"path": [s.path for s in samples], "label": [s.label for s in samples],
+                  "group": [s.group for s in samples]}).to_csv(path, index=False)
+    return path
+
+
+def welch_features(samples, sample_rate: int = 16000) -> np.ndarray:
+    """Log power spectrum (Welch, 512-point) between 100 Hz and 4 kHz, where flight tones live."""
+    rows = []
+    for sample in samples:
+        frequencies, power = welch(load_audio(sample.path, sample_rate), fs=sample_rate, nperseg=512)
+        rows.append(np.log(power[(frequencies > 100) & (frequencies < 4000)] + 1e-12))
+    return np.array(rows)
+
+
+def forest_predictions(train, scored, labels: list[str], seed: int) -> np.ndarray:
+    forest = RandomForestClassifier(n_estimators=500, random_state=seed, n_jobs=-1)
+    forest.fit(welch_features(train), [labels.index(s.label) for s in train])
+    return forest.predict(welch_features(scored))
+
+
+def system_rows(fold: str, y_true: np.ndarray, predicted: dict[str, np.ndarray], k: int) -> list[dict]:
+    rows = []
+    for system, labels in predicted.items():
+        metrics = label_metrics(y_true, labels, k)
+        rows.append({"fold": fold, "system": system, **{m: metrics[m] for m in METRICS}})
+    return rows
+
+
+def member_and_vote_labels(predictions: pd.DataFrame, labels: list[str]) -> dict[str, np.ndarray]:
+    """Predicted class ids per system from an evaluation's predictions table."""
+    index = {name: i for i, name in enumerate(labels)}
+    systems = [c[: -len(":label")] for c in predictions.columns if c.endswith(":label")]
+    return {s: predictions[f"{s}:label"].map(index).to_numpy() for s in systems}
+
+
+def run(args: argparse.Namespace) -> pd.DataFrame:
+    started = time.perf_counter()
+    output = Path(args.output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    samples = discover(args.data, args.group_by)
+    labels = label_names(samples)
+    k = len(labels)
+    sides = session_folds(samples, args.folds, args.seed)
+    base = {"preset": args.preset, "precision": args.precision, "progress": False,
+            "cache_dir": str(output / "cache"), "clip_seconds": args.clip_seconds, "group_by": args.group_by}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        base[key] = value
+    datasets = {}
+    for fold, fold_sides in enumerate(sides):
+        train = [s for s, side in zip(samples, fold_sides) if side == "train"]
+        scored = [s for s, side in zip(samples, fold_sides) if side == "validation"]
+        assert not {s.group for s in train} & {s.group for s in scored}
+        datasets[f"fold{fold}"] = {"train": str(write_manifest(output / f"fold{fold}_train.csv", train)),
+                                   "validation": str(write_manifest(output / f"fold{fold}_scored.csv", scored))}
+    spec = SweepSpec.from_dict({"base": base, "grid": {"seed": list(range(1, args.members + 1))},
+                                "datasets": datasets, "postfix": "seed{seed}"}, output, "quality")
+    outcome = run_sweep(spec, output / "members", parallel=args.parallel)
+    if outcome.failed:
+        raise SystemExit(f"{outcome.failed} member runs failed; see {output / 'members' / 'sweep_summary.csv'}")
+
+    rows, pooled_truth, pooled = [], [], {}
+    for fold, fold_sides in enumerate(sides):
+        name = f"fold{fold}"
+        train = [s for s, side in zip(samples, fold_sides) if side == "train"]
+        evaluation = evaluate(EvaluateParams(models=str(output / "members" / name / "best"),
+                                             data=datasets[name]["validation"], output=str(output / name),
+                                             precision=args.precision, cache_dir=str(output / "cache"),
+                                             bootstrap=0, progress=False, group_by=args.group_by))
+        summary = evaluation.summary.set_index("system")
+        for system in SYSTEMS:
+            rows.append({"fold": name, "system": system, **{m: float(summary.loc[system, m]) for m in METRICS}})
+        scored_paths = evaluation.predictions["path"].tolist()
+        by_path = {s.path: s for s in samples}
+        scored = [by_path[p] for p in scored_paths]
+        y_true = np.array([labels.index(s.label) for s in scored])
+        forest = forest_predictions(train, scored, labels, args.seed)
+        rows += system_rows(name, y_true, {"random forest (Welch)": forest}, k)
+        systems = member_and_vote_labels(evaluation.predictions, labels)
+        systems["random forest (Welch)"] = forest
+        pooled_truth.append(y_true)
+        for system, predicted in systems.items():
+            pooled.setdefault(system, []).append(predicted)
+    y_all = np.concatenate(pooled_truth)
+    members = [s for s in pooled if s not in (*SYSTEMS, "random forest (Welch)")]
+    both = {s: np.concatenate(v) for s, v in pooled.items() if len(v) == len(sides)}
+    member_scores = pd.DataFrame(system_rows("both folds", y_all, {m: both[m] for m in members}, k))
+    rows.append({"fold": "both folds", "system": "mean member", **member_scores[list(METRICS)].mean().to_dict()})
+    best = member_scores.sort_values("balanced_accuracy").iloc[-1]
+    rows.append({"fold": "both folds", "system": "best member", **{m: best[m] for m in METRICS}})
+    rows += system_rows("both folds", y_all, {s: both[s] for s in ("hard vote", "soft vote", "random forest (Welch)")}, k)
+    table = pd.DataFrame(rows)
+    write_outputs(table, output, args, time.perf_counter() - started)
+    return table
+
+
+def markdown(table: pd.DataFrame) -> str:
+    cells = table.round(3).astype(str)
+    lines = ["| " + " | ".join(cells.columns) + " |", "|" + "---|" * len(cells.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_outputs(table: pd.DataFrame, output: Path, args: argparse.Namespace, seconds: float) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    table.to_csv(output / "quality.csv", index=False)
+    header = (f"Cross-session benchmark on {args.data} ({args.preset}, {args.members} members per fold, "
+              f"seed {args.seed}); {cpu_model()}, {seconds / 60:.1f} min\n\n")
+    (output / "quality.md").write_text(header + markdown(table) + "\n")
+    pivot = table.pivot(index="system", columns="fold", values="balanced_accuracy")
+    order = [s for s in (*SYSTEMS, "random forest (Welch)") if s in pivot.index]
+    figure = Figure(figsize=(8, 4))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    pivot.loc[order].plot.barh(ax=axes)
+    axes.axvline(1 / len(label_names(discover(args.data, args.group_by))), color="grey", linestyle=":", label="chance")
+    axes.set_xlabel("balanced accuracy on sessions not used for training")
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(output / "quality.png", dpi=110)
+    print(header + table.round(3).to_string(index=False))
+    print(f"-> {output / 'quality.csv'}, {output / 'quality.md'}, {output / 'quality.png'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(WINGBEATS))
+    parser.add_argument("--group-by", default="auto")
+    parser.add_argument("--output", default="quality-output")
+    parser.add_argument("--preset", default="small-data")
+    parser.add_argument("--members", type=int, default=5)
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--clip-seconds", type=float, default=1.0)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="Any other `train` parameter for every member, e.g. augment=roll,gain")
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
