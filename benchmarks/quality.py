@@ -16,8 +16,6 @@ Writes quality.csv, quality.md and quality.png to --output.
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,6 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import welch
 from sklearn.ensemble import RandomForestClassifier
+
+from _common import cpu_model
 
 from mosquito_ast.audio import load_audio
 from mosquito_ast.config import EvaluateParams
@@ -38,14 +38,6 @@ from mosquito_ast.sweep.spec import SweepSpec
 WINGBEATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"
 SYSTEMS = ("mean member", "best member", "hard vote", "soft vote")
 METRICS = ("balanced_accuracy", "accuracy", "f1_macro")
-
-
-def cpu_model() -> str:
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def write_manifest(path: Path, samples) -> Path:

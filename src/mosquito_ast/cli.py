@@ -216,7 +216,3 @@ def sweep_command(
     report(outcome, dry_run)
     if outcome.failed:
         raise typer.Exit(1)
-
-
-def main() -> None:
-    app()
