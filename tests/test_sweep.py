@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mosquito_ast.cli import app
 from mosquito_ast.config import ConfigError
-from mosquito_ast.sweep import LEDGER_NAME, SUMMARY_NAME, Ledger, SweepSpec, expand, load_sweep, run_sweep
+from mosquito_ast.sweep import LEDGER_NAME, SUMMARY_NAME, Ledger, SweepSpec, expand, run_sweep
 from mosquito_ast.sweep import backends
 from mosquito_ast.sweep.backends import notebook_parameters
 

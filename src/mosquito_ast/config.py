@@ -110,10 +110,6 @@ class Params:
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 
 
-def _field_default(spec: dataclasses.Field) -> Any:
-    return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
-
-
 def precision_option() -> Any:
     return option("auto", "auto (bf16-mixed on GPUs and CPUs with AMX/AVX512-BF16, else 32), 32, bf16-mixed, 16-mixed.", PRECISIONS)
 
@@ -158,6 +154,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "small-data": {"encoder": "tiny", "norm_stats": "dataset", "learning_rate": 1e-3, "epochs": 30,
                    "batch_sizes": [16], "metric": "balanced_accuracy"},
 }
+# Values of the parameters a recipe sets when neither the user nor the recipe gives one. These
+# parameters default to None so that a value the user states, even this one, is never overridden.
+PLAIN_DEFAULTS: dict[str, Any] = {"norm_stats": "audioset", "learning_rate": 5e-5, "epochs": 5,
+                                  "batch_sizes": [8], "metric": "accuracy"}
 METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "loss")
 
 
@@ -170,29 +170,29 @@ class TrainParams(DataParams):
     output: str = option("runs", "Output folder; the best member lands in <output>/best/<postfix>/.")
     postfix: str = option("member", "Name of this member's folder under <output>/best/.")
     ssl_checkpoint: str | None = option(None, "Encoder weights: a `pretrain` output, an old-notebook SSL model.safetensors folder, or a Hugging Face AST checkpoint (folder or hub id). Empty = from scratch.")
-    preset: str = option("auto", "From scratch: an encoder size (tiny, small, base = the AudioSet AST architecture) or a recipe (small-data: see README) that also fills in every parameter left at its default. auto = small-data without --ssl-checkpoint; with one, the checkpoint's architecture and plain defaults.", ("auto", *ENCODER_SIZES, *RECIPES))
+    preset: str = option("auto", "From scratch: an encoder size (tiny, small, base = the AudioSet AST architecture) or a recipe (small-data: see README) that also fills in every parameter you leave unset. auto = small-data without --ssl-checkpoint; with one, the checkpoint's architecture and plain defaults.", ("auto", *ENCODER_SIZES, *RECIPES))
     seed: int = option(42, "Random seed for initialisation, shuffling and dropout.")
-    epochs: int = option(5, "Number of epochs.")
-    batch_sizes: list[int] = option([8], "Batch size per epoch, comma-separated (a single value repeats; the last one repeats if shorter).")
+    epochs: int | None = option(None, "Number of epochs (default: 5; small-data recipe: 30).")
+    batch_sizes: list[int] | None = option(None, "Batch size per epoch, comma-separated; the last one repeats if shorter (default: 8; small-data recipe: 16).")
     freeze: str = option("none", "What trains: none (everything), head (the new head only), last-n (last N encoder layers + head).", ("none", "head", "last-n"))
     train_last_n_layers: int = option(0, "N for --freeze last-n.")
     optimizer: str = option("adamw", "Optimizer.", OPTIMIZERS)
     scheduler: str = option("cosine", "Learning-rate schedule (per step).", SCHEDULERS)
-    learning_rate: float = option(5e-5, "Peak learning rate.")
+    learning_rate: float | None = option(None, "Peak learning rate (default: 5e-5; small-data recipe: 1e-3).")
     weight_decay: float = option(0.01, "Weight decay.")
     warmup_ratio: float = option(0.05, "Share of steps used for linear warm-up (cosine, linear, constant_with_warmup).")
     grad_accumulation: int = option(1, "Batches accumulated per optimizer step.")
     max_grad_norm: float = option(1.0, "Gradient clipping norm (0 = off).")
     dropout: float = option(0.0, "Dropout in the encoder.")
     label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.")
-    norm_stats: str = option("audioset", "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std).", ("audioset", "dataset"))
+    norm_stats: str | None = option(None, "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std) (default: audioset; small-data recipe: dataset).", ("audioset", "dataset"))
     augment: list[str] = option([], f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}.")
     gain_db: float = option(6.0, "gain: largest gain change in dB.")
     frequency_scale: float = option(0.05, "frequency: largest relative frequency change (0.05 = +-5%).")
     mask_fraction: float = option(0.1, "mask: widest time and frequency mask, as a share of the axis.")
     mixup_alpha: float = option(0.4, "mixup: Beta(alpha, alpha) weight of the blend.")
     noise_std: float = option(0.05, "noise: std of Gaussian noise added to the normalized features.")
-    metric: str = option("accuracy", "Validation metric that picks the best epoch.", METRICS)
+    metric: str | None = option(None, "Validation metric that picks the best epoch (default: accuracy; small-data recipe: balanced_accuracy).", METRICS)
     resume: bool = option(False, "Continue an interrupted run from its last checkpoint.")
     overwrite: bool = option(False, "Replace an existing member at <output>/best/<postfix>/.")
     progress: bool = option(True, "Show progress bars.")
@@ -200,10 +200,11 @@ class TrainParams(DataParams):
     def resolve(self) -> None:
         if self.preset == "auto" and not self.ssl_checkpoint:
             self.preset = "small-data"
-        defaults = {spec.name: _field_default(spec) for spec in dataclasses.fields(self)}
-        for name, value in RECIPES.get(self.preset, {}).items():
-            if name in defaults and getattr(self, name) == defaults[name]:
-                setattr(self, name, coerce(name, value, type(self).__dataclass_fields__[name].type))
+        recipe = RECIPES.get(self.preset, {})
+        for name, plain in PLAIN_DEFAULTS.items():
+            if getattr(self, name) is None:
+                value = recipe.get(name, plain)
+                setattr(self, name, list(value) if isinstance(value, list) else value)
 
     @property
     def encoder_size(self) -> str:

@@ -4,7 +4,6 @@ expanded into validated runs before any of them starts (a typo fails the sweep, 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import string
 from dataclasses import dataclass
 from pathlib import Path

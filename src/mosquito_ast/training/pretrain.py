@@ -1,0 +1,238 @@
+"""Self-supervised pretraining: unlabeled clip loading, the Lightning module and the `pretrain` run.
+
+The output folder (`model.safetensors` + `config.json`) is what `train --ssl-checkpoint` loads; the
+working files (`run/checkpoints/`) sit beside it so `--resume` continues an interrupted run exactly
+(shuffling, masks and dropout are reseeded per epoch; validation masks are fixed by the seed).
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from sklearn.model_selection import train_test_split
+from transformers import ASTModel
+
+from .. import __version__
+from ..audio import is_audio_file
+from ..config import PretrainParams
+from ..data import DatasetError
+from ..features import FeatureSettings, compute_features, dataset_stats, normalize
+from ..hardware import physical_cores, resolve_precision
+from ..io import atomic_write_json, atomic_write_text
+from ..models.encoder import CONFIG_NAME, WEIGHTS_NAME, build_encoder, encoder_config, encoder_from_checkpoint
+from ..models.ssl import SSLModel, build_ssl_model, save_pretrained
+from .datasets import ClipDataModule, check_bad_files, feature_cache, feature_settings
+from .optim import build_optimizer, build_scheduler, optimizer_steps
+
+
+def discover_unlabeled(source: str | Path) -> list[str]:
+    """Audio files under a folder (any depth, any layout) or listed in a manifest CSV's 'path' column."""
+    source = Path(source)
+    if not source.exists():
+        raise DatasetError(f"{source}: no such file or directory")
+    if source.is_file():
+        with open(source, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if not rows or "path" not in rows[0]:
+            raise DatasetError(f"{source}: a manifest needs a header with a 'path' column")
+        paths = [Path(row["path"]) for row in rows]
+        return [str(p if p.is_absolute() else source.parent / p) for p in paths]
+    paths = sorted(str(p) for p in source.rglob("*") if is_audio_file(p))
+    if not paths:
+        raise DatasetError(f"{source}: no audio files found (searched all sub-folders)")
+    return paths
+
+
+def load_unlabeled(source: str | Path, params: PretrainParams, settings: FeatureSettings,
+                   paths: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """(readable paths, un-normalized features) of `paths` (default: all of `source`); bad files as in `train`."""
+    paths = list(paths) if paths is not None else discover_unlabeled(source)
+    table = compute_features(paths, settings, feature_cache(params), num_workers=params.num_workers,
+                             description=f"features {Path(source).name}", progress=params.progress)
+    check_bad_files(source, table.bad, len(paths), params.max_bad_fraction)
+    return table.paths, table.features
+
+
+def split_sets(params: PretrainParams, settings: FeatureSettings) -> dict:
+    """Training and validation clips: an explicit --validation-dir or a seeded fraction of --data."""
+    if params.validation_dir:
+        train_paths, train_x = load_unlabeled(params.data, params, settings)
+        val_paths, val_x = load_unlabeled(params.validation_dir, params, settings)
+    else:
+        paths, features = load_unlabeled(params.data, params, settings)
+        if len(paths) < 2:
+            raise DatasetError(f"{params.data}: need at least 2 readable clips to hold some out for validation")
+        train_index, val_index = train_test_split(np.arange(len(paths)), test_size=params.validation_fraction,
+                                                  random_state=params.seed)
+        train_index, val_index = np.sort(train_index), np.sort(val_index)
+        train_paths, val_paths = [paths[i] for i in train_index], [paths[i] for i in val_index]
+        train_x, val_x = features[train_index], features[val_index]
+    return {"train_paths": train_paths, "train": train_x, "validation_paths": val_paths, "validation": val_x}
+
+
+def initial_encoder(params: PretrainParams, settings: FeatureSettings) -> ASTModel:
+    """A fresh encoder of --preset, or --init's weights with position embeddings resized to the clip."""
+    if params.init:
+        return encoder_from_checkpoint(params.init, settings, params.dropout)
+    return build_encoder(encoder_config(params.preset, settings, params.dropout))
+
+
+def objective_options(params: PretrainParams) -> dict:
+    if params.objective == "masked-patch":
+        return {"mask_ratio": params.mask_ratio}
+    return {"time_fraction": params.time_mask_fraction, "frequency_fraction": params.frequency_mask_fraction,
+            "time_masks": params.time_masks, "frequency_masks": params.frequency_masks}
+
+
+class PretrainModule(L.LightningModule):
+    """One SSL step is the model's own loss; validation uses masks fixed by the seed, so epochs compare."""
+
+    def __init__(self, model: SSLModel, params: PretrainParams, total_steps: int,
+                 history_file: Path | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.params = params
+        self.total_steps = total_steps
+        self.history_file = history_file
+        self.history: list[dict] = []
+        self._train_losses: list[float] = []
+        self._val_error = 0.0
+        self._val_count = 0
+        self._val_generator = torch.Generator()
+        self._epoch_started = 0.0
+        self._largest_batch = 0
+
+    def on_train_epoch_start(self) -> None:
+        # Masks and dropout restart from a seed per epoch, so a resumed run repeats the same steps.
+        torch.manual_seed(self.params.seed * 100_003 + self.current_epoch)
+        self._epoch_started = time.perf_counter()
+        self._train_losses.clear()
+        self._largest_batch = 0
+
+    def training_step(self, batch, batch_index: int) -> torch.Tensor:
+        features = batch[0]
+        loss = self.model.loss(features)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(features))
+        self._train_losses.append(float(loss.detach()))
+        self._largest_batch = max(self._largest_batch, len(features))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_generator.manual_seed(self.params.seed)
+        self._val_error, self._val_count = 0.0, 0
+
+    def validation_step(self, batch, batch_index: int) -> None:
+        features = batch[0]
+        self._val_error += float(self.model.loss(features, self._val_generator)) * len(features)
+        self._val_count += len(features)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        row = {"epoch": self.current_epoch + 1,
+               "batch_size": self._largest_batch,
+               "learning_rate": self.trainer.optimizers[0].param_groups[0]["lr"],
+               "train_loss": float(np.mean(self._train_losses)) if self._train_losses else float("nan"),
+               "val_loss": self._val_error / max(self._val_count, 1),
+               "seconds": time.perf_counter() - self._epoch_started}
+        self.history.append(row)
+        self.log("val_loss", row["val_loss"], prog_bar=True)
+        if self.history_file is not None:
+            atomic_write_text(self.history_file, pd.DataFrame(self.history).to_csv(index=False))
+
+    def configure_optimizers(self):
+        p = self.params
+        optimizer = build_optimizer(p.optimizer, self.model.parameters(), p.learning_rate, p.weight_decay)
+        return {"optimizer": optimizer,
+                "lr_scheduler": build_scheduler(p.scheduler, optimizer, p.warmup_ratio, self.total_steps)}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = checkpoint.get("history", [])
+
+
+def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path:
+    """Pretrain an encoder on unlabeled clips; write the best epoch (lowest validation loss) to --output.
+
+    Extra Lightning `callbacks` run beside the built-in ones. Returns the output folder.
+    """
+    output = Path(params.output)
+    run_dir = output / "run"
+    last_checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    finished = (output / CONFIG_NAME).exists() and (output / WEIGHTS_NAME).exists()
+    if finished and params.resume:
+        print(f"{output}: pretraining already finished, nothing to resume")
+        return output
+    if finished and not params.overwrite:
+        raise FileExistsError(f"{output}: a pretrained model already exists (use --overwrite to replace it)")
+    resuming = params.resume and last_checkpoint.exists()
+    if not resuming:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    precision = resolve_precision(params.precision)
+    print(f"pretrain {params.objective}: precision {precision}, {physical_cores()} CPU threads")
+    torch.set_num_threads(physical_cores())
+    L.seed_everything(params.seed, verbose=False)
+
+    settings = feature_settings(params)
+    sets = split_sets(params, settings)
+    if params.norm_stats == "dataset":
+        settings = settings.with_stats(*dataset_stats(sets["train"]))
+    model = build_ssl_model(params.objective, initial_encoder(params, settings), **objective_options(params))
+
+    schedule = [params.batch_size_for(e) for e in range(params.epochs)]
+    total_steps = optimizer_steps(len(sets["train"]), schedule, params.grad_accumulation)
+    train_x = torch.from_numpy(normalize(sets["train"], settings))
+    val_x = torch.from_numpy(normalize(sets["validation"], settings))
+    datamodule = ClipDataModule(train_x, torch.zeros(len(train_x)), val_x, torch.zeros(len(val_x)),
+                                params.batch_size_for, params.seed)
+    module = PretrainModule(model, params, total_steps, output / "history.csv")
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch}", monitor="val_loss", mode="min",
+                           save_top_k=1, save_weights_only=True)
+    internal: list[Callback] = [best, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
+    if params.patience > 0:
+        internal.append(EarlyStopping(monitor="val_loss", mode="min", patience=params.patience,
+                                      min_delta=params.min_delta))
+    trainer = L.Trainer(
+        max_epochs=params.epochs, precision=precision, accelerator="auto", devices=1, logger=False,
+        callbacks=[*callbacks, *internal], reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
+        gradient_clip_val=params.max_grad_norm or None, accumulate_grad_batches=params.grad_accumulation,
+        enable_progress_bar=params.progress, enable_model_summary=False, default_root_dir=run_dir,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint if resuming else None)
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"pretraining interrupted; continue it with --resume --output {output}")
+
+    state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    best_row = min(module.history, key=lambda row: row["val_loss"])
+    extra = {
+        "pretraining": params.to_dict(),
+        "precision": precision,
+        "data": {"train": str(params.data), "validation": str(params.validation_dir or params.data),
+                 "train_clips": len(sets["train_paths"]), "validation_clips": len(sets["validation_paths"])},
+        "history": module.history,
+        "best_epoch": best_row["epoch"],
+        "best_val_loss": best_row["val_loss"],
+        "mosquito_ast_version": __version__,
+    }
+    if params.probe:
+        from .probe import compare_probes
+
+        extra["probe"] = compare_probes(model.encoder, params.probe, params, settings, progress=params.progress)
+        atomic_write_json(output / "probe.json", extra["probe"])
+        print(f"linear probe balanced accuracy: pretrained {extra['probe']['pretrained']['balanced_accuracy']:.3f}, "
+              f"random encoder {extra['probe']['random']['balanced_accuracy']:.3f}")
+    save_pretrained(model, output, settings, extra)
+    print(f"best epoch {best_row['epoch']}: val_loss {best_row['val_loss']:.5f} -> {output}")
+    return output
