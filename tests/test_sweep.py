@@ -214,7 +214,7 @@ def test_rerun_skips_finished_runs_and_retries_failed_ones_on_request(broken_swe
     assert list(outcome.table.status) == ["done"] * 4
     comparison = pd.read_csv(root / "out" / "comparison.csv", index_col="ensemble")
     assert list(comparison.index) == ["mean member", "best member", "soft vote", "hard vote"]
-    assert {"accuracy (independent)", "accuracy (random)"} <= set(comparison.columns)
+    assert {"accuracy (independent)", "accuracy (random)", "f1_weighted (random)", "balanced_accuracy (independent)"} <= set(comparison.columns)
     assert comparison.notna().all().all()
 
 

@@ -18,7 +18,7 @@ from .spec import Run, SweepSpec, expand, naming_value
 
 COMPARISON_NAME = "comparison.csv"
 ENSEMBLE_ROWS = ("mean member", "best member", "soft vote", "hard vote")
-COMPARED_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1")
+COMPARED_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro")
 
 
 @dataclass
