@@ -40,7 +40,23 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--eval-batch-size", type=int, default=256, help="inference batch size")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the train() run")
     parser.add_argument("--steps", type=int, default=20, help="timed bare-model steps per case")
+    parser.add_argument("--mfu-batch-sizes", type=int, nargs="+", default=[32, 128, 512],
+                        help="bf16 training batch sizes whose model FLOP utilisation is reported")
+    parser.add_argument("--peak-tflops", type=float, default=989.0,
+                        help="the GPU's dense bf16 peak (H100/H200 SXM: 989 TFLOP/s)")
     return parser.parse_args()
+
+
+def training_flops_per_clip(frames: int) -> float:
+    """Matrix FLOPs of one AST-base training step per clip (forward + backward = 3 x forward),
+    counted from the architecture: patch embedding, attention projections, scores, MLP, per layer."""
+    config = encoder_config("base", FeatureSettings(max_length=frames))
+    h, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    patches = ((config.num_mel_bins - 16) // config.frequency_stride + 1) * ((frames - 16) // config.time_stride + 1)
+    tokens = patches + 2
+    per_layer = 2 * tokens * (4 * h * h + 2 * h * inner) + 4 * tokens * tokens * h
+    forward = 2 * patches * 256 * h + layers * per_layer
+    return 3.0 * forward
 
 
 def model(frames: int, device: torch.device) -> ASTClassifier:
@@ -109,6 +125,19 @@ def bare_model_rates(args: argparse.Namespace, device: torch.device) -> list[dic
     return rows
 
 
+def utilisation_rows(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    flops = training_flops_per_clip(100)
+    rows = []
+    for batch in args.mfu_batch_sizes:
+        net = model(100, device)
+        clips_per_s = rate(train_case(net, batch, 100, True, device), args.steps, batch)
+        rows.append({"bf16 training batch": batch, "clips/s": clips_per_s, "TFLOP/s": clips_per_s * flops / 1e12,
+                     "MFU": f"{clips_per_s * flops / (args.peak_tflops * 1e12):.1%}"})
+        del net
+        torch.cuda.empty_cache()
+    return rows
+
+
 def end_to_end(args: argparse.Namespace, root: Path) -> dict:
     train_dir, validation_dir, n_train, n_validation = synthetic_split(root / "clips", args.clips, args.validation_clips)
     params = TrainParams(train_dir=str(train_dir), validation_dir=str(validation_dir), output=str(root / "runs"),
@@ -145,6 +174,9 @@ def main() -> None:
           f"precision auto -> {resolve_precision('auto')}")
     rows = bare_model_rates(args, device)
     print_table(rows, ["case", "precision", "clips/s"])
+    print(f"\nmodel FLOP utilisation, AST-base at 100 frames ({training_flops_per_clip(100) / 1e9:.1f} GFLOP per "
+          f"training clip), peak {args.peak_tflops:.0f} TFLOP/s:")
+    print_table(utilisation_rows(args, device), ["bf16 training batch", "clips/s", "TFLOP/s", "MFU"])
     with tempfile.TemporaryDirectory(prefix="gpu-precision-") as tmp:
         summary = end_to_end(args, Path(tmp))
     for key, value in summary.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,10 +14,6 @@ from ..audio import AudioError
 from ..config import DataParams
 from ..data import DatasetError, Sample, discover
 from ..features import FeatureCache, FeatureSettings, compute_features
-
-# Batches are slices of feature tensors already in memory (decoding ran in workers before), so
-# Lightning's advice to add loader workers would only add process start-up and copies.
-warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 @dataclass
