@@ -7,6 +7,8 @@ wrote them) and a `config.json` that fully describes it, so evaluation and predi
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,20 @@ def save_member(model: ASTClassifier, folder: str | Path, features: FeatureSetti
         save_file(state, str(staging / WEIGHTS_NAME))
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
     return folder
+
+
+def promote_member(candidate: str | Path, folder: str | Path, extra: dict[str, Any]) -> Path:
+    """Put an exported member in place with `extra` added to its config, atomically. The weights are
+    hard-linked (copied across file systems), not loaded and rewritten: AST-base's are 350 MB."""
+    candidate = Path(candidate)
+    config = {**json.loads((candidate / CONFIG_NAME).read_text()), **extra}
+    with atomic_directory(folder) as staging:
+        try:
+            os.link(candidate / WEIGHTS_NAME, staging / WEIGHTS_NAME)
+        except OSError:
+            shutil.copyfile(candidate / WEIGHTS_NAME, staging / WEIGHTS_NAME)
+        (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+    return Path(folder)
 
 
 def is_member_folder(folder: Path) -> bool:

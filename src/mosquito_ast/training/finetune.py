@@ -19,7 +19,7 @@ from ..ensemble.metrics import classification_metrics
 from ..features import FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
 from ..io import atomic_write_text
-from ..models.classifier import ASTClassifier, apply_freezing, load_member, save_member
+from ..models.classifier import ASTClassifier, apply_freezing, promote_member, save_member
 from ..models.encoder import build_encoder, encoder_config, encoder_from_checkpoint
 from .datasets import ClipDataModule, feature_settings, load_clip_set
 from .optim import build_optimizer, build_scheduler, optimizer_steps
@@ -213,10 +213,9 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
 
     history = pd.DataFrame(module.history)
     atomic_write_text(run_dir / "history.csv", history.to_csv(index=False))
-    best, _ = load_member(run_dir / "best-candidate")
-    final = {**extra, "history": module.history, "best_epoch": keep_best.best_epoch,
-             "best_metric": {"name": params.metric, "value": keep_best.best}}
-    save_member(best, member_dir, settings, final, overwrite=True)
+    promote_member(run_dir / "best-candidate", member_dir,
+                   {"history": module.history, "best_epoch": keep_best.best_epoch,
+                    "best_metric": {"name": params.metric, "value": keep_best.best}})
     best_row = history[history.epoch == keep_best.best_epoch].iloc[0]
     print(f"best epoch {keep_best.best_epoch}: {params.metric} {best_row[params.metric]:.4f} -> {member_dir}")
     return member_dir
