@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from mosquito_ast.config import ConfigError, TrainParams
 from mosquito_ast.data import DatasetError
 from mosquito_ast.models.classifier import load_member
-from mosquito_ast.training.finetune import run_paths, train
+from mosquito_ast.training.finetune import balanced_class_weights, run_paths, train
 
 
 def test_member_folder_describes_itself(tiny_member):
@@ -34,6 +34,27 @@ def test_batch_size_schedule_is_applied(tiny_params):
     member = train(tiny_params(epochs=3, batch_sizes=[4, 16]))
     history = json.loads((member / "config.json").read_text())["history"]
     assert [row["batch_size"] for row in history] == [4, 16, 16]
+
+
+def test_balanced_class_weights_make_each_class_weigh_alike():
+    weights = balanced_class_weights(torch.tensor([0, 0, 0, 1]), 2)
+    torch.testing.assert_close(weights, torch.tensor([4 / 6, 2.0]))
+    assert float((weights * torch.tensor([3.0, 1.0])).sum()) == pytest.approx(4.0)  # total weight = clips
+
+
+def test_balanced_class_weight_is_recorded_and_changes_training(tiny_params, synth_split, tmp_path):
+    clips = sorted(synth_split[0].rglob("*.wav"))
+    first_class = clips[0].parent.name
+    kept = [c for c in clips if c.parent.name != first_class] + [c for c in clips if c.parent.name == first_class][:3]
+    manifest = tmp_path / "imbalanced.csv"
+    pd.DataFrame({"path": [str(c) for c in kept], "label": [c.parent.name for c in kept]}).to_csv(manifest, index=False)
+    plain = train(tiny_params(train_dir=str(manifest), output=str(tmp_path / "plain"), epochs=1))
+    weighted = train(tiny_params(train_dir=str(manifest), output=str(tmp_path / "weighted"), epochs=1,
+                                 class_weight="balanced"))
+    config = json.loads((weighted / "config.json").read_text())
+    assert config["training"]["class_weight"] == "balanced"
+    plain_loss = json.loads((plain / "config.json").read_text())["history"][0]["loss"]
+    assert config["history"][0]["loss"] != plain_loss
 
 
 def test_same_seed_same_metrics(tiny_params, tmp_path):

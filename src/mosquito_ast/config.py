@@ -152,12 +152,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Cross-session recipe for a few hundred clips without pretrained weights; README and
     # benchmarks/quality.py give the numbers behind each choice.
     "small-data": {"encoder": "tiny", "norm_stats": "dataset", "learning_rate": 1e-3, "epochs": 30,
-                   "batch_sizes": [16], "metric": "balanced_accuracy"},
+                   "batch_sizes": [16], "metric": "balanced_accuracy", "class_weight": "balanced"},
 }
 # Values of the parameters a recipe sets when neither the user nor the recipe gives one. These
 # parameters default to None so that a value the user states, even this one, is never overridden.
 PLAIN_DEFAULTS: dict[str, Any] = {"norm_stats": "audioset", "learning_rate": 5e-5, "epochs": 5,
-                                  "batch_sizes": [8], "metric": "accuracy"}
+                                  "batch_sizes": [8], "metric": "accuracy", "class_weight": "none"}
 METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "loss")
 
 
@@ -185,6 +185,7 @@ class TrainParams(DataParams):
     max_grad_norm: float = option(1.0, "Gradient clipping norm (0 = off).")
     dropout: float = option(0.0, "Dropout in the encoder.")
     label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.")
+    class_weight: str | None = option(None, "Cross-entropy class weights: none, or balanced (inverse to each class's training clips, so every species counts alike, as balanced accuracy does) (default: none; small-data recipe: balanced).", ("none", "balanced"))
     norm_stats: str | None = option(None, "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std) (default: audioset; small-data recipe: dataset).", ("audioset", "dataset"))
     augment: list[str] = option([], f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}.")
     gain_db: float = option(6.0, "gain: largest gain change in dB.")

@@ -31,9 +31,10 @@ class ClassifierModule(L.LightningModule):
     """What one step computes; validation metrics are gathered into a per-epoch history."""
 
     def __init__(self, model: ASTClassifier, params: TrainParams, total_steps: int,
-                 features: FeatureSettings) -> None:
+                 features: FeatureSettings, class_weights: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model = model
+        self.register_buffer("class_weights", class_weights, persistent=False)
         self.params = params
         self.features = features
         self.total_steps = total_steps
@@ -55,7 +56,7 @@ class ClassifierModule(L.LightningModule):
         features, targets = batch
         features, soft_targets = augment_batch(features, targets, len(self.model.labels), self.params, self.features)
         logits = self.model(features)
-        loss = torch.nn.functional.cross_entropy(logits.float(), soft_targets,
+        loss = torch.nn.functional.cross_entropy(logits.float(), soft_targets, weight=self.class_weights,
                                                  label_smoothing=self.params.label_smoothing)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(targets))
         self._largest_batch = max(self._largest_batch, len(targets))
@@ -145,6 +146,12 @@ class KeepBest(Callback):
         self.best, self.best_epoch = state["best"], state["best_epoch"]
 
 
+def balanced_class_weights(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """n / (k * count of the class): each class weighs as much in the loss as in balanced accuracy."""
+    counts = torch.bincount(targets, minlength=num_classes).float()
+    return len(targets) / (num_classes * counts)
+
+
 def run_paths(params: TrainParams) -> tuple[Path, Path]:
     """(member folder, working folder with checkpoints and logs) of a run."""
     output = Path(params.output)
@@ -189,7 +196,9 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
         torch.from_numpy(normalize(train_set.features, settings)), train_set.targets(labels),
         torch.from_numpy(normalize(val_set.features, settings)), val_set.targets(labels),
         params.batch_size_for, params.seed)
-    module = ClassifierModule(model, params, total_steps, settings)
+    module = ClassifierModule(model, params, total_steps, settings,
+                              balanced_class_weights(train_set.targets(labels), len(labels))
+                              if params.class_weight == "balanced" else None)
     extra = {
         "training": params.to_dict(),
         "precision": precision,
