@@ -17,6 +17,7 @@ def test_without_a_checkpoint_the_small_data_recipe_applies():
             assert getattr(params, name) == value, name
     assert (params.norm_stats, params.metric, params.learning_rate) == ("dataset", "balanced_accuracy", 1e-3)
     assert (params.epochs, params.batch_sizes, params.class_weight) == (30, [16], "balanced")
+    assert (params.augment, params.mask_fraction) == (["mask"], 0.2)
 
 
 def test_explicit_values_win_over_the_recipe():
@@ -25,12 +26,15 @@ def test_explicit_values_win_over_the_recipe():
     # a stated value wins even when it equals the plain default
     stated = TrainParams(train_dir="a", validation_dir="b", learning_rate=5e-5, batch_sizes=[8], class_weight="none")
     assert (stated.learning_rate, stated.batch_sizes, stated.class_weight, stated.epochs) == (5e-5, [8], "none", 30)
+    assert TrainParams(train_dir="a", validation_dir="b", augment="none").augment == []
+    assert TrainParams(train_dir="a", validation_dir="b", augment=[]).augment == []
 
 
 def test_with_a_checkpoint_no_recipe_is_applied():
     params = TrainParams(train_dir="a", validation_dir="b", ssl_checkpoint="pretrained/")
     assert (params.preset, params.learning_rate, params.norm_stats) == ("auto", 5e-5, "audioset")
     assert (params.epochs, params.batch_sizes, params.metric, params.class_weight) == (5, [8], "accuracy", "none")
+    assert params.augment == []
     assert TrainParams(train_dir="a", validation_dir="b", preset="base").encoder_size == "base"
 
 

@@ -152,12 +152,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Cross-session recipe for a few hundred clips without pretrained weights; README and
     # benchmarks/quality.py give the numbers behind each choice.
     "small-data": {"encoder": "tiny", "norm_stats": "dataset", "learning_rate": 1e-3, "epochs": 30,
-                   "batch_sizes": [16], "metric": "balanced_accuracy", "class_weight": "balanced"},
+                   "batch_sizes": [16], "metric": "balanced_accuracy", "class_weight": "balanced",
+                   "augment": ["mask"]},
 }
 # Values of the parameters a recipe sets when neither the user nor the recipe gives one. These
 # parameters default to None so that a value the user states, even this one, is never overridden.
 PLAIN_DEFAULTS: dict[str, Any] = {"norm_stats": "audioset", "learning_rate": 5e-5, "epochs": 5,
-                                  "batch_sizes": [8], "metric": "accuracy", "class_weight": "none"}
+                                  "batch_sizes": [8], "metric": "accuracy", "class_weight": "none", "augment": []}
 METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "loss")
 
 
@@ -187,10 +188,10 @@ class TrainParams(DataParams):
     label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.")
     class_weight: str | None = option(None, "Cross-entropy class weights: none, or balanced (inverse to each class's training clips, so every species counts alike, as balanced accuracy does) (default: none; small-data recipe: balanced).", ("none", "balanced"))
     norm_stats: str | None = option(None, "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std) (default: audioset; small-data recipe: dataset).", ("audioset", "dataset"))
-    augment: list[str] = option([], f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}.")
+    augment: list[str] | None = option(None, f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}; none turns them off (default: none; small-data recipe: mask).")
     gain_db: float = option(6.0, "gain: largest gain change in dB.")
     frequency_scale: float = option(0.05, "frequency: largest relative frequency change (0.05 = +-5%).")
-    mask_fraction: float = option(0.1, "mask: widest time and frequency mask, as a share of the axis.")
+    mask_fraction: float = option(0.2, "mask: widest time and frequency mask, as a share of the axis.")
     mixup_alpha: float = option(0.4, "mixup: Beta(alpha, alpha) weight of the blend.")
     noise_std: float = option(0.05, "noise: std of Gaussian noise added to the normalized features.")
     metric: str | None = option(None, "Validation metric that picks the best epoch (default: accuracy; small-data recipe: balanced_accuracy).", METRICS)
@@ -206,6 +207,8 @@ class TrainParams(DataParams):
             if getattr(self, name) is None:
                 value = recipe.get(name, plain)
                 setattr(self, name, list(value) if isinstance(value, list) else value)
+        if self.augment == ["none"]:
+            self.augment = []
 
     @property
     def encoder_size(self) -> str:
