@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from .. import __version__, augment
-from ..config import TrainParams
+from ..config import RECIPES, TrainParams
 from ..data import check_validation_labels, label_names
 from ..ensemble.metrics import classification_metrics
 from ..features import FeatureSettings, dataset_stats, normalize
@@ -173,6 +173,9 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
     precision = resolve_precision(params.precision)
     threads = use_physical_cores()
     print(f"train {params.postfix}: precision {precision}, {threads} CPU threads")
+    if params.preset in RECIPES:
+        in_effect = ", ".join(f"{name} {getattr(params, name)}" for name in RECIPES[params.preset] if name != "encoder")
+        print(f"  preset {params.preset}: {params.encoder_size} encoder, {in_effect}")
     L.seed_everything(params.seed, verbose=False)
 
     settings = feature_settings(params)
