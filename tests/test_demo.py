@@ -6,15 +6,16 @@ from mosquito_ast.config import DemoParams
 from mosquito_ast.demo import SPLITS, SYSTEMS, run_demo
 
 
-def test_demo_runs_the_whole_workflow_and_leaves_a_tidy_folder(tmp_path, feature_cache_dir):
+def test_demo_runs_the_whole_workflow_and_leaves_a_tidy_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --output, as `make demo` gives
     output = tmp_path / "demo"
-    table = run_demo(DemoParams(output=str(output), recordings_per_species=3, clips_per_recording=4, members=2,
-                                epochs=2, pretrain_epochs=1, precision="32", progress=False,
-                                cache_dir=str(feature_cache_dir)))
+    table = run_demo(DemoParams(output="demo", recordings_per_species=3, clips_per_recording=4, members=2,
+                                epochs=2, pretrain_epochs=1, precision="32", progress=False))
     assert list(table.index) == list(SPLITS) and list(table.columns) == list(SYSTEMS)
     assert table.notna().all().all() and ((table >= 0) & (table <= 1)).all().all()
-    assert sorted(p.name for p in output.iterdir()) == ["data", "demo_results.csv", "pretrained", "splits", "sweep",
-                                                        "sweep.yaml"]
+    assert sorted(p.name for p in output.iterdir()) == ["cache", "data", "demo_results.csv", "pretrained", "splits",
+                                                        "sweep", "sweep.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
     assert pd.read_csv(output / "demo_results.csv", index_col=0).shape == (2, 4)
     assert (output / "pretrained" / "model.safetensors").is_file()
     for split in SPLITS:

@@ -37,7 +37,7 @@ def sweep_file(params: DemoParams, root: Path, pretrained: Path) -> dict:
 
 
 def _cache(params: DemoParams) -> Path:
-    return Path(params.cache_dir) if params.cache_dir else Path(params.output) / "cache"
+    return (Path(params.cache_dir) if params.cache_dir else Path(params.output) / "cache").resolve()
 
 
 def result_table(comparison: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
