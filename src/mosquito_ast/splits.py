@@ -206,7 +206,7 @@ def _summary(samples: list[Sample], sides: list[str]) -> dict:
 
 def _write_tree(root: Path, prefix: PurePosixPath, samples: list[Sample], locations: list[PurePosixPath],
                 sides: list[str], linker: _Linker, rows: list[list[str]], extra: list[str], progress: bool) -> None:
-    for sample, location, side in tqdm(list(zip(samples, locations, sides)), desc=f"write {prefix}",
+    for sample, location, side in tqdm(list(zip(samples, locations, sides)), desc=f"write {prefix}" if prefix.name else "write",
                                        unit="file", disable=not progress):
         relative = prefix / side / sample.label / location
         linker.place(Path(sample.path), root / relative)
