@@ -11,10 +11,9 @@ from __future__ import annotations
 import csv
 import errno
 import hashlib
-import io
+import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .audio import AudioError, load_audio
 from .data import DatasetError, Sample, discover
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_directory
 from .segment import SegmentSettings, relative_location, segment_recordings
 
 MODES = ("independent", "random", "kfold")
@@ -268,11 +267,9 @@ def make_split(data: str | Path, output: str | Path, mode: str, group_by: str = 
                     "segmentation": None if segment is None else {**asdict(segment), "clips": str(source)}}
     notes: list[str] = []
     output.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{mode}.", suffix=".tmp", dir=output))
-    building.chmod(0o755)
     linker = _Linker(link)
     rows: list[list[str]] = []
-    try:
+    with atomic_directory(final) as building:
         if mode == "kfold":
             report["folds"] = []
             for k, sides in enumerate(kfold_sides(samples, folds, seed)):
@@ -299,18 +296,11 @@ def make_split(data: str | Path, output: str | Path, mode: str, group_by: str = 
                              f"allow no closer split")
         report["link"] = linker.used
         report["warnings"] = notes
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "label", "group", "side"] + (["fold"] if mode == "kfold" else []))
-        writer.writerows(rows)
-        atomic_write_text(building / MANIFEST_NAME, buffer.getvalue())
-        atomic_write_json(building / REPORT_NAME, report)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(building, final)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
+        with open(building / MANIFEST_NAME, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["path", "label", "group", "side"] + (["fold"] if mode == "kfold" else []))
+            writer.writerows(rows)
+        (building / REPORT_NAME).write_text(json.dumps(report, indent=2, default=str) + "\n")
     for note in notes:
         warnings.warn(note, SplitWarning, stacklevel=2)
     return report

@@ -26,7 +26,7 @@ from transformers import ASTConfig, ASTModel
 
 from ..augment import spec_augment
 from ..features import FeatureSettings
-from ..io import atomic_write_json
+from ..io import atomic_path, atomic_write_json
 from .encoder import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, config_to_dict, patch_grid
 
 PRETRAINED_FORMAT = "mosquito-ast-pretrained"
@@ -143,11 +143,9 @@ def save_pretrained(model: SSLModel, folder: str | Path, features: FeatureSettin
                     extra: dict[str, Any] | None = None) -> Path:
     """Write `model.safetensors` then `config.json`, each atomically (the config names the weights' format)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
-    staging = folder / f".{WEIGHTS_NAME}.tmp"
-    save_file(state, str(staging))
-    staging.replace(folder / WEIGHTS_NAME)
+    with atomic_path(folder / WEIGHTS_NAME) as temporary:
+        save_file(state, str(temporary))
     config = {"format": PRETRAINED_FORMAT,
               "encoder": config_to_dict(model.encoder.config),
               "objective": {"name": model.objective, **model.options},
