@@ -57,6 +57,14 @@ def test_balanced_class_weight_is_recorded_and_changes_training(tiny_params, syn
     assert config["history"][0]["loss"] != plain_loss
 
 
+def test_patience_stops_when_the_metric_stops_improving(tiny_params):
+    # a learning rate this small leaves every epoch's validation metrics where the first left them
+    member = train(tiny_params(epochs=6, patience=2, learning_rate=1e-12))
+    config = json.loads((member / "config.json").read_text())
+    assert [row["epoch"] for row in config["history"]] == [1, 2, 3]
+    assert config["best_epoch"] == 1
+
+
 def test_same_seed_same_metrics(tiny_params, tmp_path):
     first = train(tiny_params(output=str(tmp_path / "a")))
     second = train(tiny_params(output=str(tmp_path / "b")))

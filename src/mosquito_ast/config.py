@@ -194,6 +194,7 @@ class TrainParams(DataParams):
     mask_fraction: float = option(0.2, "mask: widest time and frequency mask, as a share of the axis.")
     mixup_alpha: float = option(0.4, "mixup: Beta(alpha, alpha) weight of the blend.")
     noise_std: float = option(0.05, "noise: std of Gaussian noise added to the normalized features.")
+    patience: int = option(0, "Stop after N epochs without a better --metric on the validation set; the best epoch is kept (0 = run every epoch).")
     metric: str | None = option(None, "Validation metric that picks the best epoch (default: accuracy; small-data recipe: balanced_accuracy).", METRICS)
     resume: bool = option(False, "Continue an interrupted run from its last checkpoint.")
     overwrite: bool = option(False, "Replace an existing member at <output>/best/<postfix>/.")
@@ -223,6 +224,8 @@ class TrainParams(DataParams):
             raise ConfigError(f"epochs: must be at least 1, got {self.epochs}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ConfigError(f"batch_sizes: need positive batch sizes, got {self.batch_sizes}")
+        if self.patience < 0:
+            raise ConfigError(f"patience: must be 0 (off) or more, got {self.patience}")
         if self.freeze == "last-n" and self.train_last_n_layers < 1:
             raise ConfigError("--freeze last-n needs --train-last-n-layers N (N >= 1)")
         if self.learning_rate <= 0:

@@ -116,10 +116,12 @@ def augment_batch(features: torch.Tensor, targets: torch.Tensor, num_classes: in
 
 
 class KeepBest(Callback):
-    """Export the best epoch so far to a candidate member folder (atomically), by one metric."""
+    """Export the best epoch so far to a candidate member folder (atomically), by one metric, and stop
+    after `patience` epochs without a better one (0 = never)."""
 
-    def __init__(self, metric: str, folder: Path, features: FeatureSettings, extra: dict) -> None:
+    def __init__(self, metric: str, folder: Path, features: FeatureSettings, extra: dict, patience: int = 0) -> None:
         self.metric = metric
+        self.patience = patience
         self.folder = folder
         self.features = features
         self.extra = extra
@@ -138,6 +140,8 @@ class KeepBest(Callback):
         if self.improved(row[self.metric]):
             self.best, self.best_epoch = row[self.metric], row["epoch"]
             save_member(module.model, self.folder, self.features, self.extra)
+        elif self.patience and row["epoch"] - self.best_epoch >= self.patience:
+            trainer.should_stop = True
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch}
@@ -211,7 +215,7 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
                  "skipped_files": [str(e) for e in train_set.bad + val_set.bad]},
         "mosquito_ast_version": __version__,
     }
-    keep_best = KeepBest(params.metric, run_dir / "best-candidate", settings, extra)
+    keep_best = KeepBest(params.metric, run_dir / "best-candidate", settings, extra, params.patience)
     trainer = L.Trainer(
         max_epochs=params.epochs, precision=precision, accelerator="auto", devices=1, logger=False,
         callbacks=[*callbacks, keep_best, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)],
