@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 import platform
 import subprocess
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -129,6 +131,22 @@ def synthetic_split(root: Path, train_clips: int, validation_clips: int, clip_se
         dirs.append(root / name)
         counts.append(len(written))
     return dirs[0], dirs[1], counts[0], counts[1]
+
+
+@contextmanager
+def cpu_benchmark(prefix: str, workdir: Path | None, train_clips: int,
+                  validation_clips: int) -> Iterator[tuple[Path, Path, Path]]:
+    """Start a CPU benchmark: quiet Lightning, torch threads on the physical cores, the machine report,
+    and generated clips in a temporary folder. Yields (root, train dir, validation dir)."""
+    quiet_lightning()
+    torch.set_num_threads(physical_cores())
+    print(machine_report())
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=workdir) as tmp:
+        root = Path(tmp)
+        train_dir, validation_dir, n_train, n_validation = synthetic_split(root / "clips", train_clips,
+                                                                           validation_clips)
+        print(f"clips on disk: {n_train} training, {n_validation} validation (1 s, 16 kHz wav)")
+        yield root, train_dir, validation_dir
 
 
 def ast_base(frames: int) -> ASTClassifier:

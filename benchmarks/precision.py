@@ -17,18 +17,16 @@ One process, cases interleaved round by round:
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from _common import (TrainRun, ast_base, inference_step, interleave, machine_report, old_notebook_model,
-                     print_table, quiet_lightning, random_batch, synthetic_split, timed_steps, timed_train,
-                     training_step)
+from _common import (TrainRun, ast_base, cpu_benchmark, inference_step, interleave, old_notebook_model,
+                     print_table, random_batch, timed_steps, timed_train, training_step)
 from mosquito_ast.config import DataParams, TrainParams
 from mosquito_ast.ensemble.members import load_members, predict_probabilities
-from mosquito_ast.hardware import physical_cores, resolve_precision
+from mosquito_ast.hardware import resolve_precision
 from mosquito_ast.models.encoder import OLD_NOTEBOOK_MAX_LENGTH
 
 FRAMES = 100
@@ -52,15 +50,9 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
-    quiet_lightning()
-    torch.set_num_threads(physical_cores())
-    print(machine_report())
-    with tempfile.TemporaryDirectory(prefix="precision-", dir=args.workdir) as tmp:
-        root = Path(tmp)
-        train_dir, validation_dir, n_train, n_validation = synthetic_split(root / "clips", args.clips,
-                                                                           args.validation_clips)
-        print(f"clips on disk: {n_train} training, {n_validation} validation (1 s, 16 kHz wav); "
-              f"batch {args.batch_size} (training), {args.eval_batch_size} (inference), old way batch {OLD_BATCH}; "
+    with cpu_benchmark("precision-", args.workdir, args.clips, args.validation_clips) as (root, train_dir,
+                                                                                         validation_dir):
+        print(f"batch {args.batch_size} (training), {args.eval_batch_size} (inference), old way batch {OLD_BATCH}; "
               f"{args.rounds} rounds\n")
         train_runs: list[TrainRun] = []
         params = TrainParams(train_dir=str(train_dir), validation_dir=str(validation_dir), output=str(root / "runs"),

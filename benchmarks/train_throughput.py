@@ -13,15 +13,12 @@ very slow, so a few steps are timed. Cases run interleaved, round by round, in o
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
-import torch
-
-from _common import (TrainRun, interleave, machine_report, old_notebook_model, print_table,
-                     quiet_lightning, random_batch, synthetic_split, timed_steps, timed_train, training_step)
+from _common import (TrainRun, cpu_benchmark, interleave, old_notebook_model, print_table, random_batch,
+                     timed_steps, timed_train, training_step)
 from mosquito_ast.config import TrainParams
-from mosquito_ast.hardware import physical_cores, resolve_precision
+from mosquito_ast.hardware import resolve_precision
 from mosquito_ast.models.encoder import OLD_NOTEBOOK_MAX_LENGTH
 
 EXPECTED_SPEEDUP = 10.0
@@ -41,15 +38,9 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
-    quiet_lightning()
-    torch.set_num_threads(physical_cores())
-    print(machine_report())
-    with tempfile.TemporaryDirectory(prefix="train-throughput-", dir=args.workdir) as tmp:
-        root = Path(tmp)
-        train_dir, validation_dir, n_train, n_validation = synthetic_split(root / "clips", args.clips,
-                                                                           args.validation_clips)
-        print(f"clips on disk: {n_train} training, {n_validation} validation (1 s, 16 kHz wav); "
-              f"batch size {args.batch_size}; {args.rounds} rounds\n")
+    with cpu_benchmark("train-throughput-", args.workdir, args.clips, args.validation_clips) as (root, train_dir,
+                                                                                                validation_dir):
+        print(f"batch size {args.batch_size}; {args.rounds} rounds\n")
 
         runs: dict[str, list[TrainRun]] = {}
         cases = {"old way": timed_steps(

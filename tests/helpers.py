@@ -1,10 +1,12 @@
-"""Helpers shared by tests: old-notebook (transformers 4.x) key names for checkpoint fixtures."""
+"""Helpers shared by tests: old-notebook (transformers 4.x) key names for checkpoint fixtures, and a
+simulated crash for resume tests."""
 
 from __future__ import annotations
 
 import re
 
 import torch
+from lightning.pytorch.callbacks import Callback
 
 _NEW_TO_OLD = (
     (r"^layers\.(\d+)\.", r"encoder.layer.\1."),
@@ -26,3 +28,14 @@ def old_key(name: str) -> str:
 
 def old_state(encoder: torch.nn.Module, prefix: str = "encoder.") -> dict[str, torch.Tensor]:
     return {prefix + old_key(k): v.detach().clone().contiguous() for k, v in encoder.state_dict().items()}
+
+
+class CrashAtEpoch(Callback):
+    """Raise at the start of `epoch`, as a killed run would stop there."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")

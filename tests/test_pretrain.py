@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import ASTConfig, ASTModel
 from typer.testing import CliRunner
 
-from helpers import old_state
+from helpers import CrashAtEpoch, old_state
 from mosquito_ast.augment import axis_masks, frequency_mask, spec_augment, time_mask
 from mosquito_ast.cli import app
 from mosquito_ast.config import ConfigError, PretrainParams
@@ -190,15 +190,6 @@ def test_old_notebook_ssl_checkpoint_without_config_is_ast_base_at_1024_frames(t
     torch.testing.assert_close(target.layers[11].mlp.fc1.weight, old.layers[11].mlp.fc1.weight)
     assert target.embeddings.position_embeddings.shape[1] == 12 * 9 + 2
     print(f"AST-base old-format load: {time.perf_counter() - started:.1f} s")
-
-
-class CrashAtEpoch(Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise RuntimeError("simulated crash")
 
 
 def test_resume_repeats_the_uninterrupted_history(pretrain_params, tmp_path):

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from lightning.pytorch.callbacks import Callback
 
+from helpers import CrashAtEpoch
 from mosquito_ast.config import ConfigError, TrainParams
 from mosquito_ast.data import DatasetError
 from mosquito_ast.models.classifier import load_member
@@ -71,15 +71,6 @@ def test_same_seed_same_metrics(tiny_params, tmp_path):
     history = [json.loads((m / "config.json").read_text())["history"] for m in (first, second)]
     for a, b in zip(*history):
         assert a["loss"] == b["loss"] and a["accuracy"] == b["accuracy"]
-
-
-class CrashAtEpoch(Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise RuntimeError("simulated crash")
 
 
 def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tiny_params, tmp_path):

@@ -162,8 +162,23 @@ PLAIN_DEFAULTS: dict[str, Any] = {"norm_stats": "audioset", "learning_rate": 5e-
 METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "loss")
 
 
+class TrainingLoop:
+    """Checks and the per-epoch batch size of the commands that run a training loop (train, pretrain)."""
+
+    def check_loop(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs: must be at least 1, got {self.epochs}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError(f"batch_sizes: need positive batch sizes, got {self.batch_sizes}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate: must be positive, got {self.learning_rate}")
+
+    def batch_size_for(self, epoch: int) -> int:
+        return self.batch_sizes[min(epoch, len(self.batch_sizes) - 1)]
+
+
 @dataclass
-class TrainParams(DataParams):
+class TrainParams(DataParams, TrainingLoop):
     """Fine-tune one classifier (one ensemble member)."""
 
     train_dir: str = option(None, "Training clips: folder-per-class tree or manifest CSV (path,label[,group]).")
@@ -220,26 +235,18 @@ class TrainParams(DataParams):
         super().validate()
         if not self.train_dir or not self.validation_dir:
             raise ConfigError("--train-dir and --validation-dir are required")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs: must be at least 1, got {self.epochs}")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise ConfigError(f"batch_sizes: need positive batch sizes, got {self.batch_sizes}")
+        self.check_loop()
         if self.patience < 0:
             raise ConfigError(f"patience: must be 0 (off) or more, got {self.patience}")
         if self.freeze == "last-n" and self.train_last_n_layers < 1:
             raise ConfigError("--freeze last-n needs --train-last-n-layers N (N >= 1)")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate: must be positive, got {self.learning_rate}")
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
         if unknown:
             raise ConfigError(f"augment: unknown {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
 
-    def batch_size_for(self, epoch: int) -> int:
-        return self.batch_sizes[min(epoch, len(self.batch_sizes) - 1)]
-
 
 @dataclass
-class PretrainParams(DataParams):
+class PretrainParams(DataParams, TrainingLoop):
     """Self-supervised pretraining of an AST encoder on unlabeled clips (done once, reused by `train`)."""
 
     data: str = option(None, "Unlabeled clips: a folder searched recursively (labels ignored) or a manifest CSV with a 'path' column.")
@@ -277,10 +284,7 @@ class PretrainParams(DataParams):
         super().validate()
         if not self.data:
             raise ConfigError("--data is required")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs: must be at least 1, got {self.epochs}")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise ConfigError(f"batch_sizes: need positive batch sizes, got {self.batch_sizes}")
+        self.check_loop()
         if not self.validation_dir and not 0 < self.validation_fraction < 1:
             raise ConfigError(f"validation_fraction: must be between 0 and 1, got {self.validation_fraction}")
         if not 0 < self.mask_ratio < 1:
@@ -288,11 +292,6 @@ class PretrainParams(DataParams):
         for name in ("time_mask_fraction", "frequency_mask_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name}: must be between 0 and 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate: must be positive, got {self.learning_rate}")
-
-    def batch_size_for(self, epoch: int) -> int:
-        return self.batch_sizes[min(epoch, len(self.batch_sizes) - 1)]
 
 
 @dataclass

@@ -22,35 +22,24 @@ from ..io import atomic_write_text
 from ..models.classifier import ASTClassifier, apply_freezing, promote_member, save_member
 from ..models.encoder import build_encoder, encoder_config, encoder_from_checkpoint
 from .datasets import ClipDataModule, feature_settings, load_clip_set
-from .optim import build_optimizer, build_scheduler, optimizer_steps
+from .loop import EpochModule
+from .optim import optimizer_steps
 
 LOWER_IS_BETTER = {"loss"}
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(EpochModule):
     """What one step computes; validation metrics are gathered into a per-epoch history."""
 
     def __init__(self, model: ASTClassifier, params: TrainParams, total_steps: int,
                  features: FeatureSettings, class_weights: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model, params, total_steps)
         self.register_buffer("class_weights", class_weights, persistent=False)
-        self.params = params
         self.features = features
-        self.total_steps = total_steps
-        self.history: list[dict] = []
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._epoch_started = 0.0
-        self._largest_batch = 0
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.model(features)
-
-    def on_train_epoch_start(self) -> None:
-        # Dropout draws restart from a seed per epoch, so a resumed run repeats the same steps.
-        torch.manual_seed(self.params.seed * 100_003 + self.current_epoch)
-        self._epoch_started = time.perf_counter()
-        self._largest_batch = 0
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         features, targets = batch
@@ -80,18 +69,6 @@ class ClassifierModule(L.LightningModule):
                "seconds": time.perf_counter() - self._epoch_started}
         self.history.append(row)
         self.log_dict({f"val_{k}": row[k] for k in ("loss", "accuracy", "balanced_accuracy", "f1")}, prog_bar=True)
-
-    def configure_optimizers(self):
-        p = self.params
-        optimizer = build_optimizer(p.optimizer, self.model.parameters(), p.learning_rate, p.weight_decay)
-        return {"optimizer": optimizer,
-                "lr_scheduler": build_scheduler(p.scheduler, optimizer, p.warmup_ratio, self.total_steps)}
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["history"] = self.history
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.history = checkpoint.get("history", [])
 
 
 def augment_batch(features: torch.Tensor, targets: torch.Tensor, num_classes: int, params: TrainParams,

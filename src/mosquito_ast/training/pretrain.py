@@ -31,7 +31,8 @@ from ..io import atomic_write_json, atomic_write_text
 from ..models.encoder import CONFIG_NAME, WEIGHTS_NAME, build_encoder, encoder_config, encoder_from_checkpoint
 from ..models.ssl import SSLModel, build_ssl_model, save_pretrained
 from .datasets import ClipDataModule, check_bad_files, feature_cache, feature_settings
-from .optim import build_optimizer, build_scheduler, optimizer_steps
+from .loop import EpochModule
+from .optim import optimizer_steps
 
 
 def discover_unlabeled(source: str | Path) -> list[str]:
@@ -93,30 +94,21 @@ def objective_options(params: PretrainParams) -> dict:
             "time_masks": params.time_masks, "frequency_masks": params.frequency_masks}
 
 
-class PretrainModule(L.LightningModule):
+class PretrainModule(EpochModule):
     """One SSL step is the model's own loss; validation uses masks fixed by the seed, so epochs compare."""
 
     def __init__(self, model: SSLModel, params: PretrainParams, total_steps: int,
                  history_file: Path | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.params = params
-        self.total_steps = total_steps
+        super().__init__(model, params, total_steps)
         self.history_file = history_file
-        self.history: list[dict] = []
         self._train_losses: list[float] = []
         self._val_error = 0.0
         self._val_count = 0
         self._val_generator = torch.Generator()
-        self._epoch_started = 0.0
-        self._largest_batch = 0
 
     def on_train_epoch_start(self) -> None:
-        # Masks and dropout restart from a seed per epoch, so a resumed run repeats the same steps.
-        torch.manual_seed(self.params.seed * 100_003 + self.current_epoch)
-        self._epoch_started = time.perf_counter()
+        super().on_train_epoch_start()
         self._train_losses.clear()
-        self._largest_batch = 0
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         features = batch[0]
@@ -148,18 +140,6 @@ class PretrainModule(L.LightningModule):
         self.log("val_loss", row["val_loss"], prog_bar=True)
         if self.history_file is not None:
             atomic_write_text(self.history_file, pd.DataFrame(self.history).to_csv(index=False))
-
-    def configure_optimizers(self):
-        p = self.params
-        optimizer = build_optimizer(p.optimizer, self.model.parameters(), p.learning_rate, p.weight_decay)
-        return {"optimizer": optimizer,
-                "lr_scheduler": build_scheduler(p.scheduler, optimizer, p.warmup_ratio, self.total_steps)}
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["history"] = self.history
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.history = checkpoint.get("history", [])
 
 
 def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path:
