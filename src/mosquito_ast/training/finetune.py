@@ -176,12 +176,13 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
 
     schedule = [params.batch_size_for(e) for e in range(params.epochs)]
     total_steps = optimizer_steps(len(train_set.samples), schedule, params.grad_accumulation)
+    train_targets = train_set.targets(labels)
     datamodule = ClipDataModule(
-        torch.from_numpy(normalize(train_set.features, settings)), train_set.targets(labels),
+        torch.from_numpy(normalize(train_set.features, settings)), train_targets,
         torch.from_numpy(normalize(val_set.features, settings)), val_set.targets(labels),
         params.batch_size_for, params.seed)
     module = ClassifierModule(model, params, total_steps, settings,
-                              balanced_class_weights(train_set.targets(labels), len(labels))
+                              balanced_class_weights(train_targets, len(labels))
                               if params.class_weight == "balanced" else None)
     extra = {
         "training": params.to_dict(),
