@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from helpers import old_state
 from mosquito_ast.audio import load_clip
+from mosquito_ast.baseline import BASELINES
 from mosquito_ast.cli import app
 from mosquito_ast.config import EvaluateParams, TrainParams
 from mosquito_ast.data import DatasetError
@@ -107,8 +108,12 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
         + 0.75 * predictions[[f"sweep/best/tiny:p:{s}" for s in SPECIES]].to_numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     assert list(result.summary.system) == ["random/best/r1", "sweep/best/tiny", "mean member", "best member",
-                                           "hard vote", "soft vote"]
-    assert len(pd.read_csv(out / "per_class.csv")) == 2 * 4 * 4  # (2 members + 2 ensembles) x 4 classes x 2 levels
+                                           "hard vote", "soft vote", *BASELINES]
+    assert result.summary.set_index("system").loc[list(BASELINES), "kind"].eq("baseline").all()
+    baseline_p = predictions[[f"{BASELINES[1]}:p:{s}" for s in SPECIES]].to_numpy()
+    np.testing.assert_allclose(baseline_p.sum(1), 1, atol=1e-6)
+    # (2 members + 2 ensembles + 2 baselines) x 4 classes x 2 levels
+    assert len(pd.read_csv(out / "per_class.csv")) == 2 * 6 * 4
     assert pd.read_csv(out / "members.csv").weight.tolist() == [0.25, 0.75]
     text = (out / "metrics.json").read_text()
     metrics = json.loads(text)

@@ -78,3 +78,31 @@ def test_bad_files_are_collected_not_fatal(tmp_path):
 def test_invalid_settings_are_rejected():
     with pytest.raises(ValueError, match="clip_seconds"):
         FeatureSettings(clip_seconds=0)
+
+
+def test_window_and_hop_are_set_in_time_at_any_rate():
+    """At 8 kHz a 1 s clip fills all 100 frames (25 ms window, 10 ms hop), not 48 padded to 100."""
+    rng = np.random.default_rng(0)
+    wave = rng.normal(0, 0.1, 8000).astype(np.float32)
+    features = fbank(wave, FeatureSettings(sample_rate=8000))
+    assert features.shape == (100, 128)
+    padded_frames = np.all(features == 0, axis=1).sum()
+    assert padded_frames <= 3  # (8000 - 200) // 80 + 1 = 98 frames of audio
+
+
+def test_mel_band_stops_at_max_frequency():
+    """A band that ends at the data's Nyquist leaves no constant bins above it."""
+    rng = np.random.default_rng(1)
+    wave = rng.normal(0, 0.1, 16000).astype(np.float32)
+    full = fbank(wave, FeatureSettings())
+    band = fbank(wave, FeatureSettings(max_frequency=4000))
+    assert band.shape == full.shape
+    assert not np.allclose(band, full)
+    with pytest.raises(ValueError, match="max_frequency"):
+        FeatureSettings(sample_rate=8000, max_frequency=6000)
+
+
+def test_default_settings_keep_earlier_cache_keys():
+    assert FeatureSettings().extraction_key() == "sr16000_clip1_mel128_len100"
+    assert FeatureSettings(hop_ms=20, window_ms=40).max_length == 50
+    assert "fmax4000" in FeatureSettings(max_frequency=4000).extraction_key()

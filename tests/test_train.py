@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -165,3 +166,25 @@ def test_wingbeats_tiny_fine_tune_and_reload(wingbeats, tmp_path, feature_cache_
     assert config["features"]["norm_mean"] != pytest.approx(-4.2677393)
     assert run_paths(params)[0] == member
     assert model(torch.zeros(2, 100, 128)).shape == (2, 6)
+
+
+def test_select_last_keeps_the_final_epoch_and_needs_no_validation(tiny_params):
+    """Honest selection: the member is the last epoch, whatever the validation set says; without a
+    validation set the history keeps the training loss."""
+    member = train(tiny_params(select="last", validation_dir=None, epochs=3, postfix="last"))
+    config = json.loads((member / "config.json").read_text())
+    assert config["selected"] == "last" and config["best_epoch"] == 3
+    assert [row["epoch"] for row in config["history"]] == [1, 2, 3]
+    assert all(math.isfinite(row["train_loss"]) for row in config["history"])
+    assert config["data"]["validation_clips"] == 0
+
+    reported = train(tiny_params(select="last", epochs=2, postfix="reported"))
+    config = json.loads((reported / "config.json").read_text())
+    assert config["best_epoch"] == 2 and "balanced_accuracy" in config["history"][-1]
+
+
+def test_validation_set_is_required_only_to_pick_the_best_epoch(tiny_params):
+    with pytest.raises(ConfigError, match="--select last"):
+        tiny_params(validation_dir=None)
+    with pytest.raises(ConfigError, match="patience"):
+        tiny_params(select="last", patience=3)

@@ -65,19 +65,19 @@ def random_gain(features: torch.Tensor, max_shift: float, generator: torch.Gener
     return features + offsets.to(features.device, features.dtype)
 
 
-def kaldi_mel_centres(num_bins: int, sample_rate: int, low_hz: float = 20.0) -> torch.Tensor:
-    """Centre frequencies (Hz) of Kaldi's mel filters, as `ASTFeatureExtractor` lays them out."""
-    low, high = (1127.0 * torch.log1p(torch.tensor(f) / 700.0) for f in (low_hz, sample_rate / 2))
+def kaldi_mel_centres(num_bins: int, high_hz: float, low_hz: float = 20.0) -> torch.Tensor:
+    """Centre frequencies (Hz) of Kaldi's mel filters between `low_hz` and `high_hz` (the features' band)."""
+    low, high = (1127.0 * torch.log1p(torch.tensor(f) / 700.0) for f in (low_hz, high_hz))
     mels = low + (high - low) * torch.arange(1, num_bins + 1, dtype=torch.float64) / (num_bins + 1)
     return 700.0 * torch.expm1(mels / 1127.0)
 
 
-def frequency_scale(features: torch.Tensor, max_scale: float, sample_rate: int,
+def frequency_scale(features: torch.Tensor, max_scale: float, high_hz: float,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Scale every frequency of a clip by one factor in [1-max_scale, 1+max_scale] by resampling the
     mel axis: wingbeat frequency shifts with temperature and individual, so sessions differ by it."""
     batch, _, bins = features.shape
-    centres = kaldi_mel_centres(bins, sample_rate)
+    centres = kaldi_mel_centres(bins, high_hz)
     scales = 1 + (torch.rand(batch, generator=generator, dtype=torch.float64) * 2 - 1) * max_scale
     source_mel = 1127.0 * torch.log1p(centres.view(1, bins) / scales.view(batch, 1) / 700.0)
     centre_mel = 1127.0 * torch.log1p(centres / 700.0)

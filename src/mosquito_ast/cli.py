@@ -29,8 +29,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .audio import AudioError
     from .data import DatasetError
     from .models.encoder import CheckpointError
+    from .training.loop import DivergedError
 
-    return ConfigError, DatasetError, CheckpointError, AudioError, FileExistsError, FileNotFoundError
+    return ConfigError, DatasetError, CheckpointError, AudioError, DivergedError, FileExistsError, FileNotFoundError
 
 
 def _flag(name: str) -> str:

@@ -137,6 +137,9 @@ class DataParams(ReadParams):
     clip_seconds: float = option(1.0, "Clip length in seconds; shorter files are padded, longer ones trimmed.")
     sample_rate: int = option(16000, "Sample rate the audio is resampled to.")
     num_mel_bins: int = option(128, "Mel bins of the fbank features.")
+    window_ms: float = option(25.0, "Fbank analysis window in milliseconds (the same at every sample rate).")
+    hop_ms: float = option(10.0, "Fbank hop in milliseconds: 10 gives 100 frames per second at any sample rate.")
+    max_frequency: float = option(0.0, "Top of the mel band in Hz (0 = Nyquist); e.g. 4000 for 8 kHz recordings resampled to 16 kHz.")
 
     def validate(self) -> None:
         super().validate()
@@ -153,13 +156,15 @@ RECIPES: dict[str, dict[str, Any]] = {
     # benchmarks/quality.py give the numbers behind each choice.
     "small-data": {"encoder": "tiny", "norm_stats": "dataset", "learning_rate": 1e-3, "epochs": 30,
                    "batch_sizes": [16], "metric": "balanced_accuracy", "class_weight": "balanced",
-                   "augment": ["mask"]},
+                   "augment": ["mask"], "select": "last"},
 }
 # Values of the parameters a recipe sets when neither the user nor the recipe gives one. These
 # parameters default to None so that a value the user states, even this one, is never overridden.
 PLAIN_DEFAULTS: dict[str, Any] = {"norm_stats": "audioset", "learning_rate": 5e-5, "epochs": 5,
-                                  "batch_sizes": [8], "metric": "accuracy", "class_weight": "none", "augment": []}
+                                  "batch_sizes": [8], "metric": "accuracy", "class_weight": "none", "augment": [],
+                                  "select": "best"}
 METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "loss")
+SELECTIONS = ("best", "last")
 
 
 class TrainingLoop:
@@ -182,7 +187,7 @@ class TrainParams(DataParams, TrainingLoop):
     """Fine-tune one classifier (one ensemble member)."""
 
     train_dir: str = option(None, "Training clips: folder-per-class tree or manifest CSV (path,label[,group]).")
-    validation_dir: str = option(None, "Validation clips, same layouts as --train-dir.")
+    validation_dir: str | None = option(None, "Validation clips, same layouts as --train-dir (optional with --select last).")
     output: str = option("runs", "Output folder; the best member lands in <output>/best/<postfix>/.")
     postfix: str = option("member", "Name of this member's folder under <output>/best/.")
     ssl_checkpoint: str | None = option(None, "Encoder weights: a `pretrain` output, an old-notebook SSL model.safetensors folder, or a Hugging Face AST checkpoint (folder or hub id). Empty = from scratch.")
@@ -209,6 +214,7 @@ class TrainParams(DataParams, TrainingLoop):
     mask_fraction: float = option(0.2, "mask: widest time and frequency mask, as a share of the axis.")
     mixup_alpha: float = option(0.4, "mixup: Beta(alpha, alpha) weight of the blend.")
     noise_std: float = option(0.05, "noise: std of Gaussian noise added to the normalized features.")
+    select: str | None = option(None, "Which epoch becomes the member: best (by --metric on --validation-dir) or last (after --epochs; the validation set, optional then, only reports). last is honest when the validation clips also score the member, and trains on every labelled recording (default: best; small-data recipe: last).", SELECTIONS)
     patience: int = option(0, "Stop after N epochs without a better --metric on the validation set; the best epoch is kept (0 = run every epoch).")
     metric: str | None = option(None, "Validation metric that picks the best epoch (default: accuracy; small-data recipe: balanced_accuracy).", METRICS)
     resume: bool = option(False, "Continue an interrupted run from its last checkpoint.")
@@ -233,8 +239,12 @@ class TrainParams(DataParams, TrainingLoop):
 
     def validate(self) -> None:
         super().validate()
-        if not self.train_dir or not self.validation_dir:
-            raise ConfigError("--train-dir and --validation-dir are required")
+        if not self.train_dir:
+            raise ConfigError("--train-dir is required")
+        if self.select == "best" and not self.validation_dir:
+            raise ConfigError("--validation-dir is required to pick the best epoch (or keep the last: --select last)")
+        if self.select == "last" and self.patience:
+            raise ConfigError("--patience stops on the validation metric; it needs --select best")
         self.check_loop()
         if self.patience < 0:
             raise ConfigError(f"patience: must be 0 (off) or more, got {self.patience}")
@@ -310,6 +320,7 @@ class EvaluateParams(ReadParams):
     bootstrap: int = option(1000, "Bootstrap resamples for 95% intervals of accuracy and balanced accuracy (0 = off).")
     seed: int = option(0, "Seed of the bootstrap resampling.")
     ece_bins: int = option(15, "Equal-width confidence bins of the expected calibration error.")
+    baseline: bool = option(True, "Also fit the spectrum baselines (Welch log spectrum + logistic regression / random forest) on the members' training clips and score them beside the members.")
     progress: bool = option(True, "Show progress bars.")
 
     def validate(self) -> None:

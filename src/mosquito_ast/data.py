@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from .audio import is_audio_file
 
@@ -27,6 +28,33 @@ class Sample:
     path: str
     label: str
     group: str
+
+
+def files_under(folder: str | Path) -> Iterator[Path]:
+    """Every file below `folder`, following symbolic links to folders and files: Python 3.11's
+    `Path.rglob` does not descend into linked folders, so a session folder linked into a data set was
+    dropped without a word. A link back to a folder above it (a cycle) is not descended into."""
+    top = Path(folder)
+    above: dict[str, frozenset[tuple[int, int]]] = {}  # folder -> identities of it and the folders above it
+    for directory, subfolders, files in os.walk(top, followlinks=True):
+        try:
+            stat = os.stat(directory)
+        except OSError:
+            subfolders.clear()
+            continue
+        chain = above.pop(directory, frozenset()) | {(stat.st_dev, stat.st_ino)}
+        kept = []
+        for name in sorted(subfolders):
+            try:
+                child = os.stat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if (child.st_dev, child.st_ino) not in chain:
+                kept.append(name)
+                above[os.path.join(directory, name)] = chain
+        subfolders[:] = kept
+        for name in sorted(files):
+            yield Path(directory) / name
 
 
 def group_of(path: Path, class_dir: Path | None, rule: str, row: dict | None = None) -> str:
@@ -61,7 +89,7 @@ def discover(source: str | Path, group_by: str = "auto") -> list[Sample]:
         return _from_manifest(source, group_by)
     samples = []
     for class_dir in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in sorted(p for p in class_dir.rglob("*") if is_audio_file(p)):
+        for path in sorted(p for p in files_under(class_dir) if is_audio_file(p)):
             samples.append(Sample(str(path), class_dir.name, group_of(path, class_dir, group_by)))
     if not samples:
         raise DatasetError(f"{source}: no audio files found in class sub-folders (<class>/**/<file>)")

@@ -1,7 +1,9 @@
 """Kaldi-compatible log-mel fbank features, their normalization, and a shared on-disk cache.
 
-Features come from transformers' `ASTFeatureExtractor`, so they match what AST checkpoints were
-trained on. The cache stores un-normalized fbank keyed by file content and extraction settings, so
+Features are computed with transformers' audio utilities exactly as `ASTFeatureExtractor` computes
+them at its defaults (16 kHz, 25 ms window, 10 ms hop, 128 mel bins up to 8 kHz), so they match what
+AST checkpoints were trained on; window and hop are set in time and the mel band can stop below
+Nyquist, so any sample rate gives the same frames per second and no constant bins. The cache stores un-normalized fbank keyed by file content and extraction settings, so
 every command (train, pretrain, evaluate, predict) and every sweep member reuses one computation.
 """
 
@@ -17,14 +19,15 @@ from typing import Sequence
 import numpy as np
 import platformdirs
 import torch
-from transformers import ASTFeatureExtractor
+from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
 from .audio import AudioError, load_clip
 from .io import atomic_path
 
 AUDIOSET_MEAN = -4.2677393
 AUDIOSET_STD = 4.5689974
-FRAME_SHIFT_MS = 10
+KALDI_MEL_FLOOR = 1.192092955078125e-07
+LOWEST_MEL_HZ = 20.0
 
 
 @dataclass(frozen=True)
@@ -35,15 +38,23 @@ class FeatureSettings:
     clip_seconds: float = 1.0
     num_mel_bins: int = 128
     max_length: int = 0  # frames fed to the model; 0 = the frames of one clip (100 for 1 s)
+    window_ms: float = 25.0
+    hop_ms: float = 10.0
+    max_frequency: float = 0.0  # top of the mel band in Hz; 0 = Nyquist
     norm_mean: float = AUDIOSET_MEAN
     norm_std: float = AUDIOSET_STD
 
     def __post_init__(self) -> None:
-        if self.max_length == 0:
-            frames = int(round(self.clip_seconds * 1000 / FRAME_SHIFT_MS))
-            object.__setattr__(self, "max_length", frames)
         if self.clip_seconds <= 0:
             raise ValueError(f"clip_seconds must be positive, got {self.clip_seconds}")
+        if self.hop_ms <= 0 or self.window_ms < self.hop_ms:
+            raise ValueError(f"need 0 < hop_ms <= window_ms, got hop {self.hop_ms} ms, window {self.window_ms} ms")
+        if not 0 <= self.max_frequency <= self.sample_rate / 2 or 0 < self.max_frequency <= LOWEST_MEL_HZ:
+            raise ValueError(f"max_frequency must be 0 (Nyquist) or between {LOWEST_MEL_HZ:g} Hz and "
+                             f"{self.sample_rate / 2:g} Hz, got {self.max_frequency}")
+        if self.max_length == 0:
+            frames = int(round(self.clip_seconds * 1000 / self.hop_ms))
+            object.__setattr__(self, "max_length", frames)
         if self.norm_std <= 0:
             raise ValueError(f"norm_std must be positive, got {self.norm_std}")
 
@@ -58,26 +69,65 @@ class FeatureSettings:
     def with_stats(self, mean: float, std: float) -> "FeatureSettings":
         return FeatureSettings(**{**self.to_dict(), "norm_mean": float(mean), "norm_std": float(std)})
 
+    @property
+    def top_frequency(self) -> float:
+        return self.max_frequency or self.sample_rate / 2
+
     def extraction_key(self) -> str:
-        """Settings that change the un-normalized fbank (normalization does not)."""
-        return f"sr{self.sample_rate}_clip{self.clip_seconds:g}_mel{self.num_mel_bins}_len{self.max_length}"
+        """Settings that change the un-normalized fbank (normalization does not). Window, hop and band
+        appear only when they differ from AST's, so caches and members of earlier versions keep their key."""
+        key = f"sr{self.sample_rate}_clip{self.clip_seconds:g}_mel{self.num_mel_bins}_len{self.max_length}"
+        if (self.window_ms, self.hop_ms) != (25.0, 10.0):
+            key += f"_win{self.window_ms:g}_hop{self.hop_ms:g}"
+        if self.max_frequency:
+            key += f"_fmax{self.max_frequency:g}"
+        return key
 
 
-def make_extractor(settings: FeatureSettings) -> ASTFeatureExtractor:
+@dataclass(frozen=True)
+class FbankExtractor:
+    """Kaldi-style fbank (povey-free Hann window, pre-emphasis 0.97, DC removal, power spectrum, Kaldi mel
+    scale), the numpy path of `ASTFeatureExtractor` with window and hop in milliseconds."""
+
+    settings: FeatureSettings
+    frame_length: int
+    hop_length: int
+    fft_length: int
+    window: np.ndarray
+    mel_filters: np.ndarray
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        frames, bins = self.settings.max_length, self.settings.num_mel_bins
+        wave = np.squeeze(wave)
+        if len(wave) < self.frame_length:
+            wave = np.pad(wave, (0, self.frame_length - len(wave)))
+        log_mel = spectrogram(wave, self.window, frame_length=self.frame_length, hop_length=self.hop_length,
+                              fft_length=self.fft_length, power=2.0, center=False, preemphasis=0.97,
+                              mel_filters=self.mel_filters, log_mel="log", mel_floor=KALDI_MEL_FLOOR,
+                              remove_dc_offset=True).T
+        out = np.zeros((frames, bins), np.float32)
+        kept = min(frames, len(log_mel))
+        out[:kept] = log_mel[:kept]
+        return out
+
+
+def make_extractor(settings: FeatureSettings) -> FbankExtractor:
+    frame_length = int(round(settings.sample_rate * settings.window_ms / 1000))
+    hop_length = max(1, int(round(settings.sample_rate * settings.hop_ms / 1000)))
+    fft_length = 1 << (frame_length - 1).bit_length()
     with warnings.catch_warnings():  # 128 Kaldi mel bins at 16 kHz leave one empty filter, as in AST itself
         warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
-        return ASTFeatureExtractor(
-            sampling_rate=settings.sample_rate,
-            num_mel_bins=settings.num_mel_bins,
-            max_length=settings.max_length,
-            do_normalize=False,
-        )
+        mel_filters = mel_filter_bank(num_frequency_bins=fft_length // 2 + 1, num_mel_filters=settings.num_mel_bins,
+                                      min_frequency=LOWEST_MEL_HZ, max_frequency=settings.top_frequency,
+                                      sampling_rate=settings.sample_rate, norm=None, mel_scale="kaldi",
+                                      triangularize_in_mel_space=True)
+    return FbankExtractor(settings, frame_length, hop_length, fft_length,
+                          window_function(frame_length, "hann", periodic=False), mel_filters)
 
 
-def fbank(wave: np.ndarray, settings: FeatureSettings, extractor: ASTFeatureExtractor | None = None) -> np.ndarray:
+def fbank(wave: np.ndarray, settings: FeatureSettings, extractor: FbankExtractor | None = None) -> np.ndarray:
     """Un-normalized log-mel fbank of one clip, padded or cut to `max_length` frames: (T, mel)."""
-    extractor = extractor or make_extractor(settings)
-    return extractor._extract_fbank_features(wave, settings.max_length).astype(np.float32)
+    return (extractor or make_extractor(settings))(wave)
 
 
 def normalize(features: np.ndarray | torch.Tensor, settings: FeatureSettings):

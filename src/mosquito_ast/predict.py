@@ -17,6 +17,7 @@ import pandas as pd
 
 from .audio import AudioError, fit_length, is_audio_file, load_audio
 from .config import PredictParams
+from .data import files_under
 from .ensemble.aggregate import parse_weights, soft_vote
 from .ensemble.members import Member, ensemble_labels, load_members, score_features
 from .features import FeatureSettings, fbank, make_extractor
@@ -57,7 +58,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if is_audio_file(p)))
+            files.extend(sorted(p for p in files_under(item) if is_audio_file(p)))
         else:
             files.append(item)
     return files

@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..audio import AudioError
+from ..baseline import baseline_probabilities
 from ..config import EvaluateParams
 from ..data import DatasetError, Sample, discover
 from ..hardware import resolve_precision, use_physical_cores
@@ -71,14 +73,18 @@ def system_row(y_true: np.ndarray, predicted: np.ndarray, scores: np.ndarray, nu
 
 
 def assess(y_true: np.ndarray, member_probabilities: np.ndarray, member_names: Sequence[str], weights: np.ndarray,
-           labels: Sequence[str], resamples: int = 1000, seed: int = 0, ece_bins: int = 15) -> Assessment:
-    """Score members and ensembles on (members, items, classes) probabilities against true class ids.
+           labels: Sequence[str], resamples: int = 1000, seed: int = 0, ece_bins: int = 15,
+           baselines: dict[str, np.ndarray] | None = None) -> Assessment:
+    """Score members and ensembles on (members, items, classes) probabilities against true class ids,
+    and `baselines` (name -> items x classes probabilities) beside them.
     The best member is picked by balanced accuracy on this same set (hindsight, so optimistic)."""
     labels = list(labels)
     k = len(labels)
+    baselines = baselines or {}
     scores = {name: member_probabilities[i] for i, name in enumerate(member_names)}
     scores[HARD] = vote_shares(member_probabilities, weights)
     scores[SOFT] = soft_vote(member_probabilities, weights)
+    scores.update(baselines)
     predicted = {name: p.argmax(axis=1) for name, p in scores.items()}
     predicted[HARD] = hard_vote(member_probabilities, weights)
     rows = {name: system_row(y_true, predicted[name], scores[name], k, resamples, seed, ece_bins, name != HARD)
@@ -92,7 +98,8 @@ def assess(y_true: np.ndarray, member_probabilities: np.ndarray, member_names: S
         members,
         pd.DataFrame([{**mean.to_dict(), "system": MEAN, "kind": "mean", "member": ""},
                       {**best.to_dict(), "system": BEST, "kind": "best"},
-                      *({"system": e, "kind": "ensemble", "member": "", **rows[e]} for e in ENSEMBLES)]),
+                      *({"system": e, "kind": "ensemble", "member": "", **rows[e]} for e in ENSEMBLES),
+                      *({"system": b, "kind": "baseline", "member": "", **rows[b]} for b in baselines)]),
     ], ignore_index=True)
     summary["n"] = summary["n"].astype(int)
     gain = {e: {"over_best_member": {m: rows[e][m] - float(best[m]) for m in GAIN_METRICS},
@@ -156,9 +163,31 @@ def leakage_checks(members: Sequence[Member], samples: Sequence[Sample], params:
         if rule and rule != params.group_by:
             notes.append(f"member {member.name}: training groups were found with --group-by {rule}, this evaluation "
                          f"uses {params.group_by}; group names may not be comparable")
-        if data.get("validation") and Path(data["validation"]).resolve() == here:
+        picked = member.config.get("selected", "best") == "best"
+        if picked and data.get("validation") and Path(data["validation"]).resolve() == here:
             notes.append(f"member {member.name} picked its best epoch on this set: its scores are optimistically biased")
     return warnings, notes
+
+
+def fit_baselines(members: Sequence[Member], samples: Sequence[Sample], labels: Sequence[str],
+                  params: EvaluateParams) -> tuple[dict[str, np.ndarray], str]:
+    """The spectrum baselines fitted on the union of the members' training clips (`data.train` in their
+    configs), so they learn from what the members learned from; a note says what was used or why not."""
+    sources = sorted({m.config.get("data", {}).get("train") for m in members} - {None, ""})
+    missing = [s for s in sources if not Path(s).exists()]
+    if not sources or missing:
+        reason = f"training data not found: {', '.join(missing)}" if missing else "members record no training data"
+        return {}, f"spectrum baseline skipped: {reason}"
+    training = {s.path: s for source in sources for s in discover(source, params.group_by)}
+    known = [s for s in training.values() if s.label in labels]
+    index = {name: i for i, name in enumerate(labels)}
+    try:
+        probabilities = baseline_probabilities([s.path for s in known], [index[s.label] for s in known],
+                                               [s.path for s in samples], len(labels), params.seed)
+    except AudioError as error:
+        return {}, f"spectrum baseline skipped: {error}"
+    return probabilities, (f"spectrum baselines (Welch log spectrum at the recordings' own rate) fitted on "
+                           f"{len(known)} training clips of {', '.join(sources)}")
 
 
 def member_table(members: Sequence[Member], weights: np.ndarray, samples: Sequence[Sample]) -> pd.DataFrame:
@@ -218,15 +247,19 @@ def evaluate(params: EvaluateParams) -> EnsembleEvaluation:
     index = {name: i for i, name in enumerate(labels)}
     y_true = np.array([index[s.label] for s in samples])
     options = dict(resamples=params.bootstrap, seed=params.seed, ece_bins=params.ece_bins)
-    clips = assess(y_true, predicted.probabilities, names, weights, labels, **options)
+    baselines, baseline_note = fit_baselines(members, samples, labels, params) if params.baseline else ({}, None)
+    clips = assess(y_true, predicted.probabilities, names, weights, labels, **options, baselines=baselines)
 
     keys = recording_keys(samples)
     groups, pooled = pool_by_group(predicted.probabilities, keys)
     truth_of = dict(zip(keys, y_true))
     group_truth = np.array([truth_of[g] for g in groups])
-    recordings = assess(group_truth, pooled, names, weights, labels, **options)
+    pooled_baselines = {name: pool_by_group(p, keys)[1] for name, p in baselines.items()}
+    recordings = assess(group_truth, pooled, names, weights, labels, **options, baselines=pooled_baselines)
 
     warnings, notes = leakage_checks(members, samples, params)
+    if baseline_note:
+        notes.append(baseline_note)
     for line in warnings:
         print(f"warning: {line}")
     metrics = {

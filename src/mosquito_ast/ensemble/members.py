@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from ..audio import AudioError
 from ..config import ReadParams
-from ..data import DatasetError
+from ..data import DatasetError, files_under
 from ..features import FeatureSettings, compute_features, normalize
 from ..hardware import resolve_precision
 from ..models.classifier import ASTClassifier, is_member_folder, load_member
@@ -68,7 +68,7 @@ def find_member_folders(models_dir: str | Path) -> list[Path]:
     root = Path(models_dir)
     if not root.is_dir():
         raise CheckpointError(f"{root}: no such models folder")
-    candidates = [root, *sorted(p.parent for p in root.rglob(WEIGHTS_NAME))]
+    candidates = [root, *sorted(p.parent for p in files_under(root) if p.name == WEIGHTS_NAME)]  # links followed
     found = []
     for folder in dict.fromkeys(candidates):
         parts = folder.relative_to(root).parts

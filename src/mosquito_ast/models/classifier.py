@@ -20,7 +20,7 @@ from transformers import ASTConfig, ASTModel
 from ..features import FeatureSettings
 from ..io import atomic_directory
 from .encoder import (CONFIG_NAME, OLD_NOTEBOOK_MAX_LENGTH, PRESETS, WEIGHTS_NAME, CheckpointError,
-                      build_encoder, config_to_dict)
+                      build_encoder, check_finite, config_to_dict)
 
 MEMBER_FORMAT = "mosquito-ast-member"
 FREEZE_MODES = ("none", "head", "last-n")
@@ -118,7 +118,9 @@ def load_member(folder: str | Path, labels: list[str] | None = None) -> tuple[AS
     config = json.loads(config_file.read_text()) if config_file.exists() else {}
     if config.get("format") == MEMBER_FORMAT:
         model = ASTClassifier(ASTModel(ASTConfig(**config["encoder"])), config["labels"])
-        model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+        state = load_file(str(folder / WEIGHTS_NAME))
+        check_finite(state, folder)
+        model.load_state_dict(state)
         return model.eval(), config
     if not labels:
         raise CheckpointError(
@@ -136,6 +138,7 @@ def _load_old_member(folder: Path, encoder_config: ASTConfig, labels: list[str])
     from .encoder import load_pretrained_encoder
 
     state = load_file(str(folder / WEIGHTS_NAME))
+    check_finite(state, folder)
     head = {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")}
     if "weight" not in head or head["weight"].shape[0] != len(labels):
         found = head.get("weight", torch.empty(0)).shape

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -32,6 +33,23 @@ CONFIG_NAME = "config.json"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as asked; the message names it and the problem."""
+
+
+def first_nonfinite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf; None when all are finite."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """Refuse weights holding NaN/inf, naming `source`: a diverged member otherwise labels every file
+    with one class at confidence NaN, and one such member spoils a whole ensemble."""
+    name = first_nonfinite(state)
+    if name is not None:
+        raise CheckpointError(f"{source}: weights hold NaN/inf (first: {name}); the run that wrote them "
+                              f"diverged, train it again (lower --learning-rate, --max-grad-norm 1.0)")
 
 
 def encoder_config(preset: str, features: FeatureSettings, dropout: float = 0.0) -> ASTConfig:
@@ -124,6 +142,7 @@ def load_pretrained_encoder(source: str | Path) -> ASTModel:
     encoder_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     if not encoder_state:
         raise CheckpointError(f"{weights_file}: no 'encoder.*' weights (keys start with {sorted(state)[:3]})")
+    check_finite(encoder_state, weights_file)
     if "encoder" in config_values:
         config = ASTConfig(**config_values["encoder"])
     else:

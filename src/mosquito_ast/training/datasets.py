@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import lightning as L
 import numpy as np
 import torch
 
 from ..audio import AudioError
-from ..config import DataParams
+from ..config import ConfigError, DataParams
 from ..data import DatasetError, Sample, discover
 from ..features import FeatureCache, FeatureSettings, compute_features
 
@@ -33,8 +33,12 @@ class ClipSet:
 
 
 def feature_settings(params: DataParams) -> FeatureSettings:
-    return FeatureSettings(sample_rate=params.sample_rate, clip_seconds=params.clip_seconds,
-                           num_mel_bins=params.num_mel_bins)
+    try:
+        return FeatureSettings(sample_rate=params.sample_rate, clip_seconds=params.clip_seconds,
+                               num_mel_bins=params.num_mel_bins, window_ms=params.window_ms, hop_ms=params.hop_ms,
+                               max_frequency=params.max_frequency)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def feature_cache(params: DataParams) -> FeatureCache | None:
@@ -65,6 +69,23 @@ def load_clip_set(source: str | Path, params: DataParams, settings: FeatureSetti
     return ClipSet([s for s in samples if s.path in readable], table.features, table.bad)
 
 
+class EpochShuffle(torch.utils.data.Sampler):
+    """A shuffled order that depends on `seed` alone, the same at every `iter()`. Lightning 2.6 iterates a
+    freshly loaded training loader twice in an uninterrupted epoch (after the first) but once in the
+    first epoch of a resumed run, so a shuffle drawn from a shared generator gave a resumed run other
+    batches than the uninterrupted one."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed)).tolist())
+
+
 class ClipDataModule(L.LightningDataModule):
     """Batches of in-memory features; the training batch size follows a per-epoch schedule, and
     shuffling is seeded per epoch so a resumed run sees the same batches as an uninterrupted one."""
@@ -83,9 +104,11 @@ class ClipDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         epoch = self.current_epoch()
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return torch.utils.data.DataLoader(self.train_set, batch_size=self.batch_size_for(epoch), shuffle=True,
-                                           generator=generator)
+        seed = self.seed * 100_003 + epoch
+        # the generator only seeds the loader's iterators, so they never draw from the global RNG either
+        return torch.utils.data.DataLoader(self.train_set, batch_size=self.batch_size_for(epoch),
+                                           sampler=EpochShuffle(len(self.train_set), seed),
+                                           generator=torch.Generator().manual_seed(seed))
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(self.val_set, batch_size=self.eval_batch_size)

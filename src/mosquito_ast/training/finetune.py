@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Sequence
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 from .. import __version__, augment
 from ..config import RECIPES, TrainParams
@@ -21,8 +22,8 @@ from ..hardware import resolve_precision, use_physical_cores
 from ..io import atomic_write_text
 from ..models.classifier import ASTClassifier, apply_freezing, promote_member, save_member
 from ..models.encoder import build_encoder, encoder_config, encoder_from_checkpoint
-from .datasets import ClipDataModule, feature_settings, load_clip_set
-from .loop import EpochModule
+from .datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
+from .loop import EpochModule, FiniteGuard, LastCheckpoint, resume_checkpoint
 from .optim import optimizer_steps
 
 LOWER_IS_BETTER = {"loss"}
@@ -49,7 +50,20 @@ class ClassifierModule(EpochModule):
                                                  label_smoothing=self.params.label_smoothing)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(targets))
         self._largest_batch = max(self._largest_batch, len(targets))
+        self._train_losses.append(float(loss.detach()))
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._train_losses: list[float] = []
+
+    def on_train_epoch_end(self) -> None:
+        """Without a validation set (`--select last`), the history keeps the training loss per epoch."""
+        if not self.trainer.num_val_batches:
+            self.history.append({"epoch": self.current_epoch + 1, "batch_size": self._largest_batch,
+                                 "learning_rate": self.trainer.optimizers[0].param_groups[0]["lr"],
+                                 "train_loss": sum(self._train_losses) / max(1, len(self._train_losses)),
+                                 "seconds": time.perf_counter() - self._epoch_started})
 
     def validation_step(self, batch, batch_index: int) -> None:
         features, targets = batch
@@ -82,7 +96,7 @@ def augment_batch(features: torch.Tensor, targets: torch.Tensor, num_classes: in
         log_power_per_db = math.log(10) / 10
         features = augment.random_gain(features, params.gain_db * log_power_per_db / (2 * settings.norm_std))
     if "frequency" in chosen:
-        features = augment.frequency_scale(features, params.frequency_scale, settings.sample_rate)
+        features = augment.frequency_scale(features, params.frequency_scale, settings.top_frequency)
     if "mask" in chosen:
         features = augment.spec_augment(features, params.mask_fraction, params.mask_fraction)
     if "noise" in chosen:
@@ -161,7 +175,8 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
 
     settings = feature_settings(params)
     train_set = load_clip_set(params.train_dir, params, settings, params.progress)
-    val_set = load_clip_set(params.validation_dir, params, settings, params.progress)
+    val_set = (load_clip_set(params.validation_dir, params, settings, params.progress) if params.validation_dir
+               else ClipSet([], np.zeros((0, *train_set.features.shape[1:]), np.float32)))
     labels = label_names(train_set.samples)
     check_validation_labels(labels, val_set.samples)
     if params.norm_stats == "dataset":
@@ -187,29 +202,35 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
     extra = {
         "training": params.to_dict(),
         "precision": precision,
-        "data": {"train": str(params.train_dir), "validation": str(params.validation_dir),
+        "data": {"train": str(params.train_dir), "validation": str(params.validation_dir or ""),
                  "train_clips": len(train_set.samples), "validation_clips": len(val_set.samples),
                  "train_groups": train_set.groups(), "validation_groups": val_set.groups(),
                  "skipped_files": [str(e) for e in train_set.bad + val_set.bad]},
         "mosquito_ast_version": __version__,
     }
-    keep_best = KeepBest(params.metric, run_dir / "best-candidate", settings, extra, params.patience)
+    candidate = run_dir / "best-candidate"
+    keep_best = KeepBest(params.metric, candidate, settings, extra, params.patience)
+    selection = [keep_best] if params.select == "best" else []
     trainer = L.Trainer(
         max_epochs=params.epochs, precision=precision, accelerator="auto", devices=1, logger=False,
-        callbacks=[*callbacks, keep_best, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)],
-        reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
+        callbacks=[*callbacks, FiniteGuard(f"train {params.postfix}"), *selection, LastCheckpoint(last_checkpoint)],
+        reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0, limit_val_batches=1.0 if len(val_set.samples) else 0,
         gradient_clip_val=params.max_grad_norm or None, accumulate_grad_batches=params.grad_accumulation,
         enable_progress_bar=params.progress, enable_model_summary=False, default_root_dir=run_dir,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint if params.resume and last_checkpoint.exists() else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(last_checkpoint) if params.resume else None)
     if trainer.interrupted:
         raise KeyboardInterrupt(f"training of {params.postfix} interrupted; continue it with --resume")
 
     history = pd.DataFrame(module.history)
     atomic_write_text(run_dir / "history.csv", history.to_csv(index=False))
-    promote_member(run_dir / "best-candidate", member_dir,
-                   {"history": module.history, "best_epoch": keep_best.best_epoch,
-                    "best_metric": {"name": params.metric, "value": keep_best.best}})
-    best_row = history[history.epoch == keep_best.best_epoch].iloc[0]
-    print(f"best epoch {keep_best.best_epoch}: {params.metric} {best_row[params.metric]:.4f} -> {member_dir}")
+    if params.select == "last":
+        save_member(module.model, candidate, settings, extra)
+        chosen, value = len(module.history), module.history[-1].get(params.metric)
+    else:
+        chosen, value = keep_best.best_epoch, keep_best.best
+    promote_member(candidate, member_dir, {"history": module.history, "best_epoch": chosen, "selected": params.select,
+                                           "best_metric": {"name": params.metric, "value": value}})
+    shown = f"{params.metric} {value:.4f}" if value is not None else "no validation set"
+    print(f"{params.select} epoch {chosen}: {shown} -> {member_dir}")
     return member_dir

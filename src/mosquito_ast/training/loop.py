@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from torch import nn
 
+from ..io import atomic_path
+from ..models.encoder import CheckpointError, first_nonfinite
 from .optim import build_optimizer, build_scheduler
 
 
@@ -42,3 +47,95 @@ class EpochModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = checkpoint.get("history", [])
+
+
+class LastCheckpoint(Checkpoint):
+    """Write `last.ckpt` at the end of every training epoch, atomically, so `--resume` continues after
+    the last finished epoch. Lightning 2.6's `ModelCheckpoint(save_last=True, save_top_k=0)` writes it
+    only when training ends (its `last` copy follows top-k saves, and there are none), so a killed run
+    left nothing to resume from. The file is written beside itself and renamed over the old one: a kill
+    or a full disk mid-write leaves the previous epoch's checkpoint, never a torn one.
+
+    A `Checkpoint` subclass, so Lightning adds no default `ModelCheckpoint` and runs this after the other
+    callbacks' (EarlyStopping, ModelCheckpoint, KeepBest) epoch-end hooks, whose state it then includes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        with atomic_path(self.path, suffix=".ckpt") as temporary:
+            trainer.save_checkpoint(temporary, weights_only=False)
+
+
+def resume_checkpoint(path: str | Path) -> Path | None:
+    """`path` when it holds a whole checkpoint, None when there is none; a one-line CheckpointError naming
+    it when it is damaged. We refuse rather than silently start over: `--resume` asked to keep the
+    finished epochs, and the user decides whether to delete the file (or copy back a good one).
+    Checking the zip's CRCs first replaces a PytorchStreamReader traceback from deep inside Lightning."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        problem = None if damaged is None else f"entry {damaged} fails its CRC check"
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        problem = str(error) or type(error).__name__
+    if problem is not None:
+        raise CheckpointError(f"{path}: damaged checkpoint ({problem}), cannot resume from it; "
+                              f"delete it to train again from epoch 1")
+    return path
+
+
+class DivergedError(ValueError):
+    """Training produced a non-finite loss or weights; the run stops and exports nothing."""
+
+
+class FiniteGuard(Callback):
+    """Stop at a non-finite training loss or weight, naming the epoch: Lightning trains on through NaN,
+    and a diverged run used to exit 0 with a NaN member. Weights are checked before each validation and
+    at each epoch's end, so before anything of that epoch is exported or checkpointed; the loss every
+    `check_every` steps and at those points, as reading it on the host each step would stall the GPU.
+    Put it before the callbacks that export: hooks run in list order."""
+
+    def __init__(self, run_name: str, check_every: int = 25) -> None:
+        self.run_name = run_name
+        self.check_every = check_every
+        self._finite: torch.Tensor | None = None  # all losses since the last check finite, kept on the device
+
+    def _fail(self, trainer: L.Trainer, module: L.LightningModule, problem: str) -> None:
+        params = getattr(module, "params", None)
+        rate = getattr(params, "learning_rate", None)
+        clip = getattr(params, "max_grad_norm", None)
+        raise DivergedError(
+            f"{self.run_name}: training diverged in epoch {trainer.current_epoch + 1}: {problem}; nothing was "
+            f"exported. Lower --learning-rate (now {rate}) or clip gradients with --max-grad-norm "
+            f"(now {clip or 'off'}), and check the features for NaN/inf")
+
+    def _check_loss(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        finite, self._finite = self._finite, None
+        if finite is not None and not bool(finite):
+            self._fail(trainer, module, "the training loss became NaN/inf")
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_index: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor):
+            finite = torch.isfinite(loss.detach()).all()
+            self._finite = finite if self._finite is None else self._finite & finite
+        if (batch_index + 1) % self.check_every == 0:
+            self._check_loss(trainer, module)
+
+    def _check(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._check_loss(trainer, module)
+        name = first_nonfinite(dict(getattr(module, "model", module).named_parameters()))  # member key names
+        if name is not None:
+            self._fail(trainer, module, f"weight {name} holds NaN/inf")
+
+    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer, module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """Also without validation batches: this runs before the checkpoint and any epoch-end export."""
+        self._check(trainer, module)

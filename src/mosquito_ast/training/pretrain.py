@@ -24,14 +24,14 @@ from transformers import ASTModel
 from .. import __version__
 from ..audio import is_audio_file
 from ..config import PretrainParams
-from ..data import DatasetError
+from ..data import DatasetError, files_under
 from ..features import FeatureSettings, compute_features, dataset_stats, normalize
 from ..hardware import physical_cores, resolve_precision
 from ..io import atomic_write_json, atomic_write_text
 from ..models.encoder import CONFIG_NAME, WEIGHTS_NAME, build_encoder, encoder_config, encoder_from_checkpoint
 from ..models.ssl import SSLModel, build_ssl_model, save_pretrained
 from .datasets import ClipDataModule, check_bad_files, feature_cache, feature_settings
-from .loop import EpochModule
+from .loop import EpochModule, FiniteGuard, LastCheckpoint, resume_checkpoint
 from .optim import optimizer_steps
 
 
@@ -47,7 +47,7 @@ def discover_unlabeled(source: str | Path) -> list[str]:
             raise DatasetError(f"{source}: a manifest needs a header with a 'path' column")
         paths = [Path(row["path"]) for row in rows]
         return [str(p if p.is_absolute() else source.parent / p) for p in paths]
-    paths = sorted(str(p) for p in source.rglob("*") if is_audio_file(p))
+    paths = sorted(str(p) for p in files_under(source) if is_audio_file(p))
     if not paths:
         raise DatasetError(f"{source}: no audio files found (searched all sub-folders)")
     return paths
@@ -156,7 +156,7 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
         return output
     if finished and not params.overwrite:
         raise FileExistsError(f"{output}: a pretrained model already exists (use --overwrite to replace it)")
-    resuming = params.resume and last_checkpoint.exists()
+    resuming = params.resume and resume_checkpoint(last_checkpoint) is not None
     if not resuming:
         shutil.rmtree(run_dir, ignore_errors=True)
     precision = resolve_precision(params.precision)
@@ -179,7 +179,7 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
     module = PretrainModule(model, params, total_steps, output / "history.csv")
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch}", monitor="val_loss", mode="min",
                            save_top_k=1, save_weights_only=True)
-    internal: list[Callback] = [best, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
+    internal: list[Callback] = [FiniteGuard("pretrain"), best, LastCheckpoint(last_checkpoint)]
     if params.patience > 0:
         internal.append(EarlyStopping(monitor="val_loss", mode="min", patience=params.patience,
                                       min_delta=params.min_delta))
