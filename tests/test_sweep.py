@@ -253,3 +253,33 @@ def test_ray_backend_trains_members_as_ray_tasks(tmp_path, synth_split, feature_
         assert (tmp_path / "random" / "best" / record["postfix"] / "model.safetensors").is_file()
         if len(os.sched_getaffinity(0)) >= 2:  # each task pinned to cores // parallel
             assert "1 CPU threads" in Path(record["log"]).read_text()
+
+
+def test_cross_fit_deals_sessions_to_folds_and_trains_each_on_the_others(tmp_path, synth_split):
+    """`{data, session_folds}` becomes one dataset per fold: no recording on both sides of a fold, every
+    recording scored exactly once, every member trained on all the others."""
+    spec = SweepSpec.from_dict({"base": {"select": "last", "preset": "tiny"}, "grid": {"seed": [1, 2]},
+                                "datasets": {"sessions": {"data": str(synth_split[0]), "session_folds": 3}},
+                                "postfix": "seed{seed}"}, tmp_path)
+    runs = expand(spec, tmp_path / "out")
+    assert sorted({run.dataset for run in runs}) == ["sessions-fold1", "sessions-fold2", "sessions-fold3"]
+    assert len(runs) == 6
+    scored = []
+    for dataset in ("sessions-fold1", "sessions-fold2", "sessions-fold3"):
+        train = pd.read_csv(tmp_path / "out" / dataset / "train.csv")
+        validation = pd.read_csv(tmp_path / "out" / dataset / "validation.csv")
+        assert not set(train.group) & set(validation.group)
+        assert set(train.label) == set(validation.label)
+        scored += validation.path.tolist()
+    total = len(list(synth_split[0].rglob("*.wav")))
+    assert sorted(scored) == sorted(set(scored)) and len(scored) == total
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"data": "x", "session_folds": 1}, "session_folds must be an integer >= 2"),
+    ({"data": "x"}, "exactly data and session_folds"),
+    ({"data": "x", "session_folds": 2, "train": "y"}, "exactly data and session_folds"),
+])
+def test_bad_cross_fit_entries_are_named(tmp_path, entry, message):
+    with pytest.raises(ConfigError, match=message):
+        SweepSpec.from_dict({"base": {}, "grid": {}, "datasets": {"sessions": entry}}, tmp_path)

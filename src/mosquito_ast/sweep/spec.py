@@ -1,5 +1,12 @@
 """Sweep files: `base` parameters, a `grid` of lists, named `datasets` and a `postfix` template,
-expanded into validated runs before any of them starts (a typo fails the sweep, not run 17)."""
+expanded into validated runs before any of them starts (a typo fails the sweep, not run 17).
+
+A dataset is either a `train`/`validation` pair or a cross-fit: `{data: DIR, session_folds: K}` deals
+each species' recording sessions to K folds (`splits.session_folds`) and becomes K datasets
+`<name>-fold<k>`, each training on the other folds' recordings and scored on its own. With
+`select: last` every member uses every labelled session but its own fold, nothing is chosen on the
+scored fold, and together the members are the ensemble to deploy: all labelled recordings, an honest
+out-of-fold estimate for free."""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from ..config import ConfigError, TrainParams
@@ -17,6 +25,7 @@ TOP_LEVEL = ("base", "grid", "datasets", "postfix", "output", "notebook")
 SET_BY_SWEEP = ("output", "postfix")
 PATH_KEYS = ("train_dir", "validation_dir", "cache_dir", "ssl_checkpoint")
 DATASET_ALIASES = {"train": "train_dir", "validation": "validation_dir"}
+CROSS_FIT_KEYS = ("data", "session_folds")
 SWEEP_DEFAULTS = {"progress": False}
 MAP_KEY = "by"
 DEFAULT_MAP_BY = "optimizer"
@@ -97,6 +106,9 @@ class SweepSpec:
                 raise ConfigError(f"{self.source}: datasets: {name}: expected a mapping with train and validation")
             if not str(name) or "/" in str(name) or str(name) in (".", ".."):
                 raise ConfigError(f"{self.source}: datasets: {name!r} is not a usable folder name")
+            if "data" in entry or "session_folds" in entry:
+                _check_cross_fit(name, entry, self.source)
+                continue
             sections[f"datasets: {name}"] = {DATASET_ALIASES.get(k, k): v for k, v in entry.items()}
         for section, values in sections.items():
             keys = set(values)
@@ -120,6 +132,39 @@ class SweepSpec:
                 by = _map_by(key, value, self.source)
                 if key in self.grid and by in self.grid and order.index(by) > order.index(key):
                     raise ConfigError(f"{self.source}: grid: {key} is chosen by {by}; list {by} before {key}")
+
+
+def _check_cross_fit(name: str, entry: dict, source: str) -> None:
+    unknown = sorted(set(entry) - set(CROSS_FIT_KEYS))
+    if unknown or set(entry) != set(CROSS_FIT_KEYS):
+        raise ConfigError(f"{source}: datasets: {name}: a cross-fit takes exactly data and session_folds "
+                          f"(got {', '.join(sorted(entry))})")
+    folds = entry["session_folds"]
+    if not isinstance(folds, int) or folds < 2:
+        raise ConfigError(f"{source}: datasets: {name}: session_folds must be an integer >= 2, got {folds!r}")
+
+
+def cross_fit_datasets(name: str, entry: dict, folder: Path, output: Path, group_by: str,
+                       seed: int) -> dict[str, dict[str, str]]:
+    """Write each fold's train and scored manifests under `output/<name>-fold<k>/`; returns the datasets."""
+    from ..data import discover
+    from ..io import atomic_write_text
+    from ..splits import session_folds
+
+    source = Path(entry["data"])
+    samples = discover(source if source.is_absolute() else folder / source, group_by)
+    datasets = {}
+    for k, sides in enumerate(session_folds(samples, entry["session_folds"], seed), start=1):
+        fold = f"{name}-fold{k}"
+        paths = {}
+        for side in ("train", "validation"):
+            rows = [s for s, own in zip(samples, sides) if own == side]
+            table = pd.DataFrame({"path": [s.path for s in rows], "label": [s.label for s in rows],
+                                  "group": [s.group for s in rows]})
+            paths[side] = str(output / fold / f"{side}.csv")
+            atomic_write_text(Path(paths[side]), table.to_csv(index=False))
+        datasets[fold] = paths
+    return datasets
 
 
 def _snake(values: dict) -> dict[str, Any]:
@@ -215,7 +260,14 @@ def expand(spec: SweepSpec, output: str | Path) -> list[Run]:
     output = Path(output).resolve()
     template = spec.postfix or default_postfix(spec)
     runs: list[Run] = []
-    for dataset, entry in spec.datasets.items():
+    datasets: dict[str, dict[str, Any]] = {}
+    for name, entry in spec.datasets.items():
+        if "session_folds" in entry:
+            group_by = spec.base.get("group_by", _default("group_by"))
+            datasets.update(cross_fit_datasets(name, entry, spec.folder, output, group_by, seed=0))
+        else:
+            datasets[name] = entry
+    for dataset, entry in datasets.items():
         fixed = {**SWEEP_DEFAULTS, **spec.base, **{DATASET_ALIASES.get(k, k): v for k, v in entry.items()}}
         combos = [_resolve_paths(fixed, spec.folder)]
         for key, value in spec.grid.items():
