@@ -26,7 +26,7 @@ from mosquito_ast.data import discover
 from mosquito_ast.ensemble.members import load_members, predict_probabilities
 from mosquito_ast.ensemble.metrics import label_metrics
 from mosquito_ast.splits import session_folds
-from mosquito_ast.training.finetune import train
+from mosquito_ast.training.train import train
 
 WINGBEATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"
 

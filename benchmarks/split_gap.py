@@ -22,7 +22,7 @@ import pandas as pd
 
 from mosquito_ast.config import TrainParams
 from mosquito_ast.splits import SplitWarning, check_split, make_split
-from mosquito_ast.training.finetune import train
+from mosquito_ast.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ import torch
 
 from mosquito_ast.audio import is_audio_file
 from mosquito_ast.config import PretrainParams, TrainParams
-from mosquito_ast.training.finetune import train
+from mosquito_ast.training.train import train
 from mosquito_ast.training.pretrain import pretrain
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"

@@ -64,7 +64,7 @@ import json
 import pandas as pd
 
 from mosquito_ast.config import TrainParams
-from mosquito_ast.training.finetune import train
+from mosquito_ast.training.train import train
 
 freeze = "head" if b_train_just_last else "last-n" if int(trainNlayers) > 0 else "none"
 params = TrainParams.from_sources(None, **{

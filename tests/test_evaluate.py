@@ -149,7 +149,7 @@ def _split_by_session(wingbeats, root):
 
 
 def test_wingbeats_ensemble_of_two_tiny_members(tmp_path, wingbeats, feature_cache_dir):
-    from mosquito_ast.training.finetune import train
+    from mosquito_ast.training.train import train
 
     train_dir, validation_dir = _split_by_session(wingbeats, tmp_path / "split")
     for seed in (1, 2):

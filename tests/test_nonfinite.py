@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mosquito_ast.cli import app
 from mosquito_ast.models.classifier import load_member
 from mosquito_ast.models.encoder import CheckpointError, load_pretrained_encoder
-from mosquito_ast.training.finetune import run_paths, train
+from mosquito_ast.training.train import run_paths, train
 from mosquito_ast.training.loop import DivergedError
 
 

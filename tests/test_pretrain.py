@@ -19,7 +19,7 @@ from mosquito_ast.features import FeatureSettings
 from mosquito_ast.models.encoder import (build_encoder, config_to_dict, encoder_config, load_encoder_into,
                                          resize_position_embeddings)
 from mosquito_ast.models.ssl import MaskedPatchAST, load_pretrained, masked_patch_loss
-from mosquito_ast.training.finetune import train
+from mosquito_ast.training.train import train
 from mosquito_ast.training.pretrain import discover_unlabeled, initial_encoder, pretrain
 
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from helpers import CrashAtEpoch
 from mosquito_ast.cli import app
 from mosquito_ast.models.encoder import CheckpointError
-from mosquito_ast.training.finetune import run_paths, train
+from mosquito_ast.training.train import run_paths, train
 from mosquito_ast.training.loop import resume_checkpoint
 from mosquito_ast.training.pretrain import pretrain
 
@@ -25,7 +25,7 @@ KILL_AT_SECOND_EPOCH = textwrap.dedent("""
     import torch
     from lightning.pytorch.callbacks import Callback
     from mosquito_ast.config import TrainParams
-    from mosquito_ast.training.finetune import train
+    from mosquito_ast.training.train import train
 
     class KillDashNine(Callback):
         def on_train_epoch_start(self, trainer, module):

@@ -85,7 +85,7 @@ def params_command(params_type: type[Params], run: Callable[[Any], Any], name: s
 
 
 def _train(params: TrainParams) -> None:
-    from .training.finetune import train
+    from .training.train import train
 
     train(params)
 

@@ -112,7 +112,7 @@ def execute(run: Run, notebook: str | None = None, cpus: list[int] | None = None
             if notebook:
                 run_notebook(run, Path(notebook), log)
             else:
-                from ..training.finetune import train
+                from ..training.train import train
 
                 train(run.params)
             config = json.loads((run.member_dir / "config.json").read_text())
