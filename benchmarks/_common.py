@@ -19,11 +19,12 @@ from typing import Callable, Iterator
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from mosquito_ast.checkpoints import OLD_NOTEBOOK_MAX_LENGTH
 from mosquito_ast.config import TrainParams
 from mosquito_ast.features import FeatureSettings
 from mosquito_ast.hardware import BF16_CPU_FLAGS, cpu_flags, physical_cores, resolve_precision
 from mosquito_ast.models.classifier import ASTClassifier
-from mosquito_ast.models.encoder import OLD_NOTEBOOK_MAX_LENGTH, encoder_config
+from mosquito_ast.models.encoder import encoder_config
 from mosquito_ast.synth import DEFAULT_SPECIES, generate_dataset
 from mosquito_ast.training.train import train
 

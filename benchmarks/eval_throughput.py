@@ -27,12 +27,14 @@ import torch
 from transformers import ASTConfig
 
 from mosquito_ast.audio import load_clip
+from mosquito_ast.checkpoints import CONFIG_NAME, OLD_NOTEBOOK_MAX_LENGTH, WEIGHTS_NAME
+from mosquito_ast.checkpoints.classifier import save_member
 from mosquito_ast.config import DataParams
 from mosquito_ast.ensemble.members import load_members, predict_probabilities
 from mosquito_ast.features import FeatureSettings, fbank, make_extractor, normalize
 from mosquito_ast.hardware import BF16_CPU_FLAGS, cpu_flags, physical_cores, resolve_precision
-from mosquito_ast.models.classifier import ASTClassifier, save_member
-from mosquito_ast.models.encoder import CONFIG_NAME, OLD_NOTEBOOK_MAX_LENGTH, PRESETS, WEIGHTS_NAME, encoder_config
+from mosquito_ast.models.classifier import ASTClassifier
+from mosquito_ast.models.encoder import PRESETS, encoder_config
 from mosquito_ast.synth import DEFAULT_SPECIES, generate_dataset
 
 

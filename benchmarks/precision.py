@@ -24,10 +24,10 @@ import torch
 
 from _common import (TrainRun, ast_base, cpu_benchmark, inference_step, interleave, old_notebook_model,
                      print_table, random_batch, timed_steps, timed_train, training_step)
+from mosquito_ast.checkpoints import OLD_NOTEBOOK_MAX_LENGTH
 from mosquito_ast.config import DataParams, TrainParams
 from mosquito_ast.ensemble.members import load_members, predict_probabilities
 from mosquito_ast.hardware import resolve_precision
-from mosquito_ast.models.encoder import OLD_NOTEBOOK_MAX_LENGTH
 
 FRAMES = 100
 OLD_BATCH = 4

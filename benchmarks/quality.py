@@ -29,6 +29,7 @@ from mosquito_ast.baseline import BASELINES
 from mosquito_ast.config import EvaluateParams
 from mosquito_ast.data import discover, label_names
 from mosquito_ast.ensemble.evaluate import evaluate
+from mosquito_ast.ensemble.report import write_outputs as write_report
 from mosquito_ast.ensemble.metrics import label_metrics
 from mosquito_ast.splits import session_folds
 from mosquito_ast.sweep import run_sweep
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                                              data=datasets[name]["validation"], output=str(output / name),
                                              precision=args.precision, cache_dir=str(output / "cache"),
                                              bootstrap=0, progress=False, group_by=args.group_by, seed=args.seed))
+        write_report(evaluation)
         y_true = evaluation.predictions["true_label"].map(labels.index).to_numpy()
         systems = member_and_vote_labels(evaluation.predictions, labels)
         rows += fold_rows(name, y_true, systems, k)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from _common import (TrainRun, cpu_benchmark, interleave, old_notebook_model, print_table, random_batch,
                      timed_steps, timed_train, training_step)
+from mosquito_ast.checkpoints import OLD_NOTEBOOK_MAX_LENGTH
 from mosquito_ast.config import TrainParams
 from mosquito_ast.hardware import resolve_precision
-from mosquito_ast.models.encoder import OLD_NOTEBOOK_MAX_LENGTH
 
 EXPECTED_SPEEDUP = 10.0
 

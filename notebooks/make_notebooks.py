@@ -148,11 +148,13 @@ from IPython.display import Image, display
 
 from mosquito_ast.config import EvaluateParams
 from mosquito_ast.ensemble.evaluate import evaluate
+from mosquito_ast.ensemble.report import write_outputs
 
 params = EvaluateParams.from_sources(None, **{
     "models": models_dir, "data": data_dir, "output": output_dir, "labels": labels, "weights": weights,
     "bootstrap": bootstrap, "cache_dir": cache_dir, "progress": progress, **evaluate_params})
 evaluation = evaluate(params)
+write_outputs(evaluation)
 evaluation.summary
 """),
     code("""

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
+from mosquito_ast.checkpoints import CheckpointError
+from mosquito_ast.checkpoints.classifier import load_member, save_member
 from mosquito_ast.features import FeatureSettings
-from mosquito_ast.models.classifier import (ASTClassifier, apply_freezing, load_member, save_member,
-                                            trainable_parameter_names)
-from mosquito_ast.models.encoder import CheckpointError, encoder_config
+from mosquito_ast.models.classifier import ASTClassifier, apply_freezing, trainable_parameter_names
+from mosquito_ast.models.encoder import encoder_config
 
 LABELS = ["Ae. aegypti", "An. gambiae", "C. pipiens"]
 

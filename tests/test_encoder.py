@@ -6,10 +6,10 @@ from safetensors.torch import save_file
 from transformers import ASTConfig, ASTModel
 
 from helpers import old_state
+from mosquito_ast.checkpoints import CheckpointError
+from mosquito_ast.checkpoints.encoder import config_to_dict, load_encoder_into, load_pretrained_encoder
 from mosquito_ast.features import FeatureSettings
-from mosquito_ast.models.encoder import (CheckpointError, build_encoder, config_to_dict, encoder_config,
-                                         load_encoder_into, load_pretrained_encoder, patch_grid,
-                                         resize_position_embeddings)
+from mosquito_ast.models.encoder import build_encoder, encoder_config, patch_grid, resize_position_embeddings
 
 
 def tiny(max_length: int) -> ASTConfig:

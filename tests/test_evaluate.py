@@ -1,8 +1,10 @@
 """Ensemble evaluation: member discovery and label checks, old-format members, outputs, leakage, real data."""
 
+import html
 import json
 import shutil
 
+import matplotlib.image as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,16 +16,18 @@ from typer.testing import CliRunner
 from helpers import old_state
 from mosquito_ast.audio import load_clip
 from mosquito_ast.baseline import BASELINES
+from mosquito_ast.checkpoints import CheckpointError
+from mosquito_ast.checkpoints.classifier import save_member
 from mosquito_ast.cli import app
 from mosquito_ast.config import EvaluateParams, TrainParams
 from mosquito_ast.data import DatasetError
 from mosquito_ast.ensemble.evaluate import evaluate
 from mosquito_ast.ensemble.members import find_member_folders, load_members, predict_probabilities
-from mosquito_ast.ensemble.report import FIGURES
+from mosquito_ast.ensemble.report import FIGURES, write_outputs
 from mosquito_ast.features import FeatureSettings, fbank, normalize
 from mosquito_ast.models import encoder as encoder_module
-from mosquito_ast.models.classifier import ASTClassifier, save_member
-from mosquito_ast.models.encoder import CheckpointError, build_encoder, encoder_config
+from mosquito_ast.models.classifier import ASTClassifier
+from mosquito_ast.models.encoder import build_encoder, encoder_config
 
 SPECIES = ["Ae. aegypti", "An. gambiae", "C. pipiens", "C. quinquefasciatus"]
 OUTPUTS = ["predictions.csv", "recordings.csv", "members.csv", "per_class.csv", "metrics.json", "report.html", *FIGURES]
@@ -97,7 +101,8 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
     rows = [(p, p.parent.name, "validation-" + p.stem.rsplit("_", 1)[0]) for p in sorted(synth_split[1].rglob("*.wav"))]
     pd.DataFrame(rows, columns=["path", "label", "group"]).to_csv(manifest, index=False)
     result = evaluate(params(models, manifest, tmp_path / "out", feature_cache_dir, weights="1,3"))
-    out = result.output
+    assert not result.output.exists()  # computing writes nothing; the command writes
+    out = write_outputs(result)
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)  # no temporary files left
     clips = len(list(synth_split[1].rglob("*.wav")))
     predictions = pd.read_csv(out / "predictions.csv")
@@ -124,6 +129,12 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64,") == 4 and "soft vote" in report
+    soft = result.summary.set_index("system").loc["soft vote"]
+    assert f"{soft.balanced_accuracy:.3f}" in report and f"{soft.log_loss:.3f}" in report
+    assert all(system in report for system in result.summary.system)
+    assert all(note in report for note in map(html.escape, metrics["notes"]))
+    image = plt.imread(out / "confusion_matrix.png")
+    assert image.shape[1] > image.shape[0] > 200  # the hard and soft vote side by side
 
     runner = CliRunner()
     leaked = runner.invoke(app, ["evaluate", "--models", str(models), "--data", str(synth_split[0]), "--output",

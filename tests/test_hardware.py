@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from mosquito_ast import hardware
+from mosquito_ast.checkpoints.classifier import load_member
 from mosquito_ast.features import FeatureSettings, compute_features, normalize
 from mosquito_ast.hardware import cpu_has_bf16, resolve_precision
-from mosquito_ast.models.classifier import load_member
 from mosquito_ast.training.train import train
 
 

@@ -8,9 +8,10 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from mosquito_ast.checkpoints import CheckpointError
+from mosquito_ast.checkpoints.classifier import load_member
+from mosquito_ast.checkpoints.encoder import load_pretrained_encoder
 from mosquito_ast.cli import app
-from mosquito_ast.models.classifier import load_member
-from mosquito_ast.models.encoder import CheckpointError, load_pretrained_encoder
 from mosquito_ast.training.train import run_paths, train
 from mosquito_ast.training.loop import DivergedError
 

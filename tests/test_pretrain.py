@@ -12,13 +12,14 @@ from typer.testing import CliRunner
 
 from helpers import CrashAtEpoch, old_state
 from mosquito_ast.augment import axis_masks, frequency_mask, spec_augment, time_mask
+from mosquito_ast.checkpoints.encoder import config_to_dict, load_encoder_into
+from mosquito_ast.checkpoints.ssl import load_pretrained
 from mosquito_ast.cli import app
 from mosquito_ast.config import ConfigError, PretrainParams
 from mosquito_ast.data import DatasetError
 from mosquito_ast.features import FeatureSettings
-from mosquito_ast.models.encoder import (build_encoder, config_to_dict, encoder_config, load_encoder_into,
-                                         resize_position_embeddings)
-from mosquito_ast.models.ssl import MaskedPatchAST, load_pretrained, masked_patch_loss
+from mosquito_ast.models.encoder import build_encoder, encoder_config, resize_position_embeddings
+from mosquito_ast.models.ssl import MaskedPatchAST, masked_patch_loss
 from mosquito_ast.training.train import train
 from mosquito_ast.training.pretrain import discover_unlabeled, initial_encoder, pretrain
 

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from helpers import CrashAtEpoch
+from mosquito_ast.checkpoints import CheckpointError
 from mosquito_ast.cli import app
-from mosquito_ast.models.encoder import CheckpointError
 from mosquito_ast.training.train import run_paths, train
 from mosquito_ast.training.loop import resume_checkpoint
 from mosquito_ast.training.pretrain import pretrain

@@ -3,8 +3,10 @@ and Ray backends on 1-epoch tiny runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -202,8 +204,10 @@ def test_ledger_records_each_run(broken_sweep):
     assert "best epoch 1" in Path(done["log"]).read_text()
 
 
-def test_rerun_skips_finished_runs_and_retries_failed_ones_on_request(broken_sweep, synth_split):
+def test_rerun_skips_finished_runs_and_retries_failed_ones_on_request(broken_sweep, synth_split, tmp_path):
     spec, root, _ = broken_sweep
+    shutil.copytree(root / "out", tmp_path / "out")  # a copy: the shared first pass stays as it was
+    spec, root = dataclasses.replace(spec, folder=tmp_path), tmp_path
     ledger = Ledger(root / "out" / LEDGER_NAME)
     outcome = run_sweep(spec, root / "out")
     assert len(ledger.records()) == 4 and list(outcome.table.status).count("failed") == 2

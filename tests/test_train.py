@@ -8,9 +8,9 @@ import soundfile as sf
 import torch
 
 from helpers import CrashAtEpoch
+from mosquito_ast.checkpoints.classifier import load_member
 from mosquito_ast.config import ConfigError, TrainParams
 from mosquito_ast.data import DatasetError
-from mosquito_ast.models.classifier import load_member
 from mosquito_ast.training.train import balanced_class_weights, run_paths, train
 
 

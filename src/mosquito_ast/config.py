@@ -1,189 +1,36 @@
-"""Typed parameters for each command, from defaults, a YAML file and CLI flags (flags win).
+"""The parameters of every command, one dataclass each, registered alike by `cli.py`: every field is a
+flag and a YAML key with the same name and help text (see `params.py`, the engine).
 
-Each field carries its help text, so the CLI, YAML validation and the docs share one definition.
+The fields several commands share are declared once in `param_groups.py` and composed here; the
+recipes `train --preset` fills in live in `training/recipes.py`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-import yaml
+from .param_groups import (DataParams, LoopParams, NORM_STATS, OPTIMIZERS, PRECISIONS, SCHEDULERS, ReadParams,
+                           precision_option, progress_option)
+from .params import ConfigError, Params, base_type, coerce, option, restate
+from .training.recipes import PLAIN_DEFAULTS, RECIPES, recipe_defaults
 
+__all__ = ["AUGMENTATIONS", "CheckSplitParams", "ConfigError", "DataParams", "DemoParams", "ENCODER_SIZES",
+           "EvaluateParams", "GROUP_HELP", "LoopParams", "METRICS", "NORM_STATS", "OPTIMIZERS", "PLAIN_DEFAULTS",
+           "PRECISIONS", "Params", "PredictParams", "PretrainParams", "RECIPES", "ReadParams", "SCHEDULERS",
+           "SELECTIONS", "SPLIT_MODES", "SplitParams", "SweepParams", "TAILS", "TrainParams", "base_type", "coerce",
+           "option", "precision_option", "progress_option", "restate"]
 
-class ConfigError(ValueError):
-    """A parameter that cannot be used; the message names it and says what is allowed."""
-
-
-def option(default: Any, help: str, choices: tuple[str, ...] | None = None, positional: bool = False) -> Any:
-    """A parameter with its help text; `positional` makes it a command-line argument instead of a flag."""
-    metadata = {"help": help, "choices": choices, "positional": positional}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def _base_type(annotation: Any) -> Any:
-    if isinstance(annotation, str):
-        annotation = eval(annotation, {"list": list, "str": str, "int": int, "float": float, "bool": bool})
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
-        return args[0]
-    return annotation
-
-
-def coerce(name: str, value: Any, annotation: Any) -> Any:
-    """Convert a YAML or CLI value to the field's type, with an error that names the parameter."""
-    kind = _base_type(annotation)
-    if value is None:
-        return None
-    try:
-        if typing.get_origin(kind) is list:
-            item = typing.get_args(kind)[0]
-            items = value.split(",") if isinstance(value, str) else value
-            items = items if isinstance(items, (list, tuple)) else [items]
-            return [item(str(v).strip()) if item is not str else str(v).strip() for v in items]
-        if kind is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {value!r} is not a valid {getattr(kind, '__name__', kind)}") from None
-
-
-@dataclass
-class Params:
-    """Base of every command's parameters."""
-
-    def __post_init__(self) -> None:
-        for spec in dataclasses.fields(self):
-            value = coerce(spec.name, getattr(self, spec.name), spec.type)
-            choices = spec.metadata.get("choices")
-            if choices and value is not None and value not in choices:
-                raise ConfigError(f"{spec.name}: {value!r} is not one of {', '.join(choices)}")
-            setattr(self, spec.name, value)
-        self.resolve()
-        self.validate()
-
-    def resolve(self) -> None:
-        """Fill in values that depend on others (presets) before validation."""
-
-    def validate(self) -> None:
-        """Cross-field checks of a subclass."""
-
-    @classmethod
-    def from_sources(cls, config_file: str | Path | None = None, **overrides: Any):
-        values: dict[str, Any] = {}
-        if config_file:
-            path = Path(config_file)
-            if not path.is_file():
-                raise ConfigError(f"{path}: config file not found")
-            loaded = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"{path}: a config file must be a mapping of parameter: value")
-            values.update({k.replace("-", "_"): v for k, v in loaded.items()})
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {spec.name for spec in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        missing = [s.name for s in dataclasses.fields(cls)
-                   if s.name not in values and s.default is dataclasses.MISSING
-                   and s.default_factory is dataclasses.MISSING]
-        if missing:
-            raise ConfigError(f"missing required parameter(s): {', '.join('--' + m.replace('_', '-') for m in missing)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
-
-
-def precision_option() -> Any:
-    return option("auto", "auto (bf16-mixed on GPUs and CPUs with AMX/AVX512-BF16, else 32), 32, bf16-mixed, 16-mixed.", PRECISIONS)
-
-
-@dataclass
-class ReadParams(Params):
-    """How labeled clips are read: groups, bad files, feature cache, workers, precision."""
-
-    group_by: str = option("auto", "Recording (group) of each clip: auto, parent, regex:PATTERN or column:NAME.")
-    max_bad_fraction: float = option(0.0, "Largest share of unreadable/empty/silent files tolerated (skipped and listed).")
-    cache_dir: str | None = option(None, "Feature cache folder (default: the user cache directory).")
-    no_cache: bool = option(False, "Compute features without reading or writing the cache.")
-    num_workers: int = option(0, "DataLoader worker processes for decoding and features (0 = in process).")
-    precision: str = precision_option()
-
-    def validate(self) -> None:
-        if not 0 <= self.max_bad_fraction <= 1:
-            raise ConfigError(f"max_bad_fraction: {self.max_bad_fraction} is not between 0 and 1")
-
-
-@dataclass
-class DataParams(ReadParams):
-    """Reading settings plus the feature settings of commands that build a model (train, pretrain)."""
-
-    clip_seconds: float = option(1.0, "Clip length in seconds; shorter files are padded, longer ones trimmed.")
-    sample_rate: int = option(16000, "Sample rate the audio is resampled to.")
-    num_mel_bins: int = option(128, "Mel bins of the fbank features.")
-    window_ms: float = option(25.0, "Fbank analysis window in milliseconds (the same at every sample rate).")
-    hop_ms: float = option(10.0, "Fbank hop in milliseconds: 10 gives 100 frames per second at any sample rate.")
-    max_frequency: float = option(0.0, "Top of the mel band in Hz (0 = Nyquist); e.g. 4000 for 8 kHz recordings resampled to 16 kHz.")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.clip_seconds <= 0:
-            raise ConfigError(f"clip_seconds: must be positive, got {self.clip_seconds}")
-
-
-OPTIMIZERS = ("adamw", "rmsprop", "sgd")
-SCHEDULERS = ("cosine", "linear", "constant_with_warmup", "constant")
 AUGMENTATIONS = ("roll", "gain", "frequency", "mask", "mixup", "noise")
 ENCODER_SIZES = ("tiny", "small", "base")
-RECIPES: dict[str, dict[str, Any]] = {
-    # Cross-session recipe for a few hundred clips without pretrained weights; README and
-    # benchmarks/quality.py give the numbers behind each choice.
-    "small-data": {"encoder": "tiny", "norm_stats": "dataset", "learning_rate": 1e-3, "epochs": 30,
-                   "batch_sizes": [16], "metric": "balanced_accuracy", "class_weight": "balanced",
-                   "augment": ["mask"], "select": "last"},
-}
-# Values of the parameters a recipe sets when neither the user nor the recipe gives one. These
-# parameters default to None so that a value the user states, even this one, is never overridden.
-PLAIN_DEFAULTS: dict[str, Any] = {"norm_stats": "audioset", "learning_rate": 5e-5, "epochs": 5,
-                                  "batch_sizes": [8], "metric": "accuracy", "class_weight": "none", "augment": [],
-                                  "select": "best"}
 METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "loss")
 SELECTIONS = ("best", "last")
-
-
-class TrainingLoop:
-    """Checks and the per-epoch batch size of the commands that run a training loop (train, pretrain)."""
-
-    def check_loop(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs: must be at least 1, got {self.epochs}")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise ConfigError(f"batch_sizes: need positive batch sizes, got {self.batch_sizes}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate: must be positive, got {self.learning_rate}")
-
-    def batch_size_for(self, epoch: int) -> int:
-        return self.batch_sizes[min(epoch, len(self.batch_sizes) - 1)]
+SPLIT_MODES = ("independent", "random", "kfold")  # splits.MODES, not imported: it would load numpy for --help
+TAILS = ("drop", "pad")  # segment.TAILS, likewise
+GROUP_HELP = "Recording (group) of each file: auto, parent, regex:PATTERN or column:NAME."
 
 
 @dataclass
-class TrainParams(DataParams, TrainingLoop):
+class TrainParams(LoopParams, DataParams):
     """Fine-tune one classifier (one ensemble member)."""
 
     train_dir: str = option(None, "Training clips: folder-per-class tree or manifest CSV (path,label[,group]).")
@@ -192,22 +39,16 @@ class TrainParams(DataParams, TrainingLoop):
     postfix: str = option("member", "Name of this member's folder under <output>/best/.")
     ssl_checkpoint: str | None = option(None, "Encoder weights: a `pretrain` output, an old-notebook SSL model.safetensors folder, or a Hugging Face AST checkpoint (folder or hub id). Empty = from scratch.")
     preset: str = option("auto", "From scratch: an encoder size (tiny, small, base = the AudioSet AST architecture) or a recipe (small-data: see README) that also fills in every parameter you leave unset. auto = small-data without --ssl-checkpoint; with one, the checkpoint's architecture and plain defaults.", ("auto", *ENCODER_SIZES, *RECIPES))
-    seed: int = option(42, "Random seed for initialisation, shuffling and dropout.")
-    epochs: int | None = option(None, "Number of epochs (default: 5; small-data recipe: 30).")
-    batch_sizes: list[int] | None = option(None, "Batch size per epoch, comma-separated; the last one repeats if shorter (default: 8; small-data recipe: 16).")
+    # The recipe-set parameters default to None: `resolve` fills in the preset's value or the plain one.
+    epochs: int | None = restate(LoopParams, "epochs", None, "Number of epochs (default: 5; small-data recipe: 30).")
+    batch_sizes: list[int] | None = restate(LoopParams, "batch_sizes", None, "Batch size per epoch, comma-separated; the last one repeats if shorter (default: 8; small-data recipe: 16).")
+    learning_rate: float | None = restate(LoopParams, "learning_rate", None, "Peak learning rate (default: 5e-5; small-data recipe: 1e-3).")
+    warmup_ratio: float = restate(LoopParams, "warmup_ratio", help="Share of steps used for linear warm-up (cosine, linear, constant_with_warmup).")
+    norm_stats: str | None = restate(LoopParams, "norm_stats", None, "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std) (default: audioset; small-data recipe: dataset).")
     freeze: str = option("none", "What trains: none (everything), head (the new head only), last-n (last N encoder layers + head).", ("none", "head", "last-n"))
     train_last_n_layers: int = option(0, "N for --freeze last-n.")
-    optimizer: str = option("adamw", "Optimizer.", OPTIMIZERS)
-    scheduler: str = option("cosine", "Learning-rate schedule (per step).", SCHEDULERS)
-    learning_rate: float | None = option(None, "Peak learning rate (default: 5e-5; small-data recipe: 1e-3).")
-    weight_decay: float = option(0.01, "Weight decay.")
-    warmup_ratio: float = option(0.05, "Share of steps used for linear warm-up (cosine, linear, constant_with_warmup).")
-    grad_accumulation: int = option(1, "Batches accumulated per optimizer step.")
-    max_grad_norm: float = option(1.0, "Gradient clipping norm (0 = off).")
-    dropout: float = option(0.0, "Dropout in the encoder.")
     label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.")
     class_weight: str | None = option(None, "Cross-entropy class weights: none, or balanced (inverse to each class's training clips, so every species counts alike, as balanced accuracy does) (default: none; small-data recipe: balanced).", ("none", "balanced"))
-    norm_stats: str | None = option(None, "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std) (default: audioset; small-data recipe: dataset).", ("audioset", "dataset"))
     augment: list[str] | None = option(None, f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}; none turns them off (default: none; small-data recipe: mask).")
     gain_db: float = option(6.0, "gain: largest gain change in dB.")
     frequency_scale: float = option(0.05, "frequency: largest relative frequency change (0.05 = +-5%).")
@@ -215,20 +56,14 @@ class TrainParams(DataParams, TrainingLoop):
     mixup_alpha: float = option(0.4, "mixup: Beta(alpha, alpha) weight of the blend.")
     noise_std: float = option(0.05, "noise: std of Gaussian noise added to the normalized features.")
     select: str | None = option(None, "Which epoch becomes the member: best (by --metric on --validation-dir) or last (after --epochs; the validation set, optional then, only reports). last is honest when the validation clips also score the member, and trains on every labelled recording (default: best; small-data recipe: last).", SELECTIONS)
-    patience: int = option(0, "Stop after N epochs without a better --metric on the validation set; the best epoch is kept (0 = run every epoch).")
     metric: str | None = option(None, "Validation metric that picks the best epoch (default: accuracy; small-data recipe: balanced_accuracy).", METRICS)
-    resume: bool = option(False, "Continue an interrupted run from its last checkpoint.")
-    overwrite: bool = option(False, "Replace an existing member at <output>/best/<postfix>/.")
-    progress: bool = option(True, "Show progress bars.")
 
     def resolve(self) -> None:
         if self.preset == "auto" and not self.ssl_checkpoint:
             self.preset = "small-data"
-        recipe = RECIPES.get(self.preset, {})
-        for name, plain in PLAIN_DEFAULTS.items():
+        for name, value in recipe_defaults(self.preset).items():
             if getattr(self, name) is None:
-                value = recipe.get(name, plain)
-                setattr(self, name, list(value) if isinstance(value, list) else value)
+                setattr(self, name, value)
         if self.augment == ["none"]:
             self.augment = []
 
@@ -256,7 +91,7 @@ class TrainParams(DataParams, TrainingLoop):
 
 
 @dataclass
-class PretrainParams(DataParams, TrainingLoop):
+class PretrainParams(LoopParams, DataParams):
     """Self-supervised pretraining of an AST encoder on unlabeled clips (done once, reused by `train`)."""
 
     data: str = option(None, "Unlabeled clips: a folder searched recursively (labels ignored) or a manifest CSV with a 'path' column.")
@@ -269,26 +104,15 @@ class PretrainParams(DataParams, TrainingLoop):
     frequency_mask_fraction: float = option(0.2, "denoise: widest frequency mask, as a share of the mel bins.")
     time_masks: int = option(2, "denoise: time masks per clip.")
     frequency_masks: int = option(2, "denoise: frequency masks per clip.")
-    preset: str = option("tiny", "Encoder size when starting from scratch: tiny, small, base (ignored with --init).", ("tiny", "small", "base"))
+    preset: str = option("tiny", "Encoder size when starting from scratch: tiny, small, base (ignored with --init).", ENCODER_SIZES)
     init: str | None = option(None, "Start from these encoder weights (Hugging Face AST folder or hub id, a `pretrain` output, an old SSL checkpoint); position embeddings are resized to the clip length.")
-    seed: int = option(42, "Random seed for the validation split, initialisation, shuffling and masks.")
-    epochs: int = option(150, "Most epochs (early stopping usually ends sooner).")
-    batch_sizes: list[int] = option([8], "Batch size per epoch, comma-separated (the last one repeats).")
-    optimizer: str = option("adamw", "Optimizer.", OPTIMIZERS)
-    scheduler: str = option("linear", "Learning-rate schedule (per step).", SCHEDULERS)
-    learning_rate: float = option(1e-4, "Peak learning rate.")
-    weight_decay: float = option(0.01, "Weight decay.")
-    warmup_ratio: float = option(0.05, "Share of steps used for linear warm-up.")
-    grad_accumulation: int = option(2, "Batches accumulated per optimizer step.")
-    max_grad_norm: float = option(1.0, "Gradient clipping norm (0 = off).")
-    dropout: float = option(0.0, "Dropout in the encoder.")
-    patience: int = option(10, "Early stopping: epochs without a validation-loss improvement of --min-delta (0 = off).")
+    seed: int = restate(LoopParams, "seed", help="Random seed for the validation split, initialisation, shuffling and masks.")
+    scheduler: str = restate(LoopParams, "scheduler", "linear")
+    grad_accumulation: int = restate(LoopParams, "grad_accumulation", 2)
+    patience: int = restate(LoopParams, "patience", 10, "Early stopping: epochs without a validation-loss improvement of --min-delta (0 = off).")
     min_delta: float = option(1e-4, "Early stopping: smallest validation-loss decrease that counts as an improvement.")
-    norm_stats: str = option("audioset", "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std).", ("audioset", "dataset"))
     probe: str | None = option(None, "Labeled folder-per-class set: after pretraining, report a linear probe's group-cross-validated balanced accuracy, pretrained vs random encoder.")
-    resume: bool = option(False, "Continue an interrupted run from its last checkpoint.")
-    overwrite: bool = option(False, "Replace an existing pretrained model in --output.")
-    progress: bool = option(True, "Show progress bars.")
+    overwrite: bool = restate(LoopParams, "overwrite", help="Replace an existing pretrained model in --output.")
 
     def validate(self) -> None:
         super().validate()
@@ -321,7 +145,7 @@ class EvaluateParams(ReadParams):
     seed: int = option(0, "Seed of the bootstrap resampling.")
     ece_bins: int = option(15, "Equal-width confidence bins of the expected calibration error.")
     baseline: bool = option(True, "Also fit the spectrum baselines (Welch log spectrum + logistic regression / random forest) on the members' training clips and score them beside the members.")
-    progress: bool = option(True, "Show progress bars.")
+    progress: bool = progress_option()
 
     def validate(self) -> None:
         super().validate()
@@ -347,7 +171,7 @@ class PredictParams(Params):
     weights: str | None = option(None, "Member weights, as for `evaluate`.")
     batch_size: int = option(32, "Windows per inference batch.")
     precision: str = precision_option()
-    progress: bool = option(True, "Show progress bars.")
+    progress: bool = progress_option()
 
     def validate(self) -> None:
         if not self.inputs or not self.models:
@@ -369,8 +193,78 @@ class DemoParams(Params):
     pretrain_epochs: int = option(4, "Pretraining epochs.")
     precision: str = precision_option()
     cache_dir: str | None = option(None, "Feature cache folder (default: <output>/cache).")
-    progress: bool = option(True, "Show progress bars.")
+    progress: bool = progress_option()
 
     def validate(self) -> None:
         if self.recordings_per_species < 2 or self.members < 1 or self.epochs < 1 or self.pretrain_epochs < 1:
             raise ConfigError("the demo needs >= 2 recordings per species, >= 1 member, >= 1 epoch")
+
+
+@dataclass
+class SplitParams(Params):
+    """Build train/validation folder trees (independent, random or k-fold) with a manifest and a report."""
+
+    data: str = option(None, "Labeled audio: <class>/**/<file> folder or manifest CSV (path,label[,group]).", positional=True)
+    output: str = option(None, "Output folder; the split lands in <output>/<mode>/.")
+    mode: str = option("independent", "independent (no recording on both sides), random (groups ignored) or kfold.", SPLIT_MODES)
+    group_by: str = option("auto", GROUP_HELP)
+    validation_fraction: float = option(0.2, "Target share of clips in validation (independent, random).")
+    seed: int = option(0, "Random seed; the same seed gives the same split.")
+    folds: int = option(5, "Number of folds for --mode kfold.")
+    copy: bool = option(False, "Copy files instead of hard-linking them.")
+    symlink: bool = option(False, "Symlink files instead of hard-linking them.")
+    overwrite: bool = option(False, "Replace an existing, non-empty split folder.")
+    clip_seconds: float | None = option(None, "Cut recordings into clips of this length first (16 kHz wav under <output>/clips/).")
+    hop_seconds: float | None = option(None, "Step between clip starts (default: the clip length).")
+    tail: str = option("drop", "A last clip shorter than --clip-seconds: drop or pad.", TAILS)
+    min_rms_db: float | None = option(None, "Drop clips quieter than this RMS level in dBFS (e.g. -50).")
+    progress: bool = progress_option()
+
+    @property
+    def link(self) -> str:
+        return "copy" if self.copy else "symlink" if self.symlink else "hard"
+
+    def validate(self) -> None:
+        if not self.data or not self.output:
+            raise ConfigError("give the labeled audio (DATA) and --output")
+        if self.copy and self.symlink:
+            raise ConfigError("choose one of --copy and --symlink")
+        if self.mode != "kfold" and not 0 < self.validation_fraction < 1:
+            raise ConfigError(f"validation_fraction: must be between 0 and 1, got {self.validation_fraction}")
+        for name in ("clip_seconds", "hop_seconds"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class CheckSplitParams(Params):
+    """List recordings and identical audio found on both sides; exit 1 on leakage (2 on unusable input)."""
+
+    train_dir: str = option(None, "Training clips: folder-per-class tree or manifest CSV.", positional=True)
+    validation_dir: str = option(None, "Validation clips, same layouts.", positional=True)
+    group_by: str = option("auto", GROUP_HELP)
+    progress: bool = progress_option("Show progress bars while hashing audio.")
+
+    def validate(self) -> None:
+        if not self.train_dir or not self.validation_dir:
+            raise ConfigError("give the training and the validation clips (TRAIN_DIR VALIDATION_DIR)")
+
+
+@dataclass
+class SweepParams(Params):
+    """Train many members from one sweep file; finished runs are skipped when the command is repeated."""
+
+    sweep_file: str = option(None, "Sweep YAML: base, grid, datasets, postfix (see examples/).", positional=True)
+    output: str | None = option(None, "Sweep folder (default: the file's `output`, else runs/<file name>).")
+    backend: str = option("local", "local (train in process or worker processes), papermill (the training notebook per run) or ray.")
+    parallel: int = option(1, "Runs at once: worker processes with cores // N threads and one GPU each (local, papermill); Ray tasks at once on a local Ray.")
+    dry_run: bool = option(False, "Print the expanded runs and what would happen to each; train nothing.")
+    retry_failed: bool = option(False, "Run again the runs whose last attempt failed.")
+    evaluate: bool = option(False, "Afterwards evaluate each dataset's ensemble on its validation set; compare them side by side.")
+    ray_address: str | None = option(None, "Join this Ray cluster (e.g. auto or ray://host:10001) instead of starting a local Ray.")
+    notebook: str | None = option(None, "Training notebook for --backend papermill (default: notebooks/train.ipynb).")
+
+    def validate(self) -> None:
+        if not self.sweep_file:
+            raise ConfigError("give the sweep file (SWEEP_FILE)")
+

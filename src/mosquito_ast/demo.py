@@ -14,12 +14,12 @@ import pandas as pd
 import yaml
 
 from .config import DemoParams, PretrainParams
+from .ensemble.results import SUMMARY_SYSTEMS
 from .io import atomic_write_text
 from .splits import make_split
 from .synth import generate_dataset
 
 SPLITS = ("independent", "random")
-SYSTEMS = ("mean member", "best member", "hard vote", "soft vote")
 
 
 def sweep_file(params: DemoParams, root: Path, pretrained: Path) -> dict:
@@ -42,8 +42,8 @@ def _cache(params: DemoParams) -> Path:
 
 def result_table(comparison: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
     """Split x (mean member, best member, hard vote, soft vote) for one metric."""
-    rows = {split: [comparison.loc[system, f"{metric} ({split})"] for system in SYSTEMS] for split in SPLITS}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=list(SYSTEMS)).rename_axis("split")
+    rows = {split: [comparison.loc[system, f"{metric} ({split})"] for system in SUMMARY_SYSTEMS] for split in SPLITS}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(SUMMARY_SYSTEMS)).rename_axis("split")
 
 
 def run_demo(params: DemoParams) -> pd.DataFrame:

@@ -22,6 +22,7 @@ import torch
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
 from .audio import AudioError, load_clip
+from .data import DatasetError
 from .io import atomic_path
 
 AUDIOSET_MEAN = -4.2677393
@@ -171,6 +172,24 @@ class FeatureCache:
     def store(self, entry: Path, features: np.ndarray) -> None:
         with atomic_path(entry, suffix=".npy") as temporary:
             np.save(temporary, features)
+
+
+def open_cache(cache_dir: str | Path | None, no_cache: bool = False) -> FeatureCache | None:
+    """The cache a command uses: `cache_dir` (default: the user cache directory), or none."""
+    return None if no_cache else FeatureCache(cache_dir)
+
+
+def check_bad_files(source: str | Path, bad: list[AudioError], total: int, max_fraction: float) -> None:
+    """Report skipped files; refuse when more than `max_fraction` of the data set is bad."""
+    if not bad:
+        return
+    listing = "\n".join(f"  {error}" for error in bad)
+    if len(bad) > max_fraction * total:
+        raise DatasetError(
+            f"{source}: {len(bad)} of {total} files are unusable (allowed: {max_fraction:.1%}, "
+            f"raise --max-bad-fraction to skip them):\n{listing}"
+        )
+    print(f"warning: {source}: skipped {len(bad)} of {total} unusable files:\n{listing}")
 
 
 @dataclass

@@ -7,7 +7,6 @@ probabilities averaged per group).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,46 +17,17 @@ from ..audio import AudioError
 from ..baseline import baseline_probabilities
 from ..config import EvaluateParams
 from ..data import DatasetError, Sample, discover
+from ..features import check_bad_files
 from ..hardware import resolve_precision, use_physical_cores
-from ..training.datasets import check_bad_files
 from .aggregate import hard_vote, parse_weights, pool_by_group, soft_vote, vote_shares
 from .members import Member, ensemble_labels, load_members, predict_probabilities
 from .metrics import (bootstrap_intervals, confusion, label_metrics, per_class_table, probability_metrics)
+from .results import BEST, ENSEMBLES, HARD, MEAN, SOFT, Assessment, EnsembleEvaluation
 
-HARD, SOFT, MEAN, BEST = "hard vote", "soft vote", "mean member", "best member"
-ENSEMBLES = (HARD, SOFT)
 BEST_BY = "balanced_accuracy"
 GAIN_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro")
 HARD_VOTE_SCORES = ("hard vote: ECE and ROC-AUC use the (weighted) vote shares as scores; its log loss is "
                     "undefined, since vote shares are 0 for classes no member chose")
-
-
-@dataclass
-class Assessment:
-    """Metrics of every member and both ensembles at one level (clips or recordings)."""
-
-    summary: pd.DataFrame  # one row per system: members, mean member, best member, hard vote, soft vote
-    per_class: pd.DataFrame  # one row per (system, class)
-    predicted: dict[str, np.ndarray]  # system -> predicted class ids
-    scores: dict[str, np.ndarray]  # system -> probabilities (vote shares for the hard vote)
-    confusion: dict[str, dict[str, list]]
-    gain: dict[str, dict[str, dict[str, float]]]
-    best_member: str
-
-
-@dataclass
-class EnsembleEvaluation:
-    """Tables for notebooks and the report. `metrics` is what metrics.json holds."""
-
-    predictions: pd.DataFrame  # one row per clip
-    members: pd.DataFrame  # one row per member
-    per_class: pd.DataFrame  # clip level, one row per (system, class)
-    summary: pd.DataFrame  # clip level, one row per system
-    recordings: pd.DataFrame  # one row per recording (group): pooled probabilities
-    recording_summary: pd.DataFrame
-    recording_per_class: pd.DataFrame
-    metrics: dict
-    output: Path
 
 
 def system_row(y_true: np.ndarray, predicted: np.ndarray, scores: np.ndarray, num_classes: int,
@@ -221,10 +191,9 @@ def level_metrics(assessment: Assessment) -> dict:
 
 
 def evaluate(params: EvaluateParams) -> EnsembleEvaluation:
-    """Load every member under `params.models`, predict `params.data`, score members and ensembles
-    per clip and per recording, and write tables, metrics.json, plots and report.html to `params.output`."""
-    from .report import write_outputs
-
+    """Load every member under `params.models`, predict `params.data`, and score members, ensembles and
+    baselines per clip and per recording. Nothing is written: `report.write_outputs` turns the result into
+    tables, metrics.json, plots and report.html in `params.output`."""
     precision = resolve_precision(params.precision)
     threads = use_physical_cores()
     members = load_members(params.models, params.labels or None, params.progress)
@@ -273,12 +242,10 @@ def evaluate(params: EvaluateParams) -> EnsembleEvaluation:
         "clip_level": level_metrics(clips), "recording_level": level_metrics(recordings),
         "warnings": warnings, "notes": [HARD_VOTE_SCORES, *notes],
     }
-    evaluation = EnsembleEvaluation(
+    return EnsembleEvaluation(
         predictions=prediction_table([s.path for s in samples], keys, y_true, clips, labels, "path"),
         members=member_table(members, weights, samples),
         per_class=clips.per_class, summary=clips.summary,
         recordings=prediction_table(groups, groups, group_truth, recordings, labels, "recording"),
         recording_summary=recordings.summary, recording_per_class=recordings.per_class,
         metrics=metrics, output=Path(params.output))
-    write_outputs(evaluation)
-    return evaluation

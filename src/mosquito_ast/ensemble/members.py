@@ -15,15 +15,15 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
 from ..audio import AudioError
+from ..checkpoints import WEIGHTS_NAME, CheckpointError
+from ..checkpoints.classifier import holds_classifier, is_member_folder, load_member
 from ..config import ReadParams
 from ..data import DatasetError, files_under
-from ..features import FeatureSettings, compute_features, normalize
+from ..features import FeatureSettings, compute_features, normalize, open_cache
 from ..hardware import resolve_precision
-from ..models.classifier import ASTClassifier, is_member_folder, load_member
-from ..models.encoder import WEIGHTS_NAME, CheckpointError
+from ..models.classifier import ASTClassifier
 
 WORKING_FOLDERS = {"best-candidate"}  # `train`'s working copy of the best epoch, beside the exported member
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -54,14 +54,6 @@ class Member:
         return None if groups is None else list(groups)
 
 
-def _is_classifier(folder: Path) -> bool:
-    try:
-        with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as weights:
-            return any(key.startswith("classifier.") for key in weights.keys())
-    except Exception as error:  # safetensors raises its own error types for damaged files
-        raise CheckpointError(f"{folder / WEIGHTS_NAME}: unreadable weights ({error})") from error
-
-
 def find_member_folders(models_dir: str | Path) -> list[Path]:
     """Folders under `models_dir` (itself included) holding a classifier's weights, sorted; hidden
     folders, `train`'s working copies and encoders without a classification head are skipped."""
@@ -74,7 +66,7 @@ def find_member_folders(models_dir: str | Path) -> list[Path]:
         parts = folder.relative_to(root).parts
         if any(p.startswith(".") or p in WORKING_FOLDERS for p in parts):
             continue
-        if is_member_folder(folder) and _is_classifier(folder):
+        if is_member_folder(folder) and holds_classifier(folder):
             found.append(folder)
     return found
 
@@ -170,13 +162,12 @@ def predict_probabilities(members: Sequence[Member], paths: Sequence[str | Path]
     `params.precision` is resolved for the device. Files unreadable for any member's settings are
     left out and returned in `bad`.
     """
-    from ..training.datasets import feature_cache
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = resolve_precision(params.precision, cuda=device.type == "cuda")
     paths = [str(p) for p in paths]
     settings = {m.features.extraction_key(): m.features for m in members}
-    tables = {key: compute_features(paths, value, feature_cache(params), num_workers=params.num_workers,
+    tables = {key: compute_features(paths, value, open_cache(params.cache_dir, params.no_cache), num_workers=params.num_workers,
                                     description=f"features {key}", progress=progress)
               for key, value in settings.items()}
     readable = set.intersection(*(set(t.paths) for t in tables.values()))

@@ -12,7 +12,6 @@ import base64
 import html
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,11 +20,8 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
 from ..io import atomic_path, atomic_write_json, atomic_write_text
+from .results import ENSEMBLES, SOFT, EnsembleEvaluation
 
-if TYPE_CHECKING:
-    from .evaluate import EnsembleEvaluation
-
-ENSEMBLES = ("hard vote", "soft vote")
 CONSOLE_COLUMNS = ["system", "accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "log_loss", "ece"]
 FIGURES = ("confusion_matrix.png", "per_class_metrics.png", "roc_curves.png", "members_vs_ensemble.png")
 
@@ -98,12 +94,12 @@ def plot_roc(predictions: pd.DataFrame, labels: list[str], path: Path) -> Path:
         if positive.all() or not positive.any():
             axis.plot([], [], " ", label=f"{label}: undefined ({'no' if not positive.any() else 'only'} positives)")
             continue
-        false_positive, true_positive, _ = roc_curve(positive, predictions[f"soft vote:p:{label}"])
+        false_positive, true_positive, _ = roc_curve(positive, predictions[f"{SOFT}:p:{label}"])
         axis.plot(false_positive, true_positive, label=f"{label} (AUC {auc(false_positive, true_positive):.2f})")
     axis.plot([0, 1], [0, 1], color="grey", linestyle=":")
     axis.set_xlabel("false positive rate")
     axis.set_ylabel("true positive rate")
-    axis.set_title("soft vote, one class vs rest")
+    axis.set_title(f"{SOFT}, one class vs rest")
     axis.legend(fontsize=7, loc="lower right")
     return save_figure(figure, path)
 
@@ -139,7 +135,7 @@ def _list(items: list[str]) -> str:
     return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>" if items else "<p>none</p>"
 
 
-def html_report(evaluation: "EnsembleEvaluation", figures: dict[str, Path]) -> str:
+def html_report(evaluation: EnsembleEvaluation, figures: dict[str, Path]) -> str:
     """The whole report in one file: tables, warnings, and the figures embedded as base64."""
     metrics = evaluation.metrics
     images = "".join(
@@ -176,7 +172,7 @@ Intervals: percentile bootstrap, {metrics['bootstrap']['resamples']} resamples, 
 """
 
 
-def write_outputs(evaluation: "EnsembleEvaluation") -> Path:
+def write_outputs(evaluation: EnsembleEvaluation) -> Path:
     """predictions.csv, recordings.csv, members.csv, per_class.csv, metrics.json, the four figures and
     report.html in `evaluation.output`; prints the summary table."""
     out = evaluation.output

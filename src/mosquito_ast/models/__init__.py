@@ -1,1 +1,1 @@
-"""AST encoder construction and loading, and the heads built on it."""
+"""The networks: AST encoder construction and the heads built on it (no files; see checkpoints)."""

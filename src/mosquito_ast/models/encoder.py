@@ -1,21 +1,11 @@
-"""Build AST encoders from size presets and load weights from every checkpoint format in use.
+"""Build AST encoders from size presets, and adapt position embeddings to another clip length.
 
-Formats: a Hugging Face AST checkpoint (local folder or hub id), a `pretrain` output or fine-tuned
-member of this tool, and the old notebooks' `model.safetensors` (keys `encoder.*` next to
-`projector.*`/`decoder.*` or `classifier.*`, AST-base at 1024 frames, transformers 4.x key names).
-transformers maps 4.x key names itself when loading a folder, so old weights go through
-`ASTModel.from_pretrained`; only the position embeddings need resizing to the clip's frame count.
+Loading weights from the checkpoint formats in use is `mosquito_ast.checkpoints`'s job.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
-from typing import Mapping
-
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import ASTConfig, ASTModel
 
@@ -26,30 +16,6 @@ PRESETS: dict[str, dict] = {
     "small": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
-OLD_NOTEBOOK_MAX_LENGTH = 1024
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded as asked; the message names it and the problem."""
-
-
-def first_nonfinite(tensors: Mapping[str, torch.Tensor]) -> str | None:
-    """The name of the first floating-point tensor holding NaN or inf; None when all are finite."""
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return name
-    return None
-
-
-def check_finite(state: Mapping[str, torch.Tensor], source: str | Path) -> None:
-    """Refuse weights holding NaN/inf, naming `source`: a diverged member otherwise labels every file
-    with one class at confidence NaN, and one such member spoils a whole ensemble."""
-    name = first_nonfinite(state)
-    if name is not None:
-        raise CheckpointError(f"{source}: weights hold NaN/inf (first: {name}); the run that wrote them "
-                              f"diverged, train it again (lower --learning-rate, --max-grad-norm 1.0)")
 
 
 def encoder_config(preset: str, features: FeatureSettings, dropout: float = 0.0) -> ASTConfig:
@@ -111,82 +77,3 @@ def _fit_axis(grid: torch.Tensor, axis: int, size: int) -> torch.Tensor:
         target[axis - 2] = size
         return nn.functional.interpolate(grid, size=tuple(target), mode="bilinear", align_corners=False)
     return grid
-
-
-def _check_compatible(source: ASTConfig, target: ASTConfig, origin: str) -> None:
-    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                 "patch_size", "frequency_stride", "time_stride", "num_mel_bins"):
-        if getattr(source, name) != getattr(target, name):
-            raise CheckpointError(
-                f"{origin}: checkpoint has {name}={getattr(source, name)}, the model needs "
-                f"{getattr(target, name)}; pick the matching --preset"
-            )
-
-
-def load_pretrained_encoder(source: str | Path) -> ASTModel:
-    """An `ASTModel` with the weights of any supported checkpoint, at the checkpoint's own length."""
-    path = Path(source)
-    if not path.exists():
-        if str(source).startswith((".", "/")) or path.suffix:
-            raise CheckpointError(f"{source}: no such checkpoint folder or file")
-        return ASTModel.from_pretrained(str(source))  # a Hugging Face hub id
-    folder = path.parent if path.is_file() else path
-    weights_file = path if path.is_file() else folder / WEIGHTS_NAME
-    if not weights_file.exists():
-        raise CheckpointError(f"{folder}: no {WEIGHTS_NAME} in this checkpoint folder")
-    config_file = folder / CONFIG_NAME
-    config_values = json.loads(config_file.read_text()) if config_file.exists() else {}
-    if config_values.get("model_type") == "audio-spectrogram-transformer":
-        return ASTModel.from_pretrained(str(folder))
-    state = load_file(str(weights_file))
-    encoder_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    if not encoder_state:
-        raise CheckpointError(f"{weights_file}: no 'encoder.*' weights (keys start with {sorted(state)[:3]})")
-    check_finite(encoder_state, weights_file)
-    if "encoder" in config_values:
-        config = ASTConfig(**config_values["encoder"])
-    else:
-        config = ASTConfig(**PRESETS["base"], max_length=OLD_NOTEBOOK_MAX_LENGTH)
-    with tempfile.TemporaryDirectory() as staging:
-        config.save_pretrained(staging)
-        save_file(encoder_state, str(Path(staging) / WEIGHTS_NAME))
-        encoder, info = ASTModel.from_pretrained(staging, output_loading_info=True)
-    if info["missing_keys"]:
-        raise CheckpointError(f"{weights_file}: encoder weights missing {sorted(info['missing_keys'])[:5]}")
-    return encoder
-
-
-def _copy_resized(loaded: ASTModel, target: ASTModel, origin: str) -> None:
-    _check_compatible(loaded.config, target.config, origin)
-    state = loaded.state_dict()
-    key = "embeddings.position_embeddings"
-    state[key] = resize_position_embeddings(state[key], loaded.config, target.config)
-    target.load_state_dict(state)
-
-
-def load_encoder_into(target: ASTModel, source: str | Path) -> None:
-    """Copy a checkpoint's encoder weights into `target`, resizing position embeddings to its length."""
-    _copy_resized(load_pretrained_encoder(source), target, str(source))
-
-
-def encoder_from_checkpoint(source: str | Path, features: FeatureSettings, dropout: float = 0.0) -> ASTModel:
-    """The checkpoint's architecture at the clip's frame count, with its weights (position embeddings
-    resized): fine-tuning or continued pretraining needs no --preset that matches the checkpoint."""
-    loaded = load_pretrained_encoder(source)
-    if loaded.config.num_mel_bins != features.num_mel_bins:
-        raise CheckpointError(f"{source}: checkpoint has num_mel_bins={loaded.config.num_mel_bins}, the features "
-                              f"have {features.num_mel_bins}; set --num-mel-bins to match")
-    values = {**config_to_dict(loaded.config), "max_length": features.max_length,
-              "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-    encoder = ASTModel(ASTConfig(**values))
-    _copy_resized(loaded, encoder, str(source))
-    return encoder
-
-
-def config_to_dict(config: ASTConfig) -> dict:
-    """The architecture fields of an ASTConfig, enough to rebuild it."""
-    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-            "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
-            "patch_size", "qkv_bias", "frequency_stride", "time_stride", "max_length", "num_mel_bins")
-    return {k: getattr(config, k) for k in keys}
-

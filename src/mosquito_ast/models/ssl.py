@@ -9,27 +9,20 @@
   hidden patch's fbank values. Patches overlap (kernel 16, stride 10), so targets are the input
   unfolded with the encoder's own kernel and strides. Loss: MSE over the hidden patches only.
 
-A pretrained folder holds `model.safetensors` (keys `encoder.*` plus the head's) and `config.json`
-(`"encoder"`, objective, feature settings), which `load_pretrained_encoder` reads with the heads dropped.
+Their files (`pretrain` outputs) are written and read by `mosquito_ast.checkpoints`.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import ASTConfig, ASTModel
+from transformers import ASTModel
 
 from ..augment import spec_augment
-from ..features import FeatureSettings
-from ..io import atomic_path, atomic_write_json
-from .encoder import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, config_to_dict, patch_grid
+from .encoder import patch_grid
 
-PRETRAINED_FORMAT = "mosquito-ast-pretrained"
 OBJECTIVES = ("denoise", "masked-patch")
 
 
@@ -137,32 +130,3 @@ def build_ssl_model(objective: str, encoder: ASTModel, **options: Any) -> SSLMod
     if objective == "masked-patch":
         return MaskedPatchAST(encoder, **options)
     raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-
-
-def save_pretrained(model: SSLModel, folder: str | Path, features: FeatureSettings,
-                    extra: dict[str, Any] | None = None) -> Path:
-    """Write `model.safetensors` then `config.json`, each atomically (the config names the weights' format)."""
-    folder = Path(folder)
-    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_NAME) as temporary:
-        save_file(state, str(temporary))
-    config = {"format": PRETRAINED_FORMAT,
-              "encoder": config_to_dict(model.encoder.config),
-              "objective": {"name": model.objective, **model.options},
-              "features": features.to_dict(),
-              **(extra or {})}
-    atomic_write_json(folder / CONFIG_NAME, config)
-    return folder
-
-
-def load_pretrained(folder: str | Path) -> tuple[SSLModel, dict]:
-    """The SSL model (encoder and head) and config of a `pretrain` output folder."""
-    folder = Path(folder)
-    config_file = folder / CONFIG_NAME
-    config = json.loads(config_file.read_text()) if config_file.exists() else {}
-    if config.get("format") != PRETRAINED_FORMAT:
-        raise CheckpointError(f"{folder}: not a `pretrain` output (no {CONFIG_NAME} with format {PRETRAINED_FORMAT})")
-    options = {k: v for k, v in config["objective"].items() if k != "name"}
-    model = build_ssl_model(config["objective"]["name"], ASTModel(ASTConfig(**config["encoder"])), **options)
-    model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
-    return model.eval(), config

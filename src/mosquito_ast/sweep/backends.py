@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
+from ..checkpoints import CONFIG_NAME
 from .ledger import utc_now
 from .spec import Run
 
@@ -115,7 +116,7 @@ def execute(run: Run, notebook: str | None = None, cpus: list[int] | None = None
                 from ..training.train import train
 
                 train(run.params)
-            config = json.loads((run.member_dir / "config.json").read_text())
+            config = json.loads((run.member_dir / CONFIG_NAME).read_text())
             record.update(status="done", best_metric=config.get("best_metric"), best_epoch=config.get("best_epoch"))
         except Exception as error:
             traceback.print_exc()

@@ -10,14 +10,15 @@ from typing import Any
 
 import pandas as pd
 
+from ..checkpoints import WEIGHTS_NAME
 from ..config import ConfigError
 from ..io import atomic_write_text
 from .backends import BACKENDS, default_notebook, run_pool, run_ray, run_sequential
+from ..ensemble.results import BEST, HARD, MEAN, SOFT
 from .ledger import LEDGER_NAME, SUMMARY_NAME, Ledger
 from .spec import Run, SweepSpec, expand, naming_value
 
 COMPARISON_NAME = "comparison.csv"
-ENSEMBLE_ROWS = ("mean member", "best member", "soft vote", "hard vote")
 COMPARED_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro")
 
 
@@ -50,7 +51,7 @@ def run_state(run: Run, latest: dict[tuple[str, str], dict]) -> str:
     if record is None:
         return "pending"
     if record["status"] == "done":
-        return "done" if (run.member_dir / "model.safetensors").is_file() else "pending"
+        return "done" if (run.member_dir / WEIGHTS_NAME).is_file() else "pending"
     return "failed"
 
 
@@ -152,15 +153,16 @@ def _evaluation_api():
     try:
         from ..config import EvaluateParams
         from ..ensemble.evaluate import evaluate
+        from ..ensemble.report import write_outputs
     except ImportError as error:
         raise ConfigError(f"--evaluate needs mosquito_ast.ensemble.evaluate, which is not available: {error}") from None
-    return EvaluateParams, evaluate
+    return EvaluateParams, evaluate, write_outputs
 
 
 def compare_ensembles(runs: list[Run], output: Path) -> pd.DataFrame | None:
     """Evaluate each dataset's members on its validation set; one row per ensemble view, the datasets
     side by side per metric. Written to <output>/comparison.csv."""
-    EvaluateParams, evaluate = _evaluation_api()
+    EvaluateParams, evaluate, write_outputs = _evaluation_api()
     shared = {spec.name for spec in dataclasses.fields(EvaluateParams)}
     tables = {}
     for dataset in dict.fromkeys(run.dataset for run in runs):
@@ -174,7 +176,9 @@ def compare_ensembles(runs: list[Run], output: Path) -> pd.DataFrame | None:
         params = EvaluateParams.from_sources(None, **{**data_params, "models": str(members),
                                                       "data": first.params.validation_dir,
                                                       "output": str(output / dataset / "evaluation")})
-        summary = evaluate(params).summary
+        evaluation = evaluate(params)
+        write_outputs(evaluation)
+        summary = evaluation.summary
         tables[dataset] = summary.set_index("system") if "system" in summary.columns else summary
     if not tables:
         return None
@@ -182,7 +186,7 @@ def compare_ensembles(runs: list[Run], output: Path) -> pd.DataFrame | None:
     for metric in COMPARED_METRICS:
         for dataset, table in tables.items():
             if metric in table.columns:
-                columns[f"{metric} ({dataset})"] = table.reindex(list(ENSEMBLE_ROWS))[metric]
+                columns[f"{metric} ({dataset})"] = table.reindex([MEAN, BEST, SOFT, HARD])[metric]
     comparison = pd.DataFrame(columns)
     comparison.index.name = "ensemble"
     atomic_write_text(output / COMPARISON_NAME, comparison.to_csv())

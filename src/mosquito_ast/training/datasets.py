@@ -12,8 +12,8 @@ import torch
 
 from ..audio import AudioError
 from ..config import ConfigError, DataParams
-from ..data import DatasetError, Sample, discover
-from ..features import FeatureCache, FeatureSettings, compute_features
+from ..data import Sample, discover
+from ..features import FeatureSettings, check_bad_files, compute_features, open_cache
 
 
 @dataclass
@@ -41,27 +41,10 @@ def feature_settings(params: DataParams) -> FeatureSettings:
         raise ConfigError(str(error)) from None
 
 
-def feature_cache(params: DataParams) -> FeatureCache | None:
-    return None if params.no_cache else FeatureCache(params.cache_dir)
-
-
-def check_bad_files(source: str | Path, bad: list[AudioError], total: int, max_fraction: float) -> None:
-    """Report skipped files; refuse when more than `max_fraction` of the data set is bad."""
-    if not bad:
-        return
-    listing = "\n".join(f"  {error}" for error in bad)
-    if len(bad) > max_fraction * total:
-        raise DatasetError(
-            f"{source}: {len(bad)} of {total} files are unusable (allowed: {max_fraction:.1%}, "
-            f"raise --max-bad-fraction to skip them):\n{listing}"
-        )
-    print(f"warning: {source}: skipped {len(bad)} of {total} unusable files:\n{listing}")
-
-
 def load_clip_set(source: str | Path, params: DataParams, settings: FeatureSettings,
                   progress: bool = True) -> ClipSet:
     samples = discover(source, params.group_by)
-    table = compute_features([s.path for s in samples], settings, feature_cache(params),
+    table = compute_features([s.path for s in samples], settings, open_cache(params.cache_dir, params.no_cache),
                              num_workers=params.num_workers, description=f"features {Path(source).name}",
                              progress=progress)
     check_bad_files(source, table.bad, len(samples), params.max_bad_fraction)

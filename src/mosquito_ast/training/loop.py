@@ -12,8 +12,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from torch import nn
 
+from ..checkpoints import CheckpointError
+from ..checkpoints.encoder import first_nonfinite
 from ..io import atomic_path
-from ..models.encoder import CheckpointError, first_nonfinite
 from .optim import build_optimizer, build_scheduler
 
 
@@ -139,3 +140,17 @@ class FiniteGuard(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         """Also without validation batches: this runs before the checkpoint and any epoch-end export."""
         self._check(trainer, module)
+
+
+def make_trainer(params: Any, precision: str, run_dir: Path, callbacks: list[Callback],
+                 validate: bool = True) -> L.Trainer:
+    """The one Lightning Trainer of `train` and `pretrain`: one device, no logger (the modules keep their
+    own history), dataloaders rebuilt every epoch so the batch-size schedule applies, clipping and
+    accumulation from the parameters; `validate=False` skips validation (no validation set)."""
+    return L.Trainer(
+        max_epochs=params.epochs, precision=precision, accelerator="auto", devices=1, logger=False,
+        callbacks=callbacks, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
+        limit_val_batches=1.0 if validate else 0,
+        gradient_clip_val=params.max_grad_norm or None, accumulate_grad_batches=params.grad_accumulation,
+        enable_progress_bar=params.progress, enable_model_summary=False, default_root_dir=run_dir,
+    )

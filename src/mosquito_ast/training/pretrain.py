@@ -23,15 +23,18 @@ from transformers import ASTModel
 
 from .. import __version__
 from ..audio import is_audio_file
+from ..checkpoints import CONFIG_NAME, WEIGHTS_NAME
+from ..checkpoints.encoder import encoder_from_checkpoint
+from ..checkpoints.ssl import save_pretrained
 from ..config import PretrainParams
 from ..data import DatasetError, files_under
-from ..features import FeatureSettings, compute_features, dataset_stats, normalize
+from ..features import FeatureSettings, check_bad_files, compute_features, dataset_stats, normalize, open_cache
 from ..hardware import physical_cores, resolve_precision
 from ..io import atomic_write_json, atomic_write_text
-from ..models.encoder import CONFIG_NAME, WEIGHTS_NAME, build_encoder, encoder_config, encoder_from_checkpoint
-from ..models.ssl import SSLModel, build_ssl_model, save_pretrained
-from .datasets import ClipDataModule, check_bad_files, feature_cache, feature_settings
-from .loop import EpochModule, FiniteGuard, LastCheckpoint, resume_checkpoint
+from ..models.encoder import build_encoder, encoder_config
+from ..models.ssl import SSLModel, build_ssl_model
+from .datasets import ClipDataModule, feature_settings
+from .loop import EpochModule, FiniteGuard, LastCheckpoint, make_trainer, resume_checkpoint
 from .optim import optimizer_steps
 
 
@@ -57,7 +60,7 @@ def load_unlabeled(source: str | Path, params: PretrainParams, settings: Feature
                    paths: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
     """(readable paths, un-normalized features) of `paths` (default: all of `source`); bad files as in `train`."""
     paths = list(paths) if paths is not None else discover_unlabeled(source)
-    table = compute_features(paths, settings, feature_cache(params), num_workers=params.num_workers,
+    table = compute_features(paths, settings, open_cache(params.cache_dir, params.no_cache), num_workers=params.num_workers,
                              description=f"features {Path(source).name}", progress=params.progress)
     check_bad_files(source, table.bad, len(paths), params.max_bad_fraction)
     return table.paths, table.features
@@ -183,12 +186,7 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
     if params.patience > 0:
         internal.append(EarlyStopping(monitor="val_loss", mode="min", patience=params.patience,
                                       min_delta=params.min_delta))
-    trainer = L.Trainer(
-        max_epochs=params.epochs, precision=precision, accelerator="auto", devices=1, logger=False,
-        callbacks=[*callbacks, *internal], reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
-        gradient_clip_val=params.max_grad_norm or None, accumulate_grad_batches=params.grad_accumulation,
-        enable_progress_bar=params.progress, enable_model_summary=False, default_root_dir=run_dir,
-    )
+    trainer = make_trainer(params, precision, run_dir, [*callbacks, *internal])
     trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint if resuming else None)
     if trainer.interrupted:
         raise KeyboardInterrupt(f"pretraining interrupted; continue it with --resume --output {output}")

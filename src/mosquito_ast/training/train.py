@@ -14,17 +14,20 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from .. import __version__, augment
-from ..config import RECIPES, TrainParams
+from ..checkpoints.classifier import promote_member, save_member
+from ..checkpoints.encoder import encoder_from_checkpoint
+from ..config import TrainParams
 from ..data import check_validation_labels, label_names
 from ..ensemble.metrics import classification_metrics
 from ..features import FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
 from ..io import atomic_write_text
-from ..models.classifier import ASTClassifier, apply_freezing, promote_member, save_member
-from ..models.encoder import build_encoder, encoder_config, encoder_from_checkpoint
+from ..models.classifier import ASTClassifier, apply_freezing
+from ..models.encoder import build_encoder, encoder_config
 from .datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
-from .loop import EpochModule, FiniteGuard, LastCheckpoint, resume_checkpoint
+from .loop import EpochModule, FiniteGuard, LastCheckpoint, make_trainer, resume_checkpoint
 from .optim import optimizer_steps
+from .recipes import RECIPES
 
 LOWER_IS_BETTER = {"loss"}
 
@@ -187,7 +190,11 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
     else:
         encoder = build_encoder(encoder_config(params.encoder_size, settings, params.dropout))
     model = ASTClassifier(encoder, labels)
-    apply_freezing(model, params.freeze, params.train_last_n_layers)
+    try:
+        apply_freezing(model, params.freeze, params.train_last_n_layers)
+    except ValueError as error:  # the encoder's depth is known only now, so the flags are named here
+        raise ValueError(f"--freeze {params.freeze} --train-last-n-layers {params.train_last_n_layers}: "
+                         f"{error}") from error
 
     schedule = [params.batch_size_for(e) for e in range(params.epochs)]
     total_steps = optimizer_steps(len(train_set.samples), schedule, params.grad_accumulation)
@@ -211,13 +218,9 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
     candidate = run_dir / "best-candidate"
     keep_best = KeepBest(params.metric, candidate, settings, extra, params.patience)
     selection = [keep_best] if params.select == "best" else []
-    trainer = L.Trainer(
-        max_epochs=params.epochs, precision=precision, accelerator="auto", devices=1, logger=False,
-        callbacks=[*callbacks, FiniteGuard(f"train {params.postfix}"), *selection, LastCheckpoint(last_checkpoint)],
-        reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0, limit_val_batches=1.0 if len(val_set.samples) else 0,
-        gradient_clip_val=params.max_grad_norm or None, accumulate_grad_batches=params.grad_accumulation,
-        enable_progress_bar=params.progress, enable_model_summary=False, default_root_dir=run_dir,
-    )
+    trainer = make_trainer(params, precision, run_dir,
+                           [*callbacks, FiniteGuard(f"train {params.postfix}"), *selection, LastCheckpoint(last_checkpoint)],
+                           validate=bool(val_set.samples))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(last_checkpoint) if params.resume else None)
     if trainer.interrupted:
         raise KeyboardInterrupt(f"training of {params.postfix} interrupted; continue it with --resume")

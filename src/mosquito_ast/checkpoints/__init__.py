@@ -1,0 +1,48 @@
+"""Every file this tool reads or writes for a model; `models/` holds the networks and knows no files.
+
+A checkpoint folder holds `model.safetensors` and, except for the old notebooks', a `config.json`:
+- a member (format `mosquito-ast-member`, `classifier.py`): keys `encoder.*`, `classifier.*`, as the
+  old notebooks wrote them; the config (encoder, labels, feature settings, training record) fully
+  describes it, so evaluation and prediction need no flags;
+- a `pretrain` output (format `mosquito-ast-pretrained`, `ssl.py`): keys `encoder.*` plus the
+  objective's head;
+- a Hugging Face AST checkpoint (`model_type` audio-spectrogram-transformer), local or a hub id;
+- an old-notebook folder: weights only (keys `encoder.*` next to `projector.*`/`decoder.*` or
+  `classifier.*`), AST-base at 1024 frames, transformers 4.x key names.
+Every encoder is built by `encoder.encoder_from_state`. This module imports no torch, so the file
+names serve light callers (the sweep planner) too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+MEMBER_FORMAT = "mosquito-ast-member"
+PRETRAINED_FORMAT = "mosquito-ast-pretrained"
+HUGGING_FACE_FORMAT = "hugging-face"
+OLD_NOTEBOOK_FORMAT = "old-notebook"
+OLD_NOTEBOOK_MAX_LENGTH = 1024
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as asked; the message names it and the problem."""
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The folder's config.json values; {} when it has none (old-notebook folders)."""
+    config_file = folder / CONFIG_NAME
+    return json.loads(config_file.read_text()) if config_file.exists() else {}
+
+
+def checkpoint_format(config: Mapping[str, Any]) -> str:
+    """Which writer made a folder, told by its config.json values (the one place that reads `format`):
+    anything neither ours nor Hugging Face's is taken for the old notebooks'."""
+    if config.get("format") in (MEMBER_FORMAT, PRETRAINED_FORMAT):
+        return config["format"]
+    if config.get("model_type") == "audio-spectrogram-transformer":
+        return HUGGING_FACE_FORMAT
+    return OLD_NOTEBOOK_FORMAT

@@ -1,0 +1,90 @@
+"""The parameter groups several commands share, each field declared once: how labeled clips are read
+(`ReadParams`), their features (`DataParams`) and the training loop (`LoopParams`); commands compose
+them in `config.py` and restate (`params.restate`) only a default or help text of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .params import ConfigError, Params, option
+
+PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
+OPTIMIZERS = ("adamw", "rmsprop", "sgd")
+SCHEDULERS = ("cosine", "linear", "constant_with_warmup", "constant")
+NORM_STATS = ("audioset", "dataset")
+
+
+def precision_option() -> Any:
+    return option("auto", "auto (bf16-mixed on GPUs and CPUs with AMX/AVX512-BF16, else 32), 32, bf16-mixed, 16-mixed.", PRECISIONS)
+
+
+def progress_option(help: str = "Show progress bars.") -> Any:
+    return option(True, help)
+
+
+@dataclass
+class ReadParams(Params):
+    """How labeled clips are read: groups, bad files, feature cache, workers, precision."""
+
+    group_by: str = option("auto", "Recording (group) of each clip: auto, parent, regex:PATTERN or column:NAME.")
+    max_bad_fraction: float = option(0.0, "Largest share of unreadable/empty/silent files tolerated (skipped and listed).")
+    cache_dir: str | None = option(None, "Feature cache folder (default: the user cache directory).")
+    no_cache: bool = option(False, "Compute features without reading or writing the cache.")
+    num_workers: int = option(0, "DataLoader worker processes for decoding and features (0 = in process).")
+    precision: str = precision_option()
+
+    def validate(self) -> None:
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError(f"max_bad_fraction: {self.max_bad_fraction} is not between 0 and 1")
+
+
+@dataclass
+class DataParams(ReadParams):
+    """Reading settings plus the feature settings of commands that build a model (train, pretrain)."""
+
+    clip_seconds: float = option(1.0, "Clip length in seconds; shorter files are padded, longer ones trimmed.")
+    sample_rate: int = option(16000, "Sample rate the audio is resampled to.")
+    num_mel_bins: int = option(128, "Mel bins of the fbank features.")
+    window_ms: float = option(25.0, "Fbank analysis window in milliseconds (the same at every sample rate).")
+    hop_ms: float = option(10.0, "Fbank hop in milliseconds: 10 gives 100 frames per second at any sample rate.")
+    max_frequency: float = option(0.0, "Top of the mel band in Hz (0 = Nyquist); e.g. 4000 for 8 kHz recordings resampled to 16 kHz.")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.clip_seconds <= 0:
+            raise ConfigError(f"clip_seconds: must be positive, got {self.clip_seconds}")
+
+
+@dataclass
+class LoopParams(Params):
+    """The training loop of `train` and `pretrain`: seed, epochs, batches, optimizer, schedule, stopping."""
+
+    seed: int = option(42, "Random seed for initialisation, shuffling and dropout.")
+    epochs: int = option(150, "Most epochs (early stopping usually ends sooner).")
+    batch_sizes: list[int] = option([8], "Batch size per epoch, comma-separated (the last one repeats).")
+    optimizer: str = option("adamw", "Optimizer.", OPTIMIZERS)
+    scheduler: str = option("cosine", "Learning-rate schedule (per step).", SCHEDULERS)
+    learning_rate: float = option(1e-4, "Peak learning rate.")
+    weight_decay: float = option(0.01, "Weight decay.")
+    warmup_ratio: float = option(0.05, "Share of steps used for linear warm-up.")
+    grad_accumulation: int = option(1, "Batches accumulated per optimizer step.")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm (0 = off).")
+    dropout: float = option(0.0, "Dropout in the encoder.")
+    patience: int = option(0, "Stop after N epochs without a better --metric on the validation set; the best epoch is kept (0 = run every epoch).")
+    norm_stats: str = option("audioset", "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std).", NORM_STATS)
+    resume: bool = option(False, "Continue an interrupted run from its last checkpoint.")
+    overwrite: bool = option(False, "Replace an existing member at <output>/best/<postfix>/.")
+    progress: bool = progress_option()
+
+    def check_loop(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs: must be at least 1, got {self.epochs}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError(f"batch_sizes: need positive batch sizes, got {self.batch_sizes}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate: must be positive, got {self.learning_rate}")
+
+    def batch_size_for(self, epoch: int) -> int:
+        return self.batch_sizes[min(epoch, len(self.batch_sizes) - 1)]
