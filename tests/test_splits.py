@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from mosquito_ast.cli import app
 from mosquito_ast.data import DatasetError, discover
 from mosquito_ast.segment import SegmentSettings, clip_starts, segment_recordings
-from mosquito_ast.splits import SplitWarning, check_split, make_split
+from mosquito_ast.leakage import check_split
+from mosquito_ast.splits import SplitWarning, make_split
 from mosquito_ast.synth import generate_dataset
 
 runner = CliRunner()

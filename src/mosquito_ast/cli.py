@@ -180,7 +180,7 @@ def _split(params: SplitParams) -> None:
 
 @command("check-split", CheckSplitParams)
 def _check_split(params: CheckSplitParams) -> int:
-    from .splits import check_split
+    from .leakage import check_split
 
     report = check_split(params.train_dir, params.validation_dir, params.group_by, params.progress)
     typer.echo(report.summary())

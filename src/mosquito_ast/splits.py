@@ -1,29 +1,26 @@
-"""Train/validation splits that keep recordings (groups) whole or mix them, and a leakage audit.
+"""Train/validation splits that keep recordings (groups) whole or mix them.
 
 Clips cut from one recording resemble each other more than clips of another recording of the same
 species, so a split that puts one recording on both sides overstates accuracy. `make_split` builds
 the honest (`independent`) split, the optimistic (`random`) one and grouped k-fold splits as
-folder-per-class trees; `check_split` proves which is which.
+folder-per-class trees; `leakage.check_split` proves which is which.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import json
 import os
 import shutil
 import warnings
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-import soundfile as sf
 from tqdm.auto import tqdm
 
-from .audio import AudioError, load_audio
 from .data import DatasetError, Sample, discover
 from .io import atomic_directory
 from .segment import SegmentSettings, relative_location, segment_recordings
@@ -304,66 +301,3 @@ def make_split(data: str | Path, output: str | Path, mode: str, group_by: str = 
     for note in notes:
         warnings.warn(note, SplitWarning, stacklevel=2)
     return report
-
-
-# ---------------------------------------------------------------- leakage audit
-
-
-@dataclass
-class LeakageReport:
-    """What a train/validation pair shares: recording groups, and files with identical audio."""
-
-    train_files: int
-    validation_files: int
-    shared_groups: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> clips per side
-    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (train path, validation path)
-
-    @property
-    def leaks(self) -> bool:
-        return bool(self.shared_groups or self.duplicates)
-
-    def summary(self) -> str:
-        lines = [f"train: {self.train_files} files, validation: {self.validation_files} files"]
-        lines.append(f"recording groups on both sides: {len(self.shared_groups)}")
-        lines += [f"  {group}: {n['train']} train, {n['validation']} validation clips"
-                  for group, n in sorted(self.shared_groups.items())]
-        lines.append(f"files with identical audio on both sides: {len(self.duplicates)}")
-        lines += [f"  {a} == {b}" for a, b in self.duplicates]
-        lines.append("LEAKAGE FOUND" if self.leaks else "no leakage found")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return {"train_files": self.train_files, "validation_files": self.validation_files,
-                "shared_groups": self.shared_groups, "duplicates": [list(d) for d in self.duplicates],
-                "leaks": self.leaks}
-
-
-def audio_digest(path: str | Path) -> str:
-    """Hash of the decoded samples at the file's own rate (so a re-encoded or renamed copy matches);
-    files that do not decode to usable audio are hashed by their bytes."""
-    try:
-        rate = sf.info(str(path)).samplerate
-        wave = load_audio(path, rate)
-        return hashlib.sha256(np.int32(rate).tobytes() + wave.tobytes()).hexdigest()
-    except (AudioError, RuntimeError, sf.LibsndfileError):
-        return "bytes:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def check_split(train_dir: str | Path, validation_dir: str | Path, group_by: str = "auto",
-                progress: bool = False) -> LeakageReport:
-    """Audit a split: recording groups found on both sides and validation files whose audio equals a
-    training file's. `.leaks` is True when either is found."""
-    train, validation = discover(train_dir, group_by), discover(validation_dir, group_by)
-    train_groups = Counter(s.group for s in train)
-    validation_groups = Counter(s.group for s in validation)
-    shared = {g: {"train": train_groups[g], "validation": validation_groups[g]}
-              for g in sorted(set(train_groups) & set(validation_groups))}
-    digests: dict[str, str] = {}
-    for sample in tqdm(train, desc="hash train", unit="file", disable=not progress):
-        digests.setdefault(audio_digest(sample.path), sample.path)
-    duplicates = []
-    for sample in tqdm(validation, desc="hash validation", unit="file", disable=not progress):
-        match = digests.get(audio_digest(sample.path))
-        if match is not None:
-            duplicates.append((match, sample.path))
-    return LeakageReport(len(train), len(validation), shared, duplicates)

@@ -46,3 +46,10 @@ def checkpoint_format(config: Mapping[str, Any]) -> str:
     if config.get("model_type") == "audio-spectrogram-transformer":
         return HUGGING_FACE_FORMAT
     return OLD_NOTEBOOK_FORMAT
+
+
+def run_folders(output: str | Path, postfix: str) -> tuple[Path, Path]:
+    """The layout of one training run under `output`: (member folder `best/<postfix>`, working folder
+    `runs/<postfix>` with checkpoints, history and candidate). `train` and `sweep` both use it."""
+    output = Path(output)
+    return output / "best" / postfix, output / "runs" / postfix

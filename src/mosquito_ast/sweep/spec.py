@@ -16,16 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
+from ..checkpoints import run_folders
 from ..config import ConfigError, TrainParams
+from .cross_fit import check_cross_fit, cross_fit_datasets
 
 TOP_LEVEL = ("base", "grid", "datasets", "postfix", "output", "notebook")
 SET_BY_SWEEP = ("output", "postfix")
 PATH_KEYS = ("train_dir", "validation_dir", "cache_dir", "ssl_checkpoint")
 DATASET_ALIASES = {"train": "train_dir", "validation": "validation_dir"}
-CROSS_FIT_KEYS = ("data", "session_folds")
 SWEEP_DEFAULTS = {"progress": False}
 MAP_KEY = "by"
 DEFAULT_MAP_BY = "optimizer"
@@ -46,11 +46,11 @@ class Run:
 
     @property
     def member_dir(self) -> Path:
-        return Path(self.params.output) / "best" / self.postfix
+        return run_folders(self.params.output, self.postfix)[0]
 
     @property
     def work_dir(self) -> Path:
-        return Path(self.params.output) / "runs" / self.postfix
+        return run_folders(self.params.output, self.postfix)[1]
 
     @property
     def log_path(self) -> Path:
@@ -107,7 +107,7 @@ class SweepSpec:
             if not str(name) or "/" in str(name) or str(name) in (".", ".."):
                 raise ConfigError(f"{self.source}: datasets: {name!r} is not a usable folder name")
             if "data" in entry or "session_folds" in entry:
-                _check_cross_fit(name, entry, self.source)
+                check_cross_fit(name, entry, self.source)
                 continue
             sections[f"datasets: {name}"] = {DATASET_ALIASES.get(k, k): v for k, v in entry.items()}
         for section, values in sections.items():
@@ -132,39 +132,6 @@ class SweepSpec:
                 by = _map_by(key, value, self.source)
                 if key in self.grid and by in self.grid and order.index(by) > order.index(key):
                     raise ConfigError(f"{self.source}: grid: {key} is chosen by {by}; list {by} before {key}")
-
-
-def _check_cross_fit(name: str, entry: dict, source: str) -> None:
-    unknown = sorted(set(entry) - set(CROSS_FIT_KEYS))
-    if unknown or set(entry) != set(CROSS_FIT_KEYS):
-        raise ConfigError(f"{source}: datasets: {name}: a cross-fit takes exactly data and session_folds "
-                          f"(got {', '.join(sorted(entry))})")
-    folds = entry["session_folds"]
-    if not isinstance(folds, int) or folds < 2:
-        raise ConfigError(f"{source}: datasets: {name}: session_folds must be an integer >= 2, got {folds!r}")
-
-
-def cross_fit_datasets(name: str, entry: dict, folder: Path, output: Path, group_by: str,
-                       seed: int) -> dict[str, dict[str, str]]:
-    """Write each fold's train and scored manifests under `output/<name>-fold<k>/`; returns the datasets."""
-    from ..data import discover
-    from ..io import atomic_write_text
-    from ..splits import session_folds
-
-    source = Path(entry["data"])
-    samples = discover(source if source.is_absolute() else folder / source, group_by)
-    datasets = {}
-    for k, sides in enumerate(session_folds(samples, entry["session_folds"], seed), start=1):
-        fold = f"{name}-fold{k}"
-        paths = {}
-        for side in ("train", "validation"):
-            rows = [s for s, own in zip(samples, sides) if own == side]
-            table = pd.DataFrame({"path": [s.path for s in rows], "label": [s.label for s in rows],
-                                  "group": [s.group for s in rows]})
-            paths[side] = str(output / fold / f"{side}.csv")
-            atomic_write_text(Path(paths[side]), table.to_csv(index=False))
-        datasets[fold] = paths
-    return datasets
 
 
 def _snake(values: dict) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from .. import __version__, augment
+from ..checkpoints import run_folders
 from ..checkpoints.classifier import promote_member, save_member
 from ..checkpoints.encoder import encoder_from_checkpoint
 from ..config import TrainParams
@@ -152,8 +153,7 @@ def balanced_class_weights(targets: torch.Tensor, num_classes: int) -> torch.Ten
 
 def run_paths(params: TrainParams) -> tuple[Path, Path]:
     """(member folder, working folder with checkpoints and logs) of a run."""
-    output = Path(params.output)
-    return output / "best" / params.postfix, output / "runs" / params.postfix
+    return run_folders(params.output, params.postfix)
 
 
 def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:

@@ -1,0 +1,44 @@
+"""Cross-fit datasets of a sweep: `{data: DIR, session_folds: K}` becomes K datasets `<name>-fold<k>`,
+each training on the other folds' recording sessions and scored on its own (see `spec`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import ConfigError
+from ..data import discover
+from ..io import atomic_write_text
+from ..splits import session_folds
+
+CROSS_FIT_KEYS = ("data", "session_folds")
+
+
+def check_cross_fit(name: str, entry: dict, source: str) -> None:
+    unknown = sorted(set(entry) - set(CROSS_FIT_KEYS))
+    if unknown or set(entry) != set(CROSS_FIT_KEYS):
+        raise ConfigError(f"{source}: datasets: {name}: a cross-fit takes exactly data and session_folds "
+                          f"(got {', '.join(sorted(entry))})")
+    folds = entry["session_folds"]
+    if not isinstance(folds, int) or folds < 2:
+        raise ConfigError(f"{source}: datasets: {name}: session_folds must be an integer >= 2, got {folds!r}")
+
+
+def cross_fit_datasets(name: str, entry: dict, folder: Path, output: Path, group_by: str,
+                       seed: int) -> dict[str, dict[str, str]]:
+    """Write each fold's train and scored manifests under `output/<name>-fold<k>/`; returns the datasets."""
+    source = Path(entry["data"])
+    samples = discover(source if source.is_absolute() else folder / source, group_by)
+    datasets = {}
+    for k, sides in enumerate(session_folds(samples, entry["session_folds"], seed), start=1):
+        fold = f"{name}-fold{k}"
+        paths = {}
+        for side in ("train", "validation"):
+            rows = [s for s, own in zip(samples, sides) if own == side]
+            table = pd.DataFrame({"path": [s.path for s in rows], "label": [s.label for s in rows],
+                                  "group": [s.group for s in rows]})
+            paths[side] = str(output / fold / f"{side}.csv")
+            atomic_write_text(Path(paths[side]), table.to_csv(index=False))
+        datasets[fold] = paths
+    return datasets
