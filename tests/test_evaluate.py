@@ -30,7 +30,8 @@ from mosquito_ast.models.classifier import ASTClassifier
 from mosquito_ast.models.encoder import build_encoder, encoder_config
 
 SPECIES = ["Ae. aegypti", "An. gambiae", "C. pipiens", "C. quinquefasciatus"]
-OUTPUTS = ["predictions.csv", "recordings.csv", "members.csv", "per_class.csv", "metrics.json", "report.html", *FIGURES]
+OUTPUTS = ["predictions.csv", "recordings.csv", "members.csv", "per_class.csv", "coverage.csv", "metrics.json",
+           "report.html", *FIGURES]
 
 
 def random_member(folder, labels, settings=FeatureSettings(), seed=0):
@@ -128,7 +129,11 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
     for figure in FIGURES:
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 4 and "soft vote" in report
+    assert report.count("data:image/png;base64,") == len(FIGURES) and "soft vote" in report
+    assert metrics["coverage_headline"] in report.replace("&gt;", ">")
+    coverage = pd.read_csv(out / "coverage.csv")
+    assert set(coverage.system) == {"soft vote", "hard vote", "best member"}
+    assert coverage[coverage.threshold == 0].coverage.eq(1).all()
     soft = result.summary.set_index("system").loc["soft vote"]
     assert f"{soft.balanced_accuracy:.3f}" in report and f"{soft.log_loss:.3f}" in report
     assert all(system in report for system in result.summary.system)

@@ -7,7 +7,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from mosquito_ast.cli import app
-from mosquito_ast.config import PredictParams
+from mosquito_ast.config import ConfigError, PredictParams
 from mosquito_ast.predict import predict, window_starts
 
 
@@ -83,3 +83,20 @@ def test_predict_real_microphone_recordings(tiny_member, tmp_path):
     files = pd.read_csv(output, keep_default_na=False)
     assert len(files) == 10 and (files["error"] == "").all()  # 24-bit, 8 and 44.1 kHz, 0.05 s to 19 s
     assert files["windows"].max() >= 30  # the 19 s recording, 0.5 s hop
+
+
+def test_abstain_below_labels_unsure_files_and_windows_uncertain(tiny_member, recordings, tmp_path):
+    output = tmp_path / "abstain.csv"
+    result = predict(PredictParams(inputs=[str(recordings / "long.wav"), str(recordings / "short.wav")],
+                                   models=str(tiny_member), output=str(output), abstain_below=0.99, precision="32",
+                                   progress=False))
+    files, windows = pd.read_csv(output), pd.read_csv(output.with_name("abstain_windows.csv"))
+    # a 2-epoch tiny model is never 99% sure: everything abstains, probabilities are kept
+    assert (files.label == "uncertain").all() and (windows.label == "uncertain").all()
+    assert set(files.top1_label) <= set(result.labels)
+    np.testing.assert_allclose(windows.confidence, windows[result.labels].max(axis=1), rtol=1e-6)
+    sure = predict(PredictParams(inputs=[str(recordings / "long.wav")], models=str(tiny_member),
+                                 output=str(tmp_path / "sure.csv"), abstain_below=0.0, precision="32", progress=False))
+    assert (sure.files.label == sure.files.top1_label).all()
+    with pytest.raises(ConfigError, match="abstain_below"):
+        PredictParams(inputs=["a.wav"], models="m", abstain_below=1.5)

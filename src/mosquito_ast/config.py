@@ -14,8 +14,8 @@ from .param_groups import (DataParams, LoopParams, NORM_STATS, OPTIMIZERS, PRECI
 from .params import ConfigError, Params, base_type, coerce, option, restate
 from .training.recipes import PLAIN_DEFAULTS, RECIPES, recipe_defaults
 
-__all__ = ["AUGMENTATIONS", "CheckSplitParams", "ConfigError", "DataParams", "DemoParams", "ENCODER_SIZES",
-           "EvaluateParams", "GROUP_HELP", "LoopParams", "METRICS", "NORM_STATS", "OPTIMIZERS", "PLAIN_DEFAULTS",
+__all__ = ["AUGMENTATIONS", "CheckSplitParams", "ConfigError", "DataParams", "DemoParams", "DistillParams", "ENCODER_SIZES",
+           "EvaluateParams", "ExportParams", "GROUP_HELP", "LoopParams", "METRICS", "NORM_STATS", "OPTIMIZERS", "PLAIN_DEFAULTS",
            "PRECISIONS", "Params", "PredictParams", "PretrainParams", "RECIPES", "ReadParams", "SCHEDULERS",
            "SELECTIONS", "SPLIT_MODES", "SplitParams", "SweepParams", "TAILS", "TrainParams", "base_type", "coerce",
            "option", "precision_option", "progress_option", "restate"]
@@ -167,6 +167,7 @@ class PredictParams(Params):
     hop_seconds: float = option(0.5, "Step between clip-length windows of a long recording.")
     top_k: int = option(3, "Labels listed per file, most probable first.")
     min_confidence: float = option(0.5, "Files whose top probability is below this are marked uncertain.")
+    abstain_below: float = option(0.0, "Files and windows whose top probability is below this get the label `uncertain` instead of a species (0 = always name one); evaluate's coverage.csv shows the accuracy each threshold buys.")
     labels: list[str] | None = option(None, "Class names in the old id order; needed for old-notebook members.")
     weights: str | None = option(None, "Member weights, as for `evaluate`.")
     batch_size: int = option(32, "Windows per inference batch.")
@@ -178,6 +179,37 @@ class PredictParams(Params):
             raise ConfigError("give --models and at least one audio file or folder")
         if self.hop_seconds <= 0 or self.top_k < 1 or not 0 <= self.min_confidence <= 1:
             raise ConfigError("hop_seconds must be > 0, top_k >= 1 and min_confidence in [0, 1]")
+        if not 0 <= self.abstain_below <= 1:
+            raise ConfigError(f"abstain_below: must be between 0 and 1, got {self.abstain_below}")
+
+
+@dataclass
+class ExportParams(Params):
+    """Export a member, or a whole ensemble with its soft vote, to ONNX: un-normalized fbank in, class
+    probabilities out, with model.json beside it; checked against PyTorch on a few clips."""
+
+    models: str = option(None, "Folder searched recursively for members, as for `evaluate`; all of them go into one graph (they must share feature settings and classes).")
+    output: str = option(None, "Output folder for model.onnx and model.json (and model.int8.onnx with --int8).")
+    int8: bool = option(False, "Also write model.int8.onnx (onnxruntime quantization of the MatMul/Gemm weights; dynamic, or static with --calibration); model.json then names it.")
+    calibration: str | None = option(None, "With --int8: clips (a folder searched recursively or a manifest CSV) that calibrate static quantization; without it, quantization is dynamic.")
+    calibration_clips: int = option(64, "Most clips read from --calibration, evenly spread.")
+    labels: list[str] | None = option(None, "Class names in the old id order; needed for old-notebook members.")
+    weights: str | None = option(None, "Member weights of the soft vote, as for `evaluate`. Default: equal.")
+    check_data: str | None = option(None, "Clips of the self-check (a folder searched recursively or a manifest CSV). Default: the members' training clips when they are still where they were, else generated clips.")
+    check_clips: int = option(32, "Clips of the self-check (ONNX against PyTorch), evenly spread.")
+    batch_size: int = option(32, "Clips per inference batch of the self-check.")
+    cache_dir: str | None = restate(ReadParams, "cache_dir")
+    no_cache: bool = restate(ReadParams, "no_cache")
+    overwrite: bool = option(False, "Replace an existing export in --output.")
+    progress: bool = progress_option()
+
+    def validate(self) -> None:
+        if not self.models or not self.output:
+            raise ConfigError("--models and --output are required")
+        if self.calibration and not self.int8:
+            raise ConfigError("--calibration calibrates int8 quantization; add --int8")
+        if self.check_clips < 1 or self.calibration_clips < 1 or self.batch_size < 1:
+            raise ConfigError("check_clips, calibration_clips and batch_size must be at least 1")
 
 
 @dataclass
@@ -268,3 +300,55 @@ class SweepParams(Params):
         if not self.sweep_file:
             raise ConfigError("give the sweep file (SWEEP_FILE)")
 
+
+
+@dataclass
+class DistillParams(LoopParams, ReadParams):
+    """Distil an ensemble into one small student member, trained on the ensemble's soft votes.
+
+    Loss: alpha * T^2 * KL(soft vote at temperature T || student at T) + (1 - alpha) * cross-entropy with
+    the true labels of the clips that have them. The student takes the teachers' feature settings and
+    labels and is an ordinary member folder that `evaluate` and `predict` load as they are."""
+
+    models: str = option(None, "Teacher ensemble: folder searched recursively for members, as for `evaluate`; all must share feature settings.")
+    data: str = option(None, "Clips to distil on: a folder-per-class tree or manifest CSV with labels (KL + cross-entropy), or any folder of audio or a manifest with a 'path' column only (KL alone).")
+    output: str = option(None, "Student member folder (model.safetensors + config.json); working files (checkpoints, history) go to <output>-run/.")
+    use_labels: str = option("auto", "Labels of --data: auto (a manifest's 'label' column; a folder's class sub-folders when any is named after a teacher class, else every audio file unlabelled), yes (required) or no (ignored: KL term only).", ("auto", "yes", "no"))
+    validation_dir: str | None = option(None, "Labelled clips scored after every epoch; they only report (the last epoch is kept).")
+    preset: str = option("tiny", "Student encoder size, from scratch: tiny, small, base.", ENCODER_SIZES)
+    temperature: float = option(2.0, "Softmax temperature T of teachers and student in the KL term.")
+    alpha: float = option(0.5, "Weight of the KL term (times T^2); 1 - alpha weighs the cross-entropy with the true labels. Unlabelled data: KL alone.")
+    labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook teachers (weights only).")
+    weights: str | None = option(None, "Teacher weights in the soft vote, as for `evaluate` (comma list in member order or a member,weight CSV). Default: equal.")
+    epochs: int = restate(LoopParams, "epochs", 30, "Number of epochs; the last one is kept.")
+    batch_sizes: list[int] = restate(LoopParams, "batch_sizes", [16])
+    learning_rate: float = restate(LoopParams, "learning_rate", 1e-3)
+    norm_stats: str | None = restate(LoopParams, "norm_stats", None, "Feature normalization of the student: the teachers' (default, the first member's), audioset (AST's mean/std) or dataset (mean/std of --data).")
+    patience: int = restate(LoopParams, "patience", 0, "Unused: distill runs every epoch and keeps the last (must stay 0).")
+    overwrite: bool = restate(LoopParams, "overwrite", help="Replace an existing student at --output.")
+    class_weight: str = restate(TrainParams, "class_weight", "balanced", "Class weights of the cross-entropy term: none, or balanced (inverse to each class's labelled clips).")
+    augment: list[str] = restate(TrainParams, "augment", ["mask"], f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}; none turns them off (mixup blends the teachers' targets too).")
+    gain_db: float = restate(TrainParams, "gain_db")
+    frequency_scale: float = restate(TrainParams, "frequency_scale")
+    mask_fraction: float = restate(TrainParams, "mask_fraction")
+    mixup_alpha: float = restate(TrainParams, "mixup_alpha")
+    noise_std: float = restate(TrainParams, "noise_std")
+
+    def resolve(self) -> None:
+        if self.augment == ["none"]:
+            self.augment = []
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.models or not self.data or not self.output:
+            raise ConfigError("--models, --data and --output are required")
+        self.check_loop()
+        if self.patience:
+            raise ConfigError("--patience stops on a validation metric; distill keeps the last epoch")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature: must be positive, got {self.temperature}")
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError(f"alpha: must be between 0 and 1, got {self.alpha}")
+        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
+        if unknown:
+            raise ConfigError(f"augment: unknown {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}")

@@ -24,6 +24,8 @@ from .features import FeatureSettings, fbank, make_extractor
 from .hardware import resolve_precision, use_physical_cores
 from .io import atomic_write_json, atomic_write_text
 
+UNCERTAIN = "uncertain"
+
 
 @dataclass
 class Predictions:
@@ -73,6 +75,12 @@ def top_k_columns(probabilities: np.ndarray, labels: list[str], k: int) -> dict[
     return columns
 
 
+def decide(probabilities: np.ndarray, labels: list[str], abstain_below: float) -> str:
+    """The most probable label, or `uncertain` when its probability is below `abstain_below`."""
+    best = int(probabilities.argmax())
+    return UNCERTAIN if probabilities[best] < abstain_below else labels[best]
+
+
 def predict_files(members: Sequence[Member], files: Sequence[str | Path], params: PredictParams) -> Predictions:
     """Window, featurize once per feature setting, score with every member, and pool."""
     from tqdm.auto import tqdm
@@ -97,6 +105,7 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
         clip = next(iter(settings_of.values())).clip_seconds
         for start, row in zip(starts, ensemble):
             window_rows.append({"path": str(path), "start_s": round(start, 4), "end_s": round(start + clip, 4),
+                                "label": decide(row, labels, params.abstain_below), "confidence": float(row.max()),
                                 **dict(zip(labels, row.tolist()))})
         pooled = ensemble.mean(axis=0)
         file_rows.append({"path": str(path), "windows": len(starts), "error": "", "pooled": pooled})
@@ -112,7 +121,7 @@ def _file_table(rows: list[dict], labels: list[str], params: PredictParams) -> p
             continue
         best = int(pooled.argmax())
         top = top_k_columns(pooled[None], labels, params.top_k)
-        table.append({**row, "label": labels[best], "confidence": float(pooled[best]),
+        table.append({**row, "label": decide(pooled, labels, params.abstain_below), "confidence": float(pooled[best]),
                       "uncertain": bool(pooled[best] < params.min_confidence),
                       **{k: v[0] for k, v in top.items()}, **dict(zip(labels, pooled.tolist()))})
     return pd.DataFrame(table)
@@ -134,11 +143,14 @@ def predict(params: PredictParams) -> Predictions:
     atomic_write_json(output.with_suffix(".json"), {
         "models": str(params.models), "members": [m.name for m in members], "labels": result.labels,
         "hop_seconds": params.hop_seconds, "min_confidence": params.min_confidence,
+        "abstain_below": params.abstain_below,
         "files": result.files.replace({np.nan: None}).to_dict(orient="records"),
         "windows": result.windows.to_dict(orient="records"),
     })
     failed = int((result.files["error"] != "").sum())
     uncertain = int(result.files["uncertain"].sum()) - failed
-    print(f"{len(files)} files: {failed} unreadable, {uncertain} below confidence {params.min_confidence} "
+    abstained = int((result.files["label"] == UNCERTAIN).sum())
+    print(f"{len(files)} files: {failed} unreadable, {uncertain} below confidence {params.min_confidence}, "
+          f"{abstained} labelled {UNCERTAIN} (--abstain-below {params.abstain_below}) "
           f"-> {output}, {windows_path}, {output.with_suffix('.json')}")
     return result

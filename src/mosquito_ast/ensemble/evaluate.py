@@ -21,6 +21,7 @@ from ..features import check_bad_files
 from ..hardware import resolve_precision, use_physical_cores
 from .aggregate import hard_vote, parse_weights, pool_by_group, soft_vote, vote_shares
 from .members import Member, ensemble_labels, load_members, predict_probabilities
+from .coverage import coverage_table, headline
 from .metrics import (bootstrap_intervals, confusion, label_metrics, per_class_table, probability_metrics)
 from .results import BEST, ENSEMBLES, HARD, MEAN, SOFT, Assessment, EnsembleEvaluation
 
@@ -226,6 +227,8 @@ def evaluate(params: EvaluateParams) -> EnsembleEvaluation:
     pooled_baselines = {name: pool_by_group(p, keys)[1] for name, p in baselines.items()}
     recordings = assess(group_truth, pooled, names, weights, labels, **options, baselines=pooled_baselines)
 
+    coverage = coverage_table(y_true, predicted.probabilities, weights, clips.scores, clips.predicted,
+                              clips.best_member)
     warnings, notes = leakage_checks(members, samples, params)
     if baseline_note:
         notes.append(baseline_note)
@@ -240,6 +243,7 @@ def evaluate(params: EvaluateParams) -> EnsembleEvaluation:
                       "unit": "clip (recording for recording-level metrics)"},
         "ece_bins": params.ece_bins,
         "clip_level": level_metrics(clips), "recording_level": level_metrics(recordings),
+        "coverage_headline": headline(coverage),
         "warnings": warnings, "notes": [HARD_VOTE_SCORES, *notes],
     }
     return EnsembleEvaluation(
@@ -248,4 +252,4 @@ def evaluate(params: EvaluateParams) -> EnsembleEvaluation:
         per_class=clips.per_class, summary=clips.summary,
         recordings=prediction_table(groups, groups, group_truth, recordings, labels, "recording"),
         recording_summary=recordings.summary, recording_per_class=recordings.per_class,
-        metrics=metrics, output=Path(params.output))
+        coverage=coverage, metrics=metrics, output=Path(params.output))

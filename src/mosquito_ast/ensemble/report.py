@@ -20,10 +20,12 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
 from ..io import atomic_path, atomic_write_json, atomic_write_text
+from .coverage import TARGET_ACCURACY
 from .results import ENSEMBLES, SOFT, EnsembleEvaluation
 
 CONSOLE_COLUMNS = ["system", "accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "log_loss", "ece"]
-FIGURES = ("confusion_matrix.png", "per_class_metrics.png", "roc_curves.png", "members_vs_ensemble.png")
+FIGURES = ("confusion_matrix.png", "per_class_metrics.png", "roc_curves.png", "members_vs_ensemble.png",
+           "coverage.png")
 
 
 def json_safe(value):
@@ -123,6 +125,22 @@ def plot_members_vs_ensemble(summary: pd.DataFrame, path: Path) -> Path:
     return save_figure(figure, path)
 
 
+def plot_coverage(coverage: pd.DataFrame, headline: str, path: Path) -> Path:
+    """Accuracy against coverage for each system and confidence, as the threshold rises."""
+    figure, axis = new_figure(1, 1, (7, 4.5))
+    for (system, kind), curve in coverage.groupby(["system", "confidence"], sort=False):
+        curve = curve[curve.clips_kept > 0]
+        axis.plot(curve.coverage, curve.accuracy, marker=".", markersize=3, label=f"{system}, {kind}")
+    axis.axhline(TARGET_ACCURACY, color="grey", linestyle=":", linewidth=1)
+    axis.set_xlim(0, 1.02)
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel("coverage (share of clips kept)")
+    axis.set_ylabel("accuracy on the clips kept")
+    axis.set_title(headline, fontsize=8)
+    axis.legend(fontsize=7, loc="lower left")
+    return save_figure(figure, path)
+
+
 def console_table(summary: pd.DataFrame) -> str:
     return summary[CONSOLE_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
@@ -159,6 +177,7 @@ def html_report(evaluation: EnsembleEvaluation, figures: dict[str, Path]) -> str
 Best member ({html.escape(metrics['clip_level']['best_member']['name'])}) chosen by
 {html.escape(metrics['clip_level']['best_member']['chosen_by'])}.
 Intervals: percentile bootstrap, {metrics['bootstrap']['resamples']} resamples, seed {metrics['bootstrap']['seed']}.</p>
+<p><b>{html.escape(metrics['coverage_headline'])}</b> (<code>coverage.csv</code>, figure below).</p>
 <h2 class="warn">Warnings</h2>{_list(metrics['warnings'])}
 <h2>Notes</h2>{_list(metrics['notes'])}
 <h2>Clips: members and ensembles</h2>{_table(evaluation.summary[summary_columns])}
@@ -173,13 +192,14 @@ Intervals: percentile bootstrap, {metrics['bootstrap']['resamples']} resamples, 
 
 
 def write_outputs(evaluation: EnsembleEvaluation) -> Path:
-    """predictions.csv, recordings.csv, members.csv, per_class.csv, metrics.json, the four figures and
+    """predictions.csv, recordings.csv, members.csv, per_class.csv, coverage.csv, metrics.json, the figures and
     report.html in `evaluation.output`; prints the summary table."""
     out = evaluation.output
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "predictions.csv", evaluation.predictions.to_csv(index=False))
     atomic_write_text(out / "recordings.csv", evaluation.recordings.to_csv(index=False))
     atomic_write_text(out / "members.csv", evaluation.members.to_csv(index=False))
+    atomic_write_text(out / "coverage.csv", evaluation.coverage.to_csv(index=False))
     per_class = pd.concat([evaluation.per_class.assign(level="clip"),
                            evaluation.recording_per_class.assign(level="recording")], ignore_index=True)
     atomic_write_text(out / "per_class.csv", per_class.to_csv(index=False))
@@ -190,8 +210,11 @@ def write_outputs(evaluation: EnsembleEvaluation) -> Path:
         "per-class metrics": plot_per_class(evaluation.per_class, out / FIGURES[1]),
         "ROC curves": plot_roc(evaluation.predictions, labels, out / FIGURES[2]),
         "members vs ensembles": plot_members_vs_ensemble(evaluation.summary, out / FIGURES[3]),
+        "accuracy against coverage": plot_coverage(evaluation.coverage, evaluation.metrics["coverage_headline"],
+                                                   out / FIGURES[4]),
     }
     atomic_write_text(out / "report.html", html_report(evaluation, figures))
     print(console_table(evaluation.summary))
+    print(evaluation.metrics["coverage_headline"])
     print(f"report: {out / 'report.html'}")
     return out

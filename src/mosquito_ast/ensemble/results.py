@@ -42,5 +42,6 @@ class EnsembleEvaluation:
     recordings: pd.DataFrame  # one row per recording (group): pooled probabilities
     recording_summary: pd.DataFrame
     recording_per_class: pd.DataFrame
+    coverage: pd.DataFrame  # accuracy against coverage as the confidence threshold rises (coverage.py)
     metrics: dict
     output: Path
