@@ -9,8 +9,12 @@ value), their soft and hard votes, and the spectrum baselines (`mosquito_ast.bas
 predictions of every clip); members as mean ± sd over seeds. "best member" is picked after the fact on
 the scored clips and is shown only as the hindsight ceiling of a single member.
 
+`--distill`: per fold, a tiny "student" (`mosquito-ast distill`) learns from that fold's members' soft
+vote on that fold's training clips (never the scored ones), and is scored beside them.
+
     python benchmarks/quality.py                      # wingbeats, default recipe, 3 members per fold
     python benchmarks/quality.py --data DIR --group-by parent --members 5 --set augment=mask,roll
+    python benchmarks/quality.py --distill --distill-set temperature=4   # plus a distilled student per fold
 
 Writes quality.csv, quality.md and quality.png to --output.
 """
@@ -26,17 +30,19 @@ import pandas as pd
 from _common import cpu_model
 
 from mosquito_ast.baseline import BASELINES
-from mosquito_ast.config import EvaluateParams
+from mosquito_ast.config import DistillParams, EvaluateParams
 from mosquito_ast.data import discover, label_names
 from mosquito_ast.ensemble.evaluate import evaluate
 from mosquito_ast.ensemble.report import write_outputs as write_report
+from mosquito_ast.ensemble.members import load_members, predict_probabilities
 from mosquito_ast.ensemble.metrics import label_metrics
 from mosquito_ast.splits import session_folds
 from mosquito_ast.sweep import run_sweep
 from mosquito_ast.sweep.spec import SweepSpec
+from mosquito_ast.training.distill import distill
 
 WINGBEATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"
-SYSTEMS = ("mean member", "best member", "hard vote", "soft vote", *BASELINES)
+SYSTEMS = ("mean member", "best member", "hard vote", "soft vote", "student", *BASELINES)
 METRICS = ("balanced_accuracy", "accuracy", "f1_macro")
 
 
@@ -69,6 +75,23 @@ def member_and_vote_labels(predictions: pd.DataFrame, labels: list[str]) -> dict
     index = {name: i for i, name in enumerate(labels)}
     systems = [c[: -len(":label")] for c in predictions.columns if c.endswith(":label")]
     return {s: predictions[f"{s}:label"].map(index).to_numpy() for s in systems}
+
+
+def student_labels(args: argparse.Namespace, output: Path, fold: str, train_manifest: str, scored: list[str],
+                   labels: list[str]) -> np.ndarray:
+    """Distil a tiny student from the fold's members on the fold's training clips; its class ids on `scored`."""
+    options = {"models": str(output / "members" / fold / "best"), "data": train_manifest,
+               "output": str(output / "students" / fold), "precision": args.precision, "progress": False,
+               "cache_dir": str(output / "cache"), "group_by": args.group_by, "overwrite": True}
+    for item in args.distill_set:
+        key, value = item.split("=", 1)
+        options[key] = value
+    params = DistillParams(**options)
+    student = load_members(distill(params))
+    predicted = predict_probabilities(student, scored, params, progress=False)
+    assert predicted.paths == list(scored), "the student could not read every scored clip"
+    index = [labels.index(name) for name in student[0].labels]
+    return np.asarray(index)[predicted.probabilities[0].argmax(axis=1)]
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
@@ -107,6 +130,9 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         write_report(evaluation)
         y_true = evaluation.predictions["true_label"].map(labels.index).to_numpy()
         systems = member_and_vote_labels(evaluation.predictions, labels)
+        if args.distill:
+            systems["student"] = student_labels(args, output, name, datasets[name]["train"],
+                                                list(evaluation.predictions["path"]), labels)
         rows += fold_rows(name, y_true, systems, k)
         pooled_truth.append(y_true)
         for system, predicted in systems.items():
@@ -131,8 +157,10 @@ def write_outputs(table: pd.DataFrame, output: Path, args: argparse.Namespace, s
     from matplotlib.figure import Figure
 
     table.to_csv(output / "quality.csv", index=False)
+    student = (f"; student: tiny, distilled per fold ({', '.join(args.distill_set) or 'distill defaults'})"
+               if args.distill else "")
     header = (f"Cross-session benchmark on {args.data} ({args.preset}, {args.members} members per fold, "
-              f"seed {args.seed}); {cpu_model()}, {seconds / 60:.1f} min\n\n")
+              f"seed {args.seed}{student}); {cpu_model()}, {seconds / 60:.1f} min\n\n")
     (output / "quality.md").write_text(header + markdown(table) + "\n")
     pivot = table.pivot(index="system", columns="fold", values="balanced_accuracy")
     order = [s for s in SYSTEMS if s in pivot.index]
@@ -163,6 +191,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="Any other `train` parameter for every member, e.g. augment=roll,gain")
+    parser.add_argument("--distill", action="store_true",
+                        help="Also distil a tiny student per fold from its members, on its training clips")
+    parser.add_argument("--distill-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="Any `distill` parameter of the students, e.g. temperature=4 or alpha=0.9")
     run(parser.parse_args())
 
 

@@ -28,7 +28,7 @@ def one_line_error(result) -> str:
 def test_every_command_gets_its_flags_and_help_from_its_dataclass():
     commands = get_command(app).commands
     assert set(commands) == set(COMMANDS) == {"train", "pretrain", "evaluate", "predict", "demo", "split",
-                                              "check-split", "sweep"}
+                                              "check-split", "sweep", "distill", "export"}
     for name, params_type in COMMANDS.items():
         fields = dataclasses.fields(params_type)
         given = {parameter.name: parameter for parameter in commands[name].params}

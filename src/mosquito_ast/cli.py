@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import typer
 
-from .config import (CheckSplitParams, DemoParams, EvaluateParams, PredictParams, PretrainParams, SplitParams,
+from .config import (CheckSplitParams, DemoParams, DistillParams, EvaluateParams, ExportParams, PredictParams, PretrainParams, SplitParams,
                      SweepParams, TrainParams)
 from .params import Params, base_type, field_default
 
@@ -130,6 +130,13 @@ def _train(params: TrainParams) -> None:
     train(params)
 
 
+@command("distill", DistillParams)
+def _distill(params: DistillParams) -> None:
+    from .training.distill import distill
+
+    distill(params)
+
+
 @command("evaluate", EvaluateParams)
 def _evaluate(params: EvaluateParams) -> None:
     from .ensemble.evaluate import evaluate
@@ -150,6 +157,13 @@ def _predict(params: PredictParams) -> None:
     from .predict import predict
 
     predict(params)
+
+
+@command("export", ExportParams)
+def _export(params: ExportParams) -> None:
+    from .export import export
+
+    export(params)
 
 
 @command("demo", DemoParams)

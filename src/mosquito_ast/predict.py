@@ -15,16 +15,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .audio import AudioError, fit_length, is_audio_file, load_audio
+from .audio import AudioError, fit_length, load_audio
 from .config import PredictParams
-from .data import files_under
 from .ensemble.aggregate import parse_weights, soft_vote
 from .ensemble.members import Member, ensemble_labels, load_members, score_features
 from .features import FeatureSettings, fbank, make_extractor
 from .hardware import resolve_precision, use_physical_cores
 from .io import atomic_write_json, atomic_write_text
+from .lite.runtime import UNCERTAIN, decide, expand_inputs, window_starts
 
-UNCERTAIN = "uncertain"
 
 
 @dataclass
@@ -32,16 +31,6 @@ class Predictions:
     files: pd.DataFrame  # one row per input file (unreadable files too, with their error)
     windows: pd.DataFrame  # one row per window
     labels: list[str]
-
-
-def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
-    """Window starts covering the whole recording; the last one ends at the recording's end."""
-    if num_samples <= window:
-        return [0]
-    starts = list(range(0, num_samples - window + 1, hop))
-    if starts[-1] + window < num_samples:
-        starts.append(num_samples - window)
-    return starts
 
 
 def window_features(path: str | Path, settings: FeatureSettings, hop_seconds: float) -> tuple[np.ndarray, list[float]]:
@@ -55,17 +44,6 @@ def window_features(path: str | Path, settings: FeatureSettings, hop_seconds: fl
     return features, [s / settings.sample_rate for s in starts]
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given, and audio files found recursively in given folders (sorted)."""
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files.extend(sorted(p for p in files_under(item) if is_audio_file(p)))
-        else:
-            files.append(item)
-    return files
-
-
 def top_k_columns(probabilities: np.ndarray, labels: list[str], k: int) -> dict[str, list]:
     order = np.argsort(-probabilities, axis=1)[:, :k]
     columns: dict[str, list] = {}
@@ -73,12 +51,6 @@ def top_k_columns(probabilities: np.ndarray, labels: list[str], k: int) -> dict[
         columns[f"top{rank + 1}_label"] = [labels[i] for i in order[:, rank]]
         columns[f"top{rank + 1}_probability"] = probabilities[np.arange(len(order)), order[:, rank]].tolist()
     return columns
-
-
-def decide(probabilities: np.ndarray, labels: list[str], abstain_below: float) -> str:
-    """The most probable label, or `uncertain` when its probability is below `abstain_below`."""
-    best = int(probabilities.argmax())
-    return UNCERTAIN if probabilities[best] < abstain_below else labels[best]
 
 
 def predict_files(members: Sequence[Member], files: Sequence[str | Path], params: PredictParams) -> Predictions:

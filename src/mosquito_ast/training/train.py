@@ -48,14 +48,18 @@ class ClassifierModule(EpochModule):
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         features, targets = batch
-        features, soft_targets = augment_batch(features, targets, len(self.model.labels), self.params, self.features)
-        logits = self.model(features)
-        loss = torch.nn.functional.cross_entropy(logits.float(), soft_targets, weight=self.class_weights,
-                                                 label_smoothing=self.params.label_smoothing)
+        loss = self.batch_loss(features, targets)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(targets))
         self._largest_batch = max(self._largest_batch, len(targets))
         self._train_losses.append(float(loss.detach()))
         return loss
+
+    def batch_loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch, augmentations included (`distill` replaces it)."""
+        features, soft_targets = augment_batch(features, targets, len(self.model.labels), self.params, self.features)
+        logits = self.model(features)
+        return torch.nn.functional.cross_entropy(logits.float(), soft_targets, weight=self.class_weights,
+                                                 label_smoothing=self.params.label_smoothing)
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
@@ -92,8 +96,14 @@ class ClassifierModule(EpochModule):
 def augment_batch(features: torch.Tensor, targets: torch.Tensor, num_classes: int, params: TrainParams,
                   settings: FeatureSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply the chosen augmentations to normalized features; returns features and soft targets."""
+    return augment_features(features, torch.nn.functional.one_hot(targets, num_classes).float(), params, settings)
+
+
+def augment_features(features: torch.Tensor, soft: torch.Tensor, params, settings: FeatureSettings
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`augment_batch` with per-clip target rows of any width (N, ...): mixup blends them with the clips,
+    the other augmentations leave them as they are. `params` needs the augmentation fields of TrainParams."""
     chosen = set(params.augment)
-    soft = torch.nn.functional.one_hot(targets, num_classes).float()
     if "roll" in chosen:
         features = augment.roll_time(features)
     if "gain" in chosen:

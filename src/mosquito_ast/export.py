@@ -1,0 +1,390 @@
+"""`export`: a member, or a whole ensemble with its soft vote, as one ONNX graph from the clip's fbank to
+class probabilities, with a `model.json` beside it; `--int8` adds an onnxruntime-quantized copy.
+
+The graph takes the un-normalized log-mel fbank exactly as `features.fbank` returns it, input `fbank`
+(batch, frames, mel) float32 with a dynamic batch axis. Inside it each member normalizes with its own
+statistics ((x - mean) / (2 * std)), runs, and takes its softmax; the columns follow the first member's
+label order (`ensemble_labels`) and the members' probabilities are averaged with the vote's weights.
+Output `probabilities` (batch, classes) float32. A runtime without PyTorch (`mosquito_ast.lite`) needs
+only the fbank and onnxruntime.
+
+The export checks itself: onnxruntime and PyTorch (`score_features` + `soft_vote`, the path of
+`evaluate` and `predict`, in fp32) score the same clips, and the largest probability difference and the
+share of identical labels are printed and recorded in model.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .audio import is_audio_file
+from .config import ConfigError, ExportParams
+from .data import DatasetError, Sample, discover, files_under
+from .ensemble.aggregate import parse_weights, soft_vote
+from .ensemble.members import Member, ensemble_labels, load_members, score_features
+from .features import FeatureSettings, compute_features, open_cache
+from .hardware import use_physical_cores
+from .io import atomic_path, atomic_write_json
+
+FORMAT = "mosquito-ast-onnx"
+ONNX_NAME = "model.onnx"
+INT8_NAME = "model.int8.onnx"
+JSON_NAME = "model.json"
+INPUT_NAME = "fbank"
+OUTPUT_NAME = "probabilities"
+OPSET = 17
+QUANTIZED_OPS = ["MatMul", "Gemm"]
+WEIGHT_TYPES = ("QInt8", "QUInt8")  # dynamic quantization: both tried, the one agreeing more with PyTorch kept
+MAX_ONNX_BYTES = 2 * 1024 ** 3 - 64 * 1024 ** 2  # one protobuf file holds < 2 GiB; keep a margin for the graph
+FP32_TOLERANCE = 1e-3  # a larger fp32 difference means a broken export: warned about
+
+
+class EnsembleGraph(nn.Module):
+    """What the ONNX graph computes: fbank -> per member (normalize, classifier, softmax, columns in the
+    ensemble's label order) -> weighted mean over members."""
+
+    def __init__(self, members: Sequence[Member], weights: Sequence[float]) -> None:
+        super().__init__()
+        labels = ensemble_labels(members)
+        self.models = nn.ModuleList(member.model for member in members)
+        self.norms = [(float(m.features.norm_mean), float(m.features.norm_std)) for m in members]
+        self.orders = [None if m.labels == labels else [m.labels.index(name) for name in labels] for m in members]
+        self.weights = [float(w) for w in weights]
+
+    def forward(self, fbank: torch.Tensor) -> torch.Tensor:
+        total = None
+        for model, (mean, std), order, weight in zip(self.models, self.norms, self.orders, self.weights):
+            probabilities = model((fbank - mean) / (2 * std)).softmax(dim=-1)
+            if order is not None:
+                probabilities = probabilities[:, order]
+            if len(self.models) > 1:
+                probabilities = probabilities * weight
+            total = probabilities if total is None else total + probabilities
+        return total
+
+
+@dataclass
+class Check:
+    """ONNX against PyTorch on the self-check clips."""
+
+    max_probability_difference: float
+    same_label: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"max_probability_difference": self.max_probability_difference, "same_label": self.same_label}
+
+    def line(self) -> str:
+        return (f"largest probability difference {self.max_probability_difference:.2e}, "
+                f"same label {self.same_label:.1%}")
+
+
+@dataclass
+class ExportResult:
+    """What `export` wrote: the folder, model.json's content and the summary lines it printed."""
+
+    output: Path
+    info: dict[str, Any]
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def onnx(self) -> Path:
+        return self.output / self.info["onnx"]
+
+
+def shared_features(members: Sequence[Member]) -> FeatureSettings:
+    """The first member's feature settings; every member must extract its fbank the same way."""
+    reference = members[0]
+    for member in members[1:]:
+        if member.features.extraction_key() != reference.features.extraction_key():
+            raise ConfigError(
+                f"member {member.name} ({member.folder}) extracts features as {member.features.extraction_key()}, "
+                f"{reference.name} as {reference.features.extraction_key()}: one exported graph takes one fbank; "
+                f"export members of the same feature settings together")
+    return reference.features
+
+
+def check_size(members: Sequence[Member]) -> None:
+    total = sum(p.numel() * 4 for m in members for p in m.model.parameters())
+    if total > MAX_ONNX_BYTES:
+        raise ConfigError(f"the {len(members)} members hold {total / 1e9:.1f} GB of fp32 weights, more than one "
+                          f"ONNX file can (2 GB): export fewer members, or distil them into one student first")
+
+
+def export_graph(module: nn.Module, path: Path, features: FeatureSettings) -> None:
+    """Trace `module` to ONNX at `path` (TorchScript exporter, opset 17, dynamic batch axis). torch's newer
+    dynamo exporter needs onnxscript and writes graphs onnxruntime's quantizer cannot shape-infer."""
+    example = torch.full((2, features.max_length, features.num_mel_bins), features.norm_mean)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+        torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          opset_version=OPSET, do_constant_folding=True, dynamo=False)
+
+
+def untie_initializers(source: Path, target: Path) -> Path:
+    """`source`, or a copy at `target` where every Gemm weight feeds one node only. The exporter stores
+    equal weights once (members copied from one another), and onnxruntime's quantizer, turning a shared
+    Gemm weight into a MatMul one, would transpose it for one node and break the other."""
+    import onnx
+
+    model = onnx.load(str(source))
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    gemm_weights = {name for node in model.graph.node if node.op_type == "Gemm" for name in node.input}
+    seen: set[str] = set()
+    copies = []
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name not in initializers or name not in gemm_weights:
+                continue
+            if name in seen:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(initializers[name])
+                copy.name = f"{name}.untied{len(copies)}"
+                copies.append(copy)
+                node.input[index] = copy.name
+            seen.add(name)
+    if not copies:
+        return source
+    model.graph.initializer.extend(copies)
+    onnx.save(model, str(target))
+    return target
+
+
+def quantize(source: Path, target: Path, weight_type: str) -> None:
+    """Dynamic int8 quantization: MatMul/Gemm weights stored in int8, activations quantized at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet_logging():  # "consider pre-processing": shape inference adds nothing to these graphs
+        quantize_dynamic(str(source), str(target), weight_type=QuantType[weight_type],
+                         op_types_to_quantize=QUANTIZED_OPS)
+
+
+def quantize_static(source: Path, target: Path, calibration: np.ndarray, batch_size: int) -> None:
+    """Static int8 quantization (QDQ, MatMul/Gemm) with activation ranges calibrated on `calibration` fbank."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{INPUT_NAME: calibration[s:s + batch_size]}
+                                 for s in range(0, len(calibration), batch_size)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with _quiet_logging():
+        ort_quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=QUANTIZED_OPS)
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session; `threads` sets the intra-op threads (None = onnxruntime's default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, features: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Probabilities (items, classes) of un-normalized fbank (items, frames, mel), in batches."""
+    parts = [session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(features[s:s + batch_size], np.float32)})[0]
+             for s in range(0, len(features), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, session.get_outputs()[0].shape[1]), np.float32)
+
+
+def compare(onnx: np.ndarray, reference: np.ndarray) -> Check:
+    return Check(float(np.abs(onnx - reference).max()), float((onnx.argmax(axis=1) == reference.argmax(axis=1)).mean()))
+
+
+def spread(items: Sequence, count: int) -> list:
+    """`count` items evenly spaced over `items` (all of them when there are fewer)."""
+    if len(items) <= count:
+        return list(items)
+    return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, count).round().astype(int))]
+
+
+def training_clips(members: Sequence[Member]) -> tuple[list[Sample], str] | None:
+    """The labeled clips of the first member whose recorded training data is still where it was."""
+    for member in members:
+        source = member.config.get("data", {}).get("train")
+        if not source or not Path(source).exists():
+            continue
+        try:
+            samples = discover(source)
+        except DatasetError:
+            continue
+        if samples:
+            return samples, f"training clips of {member.name} ({source})"
+    return None
+
+
+def audio_files(source: str | Path) -> list[str]:
+    """Audio files of a folder (searched recursively) or the paths of a manifest CSV."""
+    source = Path(source)
+    if source.is_dir():
+        found = sorted(str(p) for p in files_under(source) if is_audio_file(p))
+        if not found:
+            raise DatasetError(f"{source}: no audio files found")
+        return found
+    return [s.path for s in discover(source)]
+
+
+def check_clips(members: Sequence[Member], params: ExportParams, workdir: Path) -> tuple[list[str], str]:
+    """Paths of the self-check clips and where they come from: --check-data, else the members' training
+    clips when reachable, else clips generated into `workdir` at the members' sample rate and length."""
+    if params.check_data:
+        return spread(sorted(audio_files(params.check_data)), params.check_clips), str(params.check_data)
+    found = training_clips(members)
+    if found:
+        samples, source = found
+        ordered = sorted(samples, key=lambda s: (s.label, s.path))
+        return [s.path for s in spread(ordered, params.check_clips)], source
+    from .synth import DEFAULT_SPECIES, generate_dataset
+
+    settings = members[0].features
+    recordings = 2
+    per_recording = -(-params.check_clips // (recordings * len(DEFAULT_SPECIES)))
+    paths = generate_dataset(workdir / "clips", recordings_per_species=recordings, clips_per_recording=per_recording,
+                             clip_seconds=settings.clip_seconds, sample_rate=settings.sample_rate, seed=0)
+    return [str(p) for p in spread(sorted(paths), params.check_clips)], "generated clips (training clips not found)"
+
+
+def clip_features(paths: Sequence[str], settings: FeatureSettings, params: ExportParams, source: str) -> np.ndarray:
+    table = compute_features(paths, settings, open_cache(params.cache_dir, params.no_cache),
+                             description="features", progress=params.progress)
+    if not len(table.paths):
+        raise DatasetError(f"{source}: none of the {len(paths)} clips could be read")
+    return table.features
+
+
+def pytorch_probabilities(members: Sequence[Member], features: np.ndarray, weights: np.ndarray,
+                          batch_size: int) -> np.ndarray:
+    """The soft vote as `evaluate` and `predict` compute it, in fp32 on the CPU: (items, classes)."""
+    key = members[0].features.extraction_key()
+    member_probabilities = score_features(members, {key: features}, "32", batch_size, device="cpu")
+    return soft_vote(member_probabilities, weights).astype(np.float32)
+
+
+def _megabytes(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.1f} MB"
+
+
+def export(params: ExportParams) -> ExportResult:
+    """Write `model.onnx` (+ `model.int8.onnx` with --int8) and `model.json` into `params.output`, each file
+    atomically (model.json last), after checking ONNX against PyTorch on a few clips."""
+    output = Path(params.output)
+    if output.exists() and not output.is_dir():
+        raise FileExistsError(f"{output}: exists and is not a folder")
+    if (output / ONNX_NAME).exists() and not params.overwrite:
+        raise FileExistsError(f"{output / ONNX_NAME}: an export already exists here (use --overwrite to replace it)")
+    use_physical_cores()
+    members = load_members(params.models, params.labels or None, params.progress)
+    names = [m.name for m in members]
+    weights = parse_weights(params.weights, names)
+    settings = shared_features(members)
+    check_size(members)
+    labels = ensemble_labels(members)
+    for member in members:
+        member.model.float().eval()
+    graph = EnsembleGraph(members, weights).eval()
+
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        print(line)
+
+    output.mkdir(parents=True, exist_ok=True)
+    int8_target = contextlib.nullcontext() if not params.int8 else atomic_path(output / INT8_NAME, ".onnx")
+    with tempfile.TemporaryDirectory(prefix="mosquito-ast-export-") as scratch, \
+            atomic_path(output / JSON_NAME) as json_path, \
+            atomic_path(output / ONNX_NAME, ".onnx") as fp32_path, \
+            int8_target as int8_path:
+        workdir = Path(scratch)
+        export_graph(graph, fp32_path, settings)
+        paths, source = check_clips(members, params, workdir)
+        features = clip_features(paths, settings, params, source)
+        reference = pytorch_probabilities(members, features, weights, params.batch_size)
+        fp32 = compare(run_onnx(onnx_session(fp32_path), features, params.batch_size), reference)
+        kind = f"ensemble of {len(members)} members" if len(members) > 1 else f"member {names[0]}"
+        say(f"export: {kind} -> {output / ONNX_NAME} (fp32, {_megabytes(fp32_path)})")
+        say(f"self-check on {len(features)} clips ({source}), ONNX fp32 vs PyTorch: {fp32.line()}")
+        if fp32.max_probability_difference > FP32_TOLERANCE:
+            say(f"warning: the fp32 graph differs from PyTorch by more than {FP32_TOLERANCE:g}")
+        self_check: dict[str, Any] = {"clips": len(features), "source": source, **fp32.to_dict(),
+                                      "fp32": fp32.to_dict()}
+        info: dict[str, Any] = {
+            "format": FORMAT, "labels": labels, "features": settings.to_dict(), "members": names,
+            "weights": [float(w) for w in weights], "precision": "int8" if params.int8 else "fp32",
+            "onnx": INT8_NAME if params.int8 else ONNX_NAME,
+        }
+        if params.int8:
+            info["onnx_fp32"] = ONNX_NAME
+            quantization, int8 = _quantize_best(fp32_path, int8_path, workdir, features, reference, params, settings)
+            info["quantization"] = quantization
+            self_check.update(int8.to_dict())
+            self_check["int8"] = int8.to_dict()
+            say(f"int8 ({quantization['method']}, {quantization['weight_type']} weights) vs PyTorch: {int8.line()} "
+                f"-> {output / INT8_NAME} ({_megabytes(int8_path)})")
+        info.update({
+            "input": {"name": INPUT_NAME, "shape": ["batch", settings.max_length, settings.num_mel_bins],
+                      "normalized": False},
+            "output": {"name": OUTPUT_NAME, "shape": ["batch", len(labels)]},
+            "member_features": {m.name: m.features.to_dict() for m in members},
+            "opset": OPSET, "tool_version": __version__, "self_check": self_check,
+        })
+        atomic_write_json(json_path, info)
+    if not params.int8 and (output / INT8_NAME).exists():
+        (output / INT8_NAME).unlink()  # left by an earlier --int8 export; model.json no longer names it
+    say(f"wrote {output / JSON_NAME}")
+    return ExportResult(output, info, lines)
+
+
+def _quantize_best(fp32_path: Path, int8_path: Path, workdir: Path, features: np.ndarray, reference: np.ndarray,
+                   params: ExportParams, settings: FeatureSettings) -> tuple[dict[str, Any], Check]:
+    """Quantize `fp32_path` into `int8_path`: statically with --calibration clips, else dynamically with the
+    weight type (QInt8, QUInt8) that agrees more with PyTorch on the self-check clips (then the smaller
+    largest difference)."""
+    source = untie_initializers(fp32_path, workdir / "model.untied.onnx")
+    if params.calibration:
+        paths = spread(audio_files(params.calibration), params.calibration_clips)
+        calibration = clip_features(paths, settings, params, str(params.calibration))
+        quantize_static(source, int8_path, calibration, params.batch_size)
+        check = compare(run_onnx(onnx_session(int8_path), features, params.batch_size), reference)
+        return {"method": "static", "weight_type": "QInt8", "activation_type": "QInt8", "format": "QDQ",
+                "calibration_clips": len(calibration), "ops": QUANTIZED_OPS}, check
+    candidates: dict[str, Check] = {}
+    for weight_type in WEIGHT_TYPES:
+        candidate = workdir / f"model.{weight_type}.onnx"
+        quantize(source, candidate, weight_type)
+        candidates[weight_type] = compare(run_onnx(onnx_session(candidate), features, params.batch_size), reference)
+    best = max(WEIGHT_TYPES, key=lambda t: (candidates[t].same_label, -candidates[t].max_probability_difference))
+    shutil.copyfile(workdir / f"model.{best}.onnx", int8_path)
+    return {"method": "dynamic", "weight_type": best, "ops": QUANTIZED_OPS,
+            "candidates": {t: c.to_dict() for t, c in candidates.items()}}, candidates[best]

@@ -1,0 +1,277 @@
+"""Distil an ensemble into one student member: the teachers' soft vote as targets, `train`'s loop.
+
+Soft targets. The teachers are scored once, before training, on the un-augmented clips
+(`ensemble.members.score_features`, the core of `predict_probabilities`, on the features the student
+trains on). Members give probabilities, not logits, so the target at temperature T is
+softmax(log p / T) of the (weighted) soft vote p, the vote `evaluate` scores. For one teacher this is
+exactly its tempered softmax: log softmax(z) = z - logsumexp(z) differs from the logits z by a constant
+per clip, which the softmax removes, so softmax(log p / T) = softmax(z / T). For several teachers it
+tempers their average, not the average of their tempered outputs; the two differ only through the
+members' own averaging. With mixup the targets are blended with their clips.
+
+Loss per batch: alpha * T^2 * KL(targets || softmax(student logits / T)) (mean over clips) +
+(1 - alpha) * the cross-entropy of the student (at T = 1) with the true labels, averaged over the clips
+that have one (class-weighted with --class-weight balanced). Data without labels trains on the KL term
+alone (alpha = 1). T^2 keeps the KL gradients' scale independent of T.
+
+The student is an ordinary member folder: the teachers' labels (by name, in the first member's order) and
+feature settings, a fresh encoder of --preset, the last epoch kept; its config records the teachers.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from .. import __version__
+from ..checkpoints.classifier import save_member
+from ..config import ConfigError, DistillParams
+from ..data import DatasetError, Sample, discover
+from ..ensemble.aggregate import parse_weights, soft_vote
+from ..ensemble.members import Member, ensemble_labels, load_members, score_features
+from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_stats, normalize
+from ..hardware import resolve_precision, use_physical_cores
+from ..io import atomic_write_text
+from ..models.classifier import ASTClassifier
+from ..models.encoder import build_encoder, encoder_config
+from .datasets import ClipDataModule, ClipSet, load_clip_set
+from .loop import FiniteGuard, LastCheckpoint, make_trainer, resume_checkpoint
+from .optim import optimizer_steps
+from .pretrain import load_unlabeled
+from .train import ClassifierModule, augment_features, balanced_class_weights
+
+SMALLEST_PROBABILITY = 1e-12  # floor before the log: a float32 softmax can underflow to 0
+
+
+class DistillLoss(NamedTuple):
+    total: torch.Tensor
+    kl: torch.Tensor
+    cross_entropy: torch.Tensor
+
+
+def tempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T) per row: the tempered softmax of the logits behind p (see the module notes)."""
+    logits = np.log(np.maximum(np.asarray(probabilities, np.float64), SMALLEST_PROBABILITY)) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=-1, keepdims=True)
+
+
+def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, hard: torch.Tensor, labelled: torch.Tensor,
+                      temperature: float, alpha: float, class_weights: torch.Tensor | None = None) -> DistillLoss:
+    """alpha * T^2 * KL(teacher || softmax(logits / T)) + (1 - alpha) * cross-entropy with `hard`.
+
+    `teacher`: (N, C) targets already at temperature T; `hard`: (N, C) one-hot true labels (rows of
+    zeros for unlabelled clips; mixup blends them); `labelled`: (N,) 1 for clips with a label (blended
+    alike). The KL is averaged over all clips, the cross-entropy over the labelled ones (0 without any)."""
+    logits = logits.float()
+    log_student = torch.log_softmax(logits / temperature, dim=-1)
+    kl = (torch.xlogy(teacher, teacher) - teacher * log_student).sum(-1).mean()
+    weights = class_weights if class_weights is not None else torch.ones(logits.shape[-1], device=logits.device)
+    # mixup keeps the batch's labelled mass (a permutation of it is blended in), so it counts the labelled
+    # clips; without any, `hard` is all zeros and so is the sum
+    cross_entropy = -(hard * weights * torch.log_softmax(logits, dim=-1)).sum() / labelled.sum().clamp_min(1.0)
+    total = alpha * temperature ** 2 * kl + (1 - alpha) * cross_entropy
+    return DistillLoss(total, kl, cross_entropy)
+
+
+def packed_targets(teacher: np.ndarray, targets: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """One float row per clip: [teacher targets at T (C), one-hot true label or zeros (C), labelled flag],
+    so the datamodule batches them and mixup blends them together with the clips."""
+    count = len(teacher)
+    hard = torch.zeros(count, num_classes)
+    flag = torch.zeros(count, 1)
+    if targets is not None:
+        hard = torch.nn.functional.one_hot(targets, num_classes).float()
+        flag[:] = 1.0
+    return torch.cat([torch.from_numpy(teacher.astype(np.float32)), hard, flag], dim=1)
+
+
+class DistillModule(ClassifierModule):
+    """`train`'s module (optimizer, schedule, validation metrics, history) with the distillation loss."""
+
+    def __init__(self, model: ASTClassifier, params: DistillParams, total_steps: int, features: FeatureSettings,
+                 alpha: float, class_weights: torch.Tensor | None = None) -> None:
+        super().__init__(model, params, total_steps, features, class_weights)
+        self.alpha = alpha
+
+    def batch_loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        features, targets = augment_features(features, targets, self.params, self.features)
+        k = len(self.model.labels)
+        loss = distillation_loss(self.model(features), targets[:, :k], targets[:, k:2 * k], targets[:, 2 * k],
+                                 self.params.temperature, self.alpha, self.class_weights)
+        self.log_dict({"train_kl": loss.kl, "train_ce": loss.cross_entropy}, on_step=True, on_epoch=False,
+                      batch_size=len(features))
+        return loss.total
+
+
+def load_teachers(params: DistillParams) -> tuple[list[Member], np.ndarray]:
+    """The teachers and their soft-vote weights; all must share one feature extraction."""
+    members = load_members(params.models, params.labels or None, params.progress)
+    keys = {m.features.extraction_key() for m in members}
+    if len(keys) > 1:
+        listing = "; ".join(f"{m.name}: {m.features.extraction_key()}" for m in members)
+        raise ConfigError(f"{params.models}: the teachers differ in feature settings ({listing}); distil from "
+                          f"members of one feature setting")
+    return members, parse_weights(params.weights, [m.name for m in members])
+
+
+def labelled_samples(source: str | Path, use_labels: str, labels: Sequence[str], group_by: str) -> list[Sample] | None:
+    """The labelled clips of `source`, or None when its clips are used unlabelled (see --use-labels).
+    A labelled clip of a class the teachers do not know is an error naming the class."""
+    source = Path(source)
+    if use_labels == "no":
+        return None
+    if not source.exists():
+        raise DatasetError(f"{source}: no such file or directory")
+    if source.is_file():
+        with open(source, newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if "label" not in header:
+            if use_labels == "yes":
+                raise DatasetError(f"{source}: --use-labels yes needs a manifest with a 'label' column")
+            return None
+    elif use_labels == "auto":
+        folders = {p.name for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        if not folders & set(labels):
+            print(f"distill: no sub-folder of {source} is named after a teacher class; its audio is used unlabelled")
+            return None
+    samples = discover(source, group_by)
+    unknown = sorted({s.label for s in samples} - set(labels))
+    if unknown:
+        raise DatasetError(f"{source}: classes the teachers do not know: {', '.join(unknown)} "
+                           f"(teachers know {', '.join(labels)})")
+    return samples
+
+
+def working_folder(output: str | Path) -> Path:
+    """Checkpoints and history beside the student: `<output>-run/`."""
+    output = Path(output)
+    return output.with_name(output.name + "-run")
+
+
+def student_settings(params: DistillParams, teacher: FeatureSettings, features: np.ndarray) -> FeatureSettings:
+    if params.norm_stats == "audioset":
+        return teacher.with_stats(AUDIOSET_MEAN, AUDIOSET_STD)
+    if params.norm_stats == "dataset":
+        return teacher.with_stats(*dataset_stats(features))
+    return teacher
+
+
+def training_groups(members: Sequence[Member], samples: list[Sample] | None) -> list[str] | None:
+    """Recordings the student learned from, directly or through its teachers; None when unknown."""
+    teacher_groups = [m.train_groups for m in members]
+    if samples is None or any(g is None for g in teacher_groups):
+        return None
+    return sorted({s.group for s in samples}.union(*teacher_groups))
+
+
+def distill(params: DistillParams, callbacks: Sequence[Callback] = ()) -> Path:
+    """Train one student on the soft votes of the members under `params.models`; returns its folder."""
+    member_dir, run_dir = Path(params.output), working_folder(params.output)
+    if member_dir.resolve().is_relative_to(Path(params.models).resolve()):
+        raise ConfigError(f"--output {member_dir} lies inside --models {params.models}: the student would be "
+                          f"taken for a teacher; put it elsewhere")
+    if member_dir.exists() and not (params.overwrite or params.resume):
+        raise FileExistsError(f"{member_dir}: a member already exists (use --overwrite to replace it)")
+    last_checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if params.resume and not last_checkpoint.exists() and member_dir.exists():
+        print(f"{member_dir}: already finished, nothing to resume")
+        return member_dir
+    precision = resolve_precision(params.precision)
+    threads = use_physical_cores()
+    members, weights = load_teachers(params)
+    labels = ensemble_labels(members)
+    teacher_settings = members[0].features
+    samples = labelled_samples(params.data, params.use_labels, labels, params.group_by)
+    print(f"distill: {len(members)} teachers -> {params.preset} student, T {params.temperature:g}, "
+          f"alpha {params.alpha:g}, precision {precision}, {threads} CPU threads")
+    L.seed_everything(params.seed, verbose=False)
+
+    if samples is not None:
+        train_set = load_clip_set(params.data, params, teacher_settings, params.progress)
+        train_targets = train_set.targets(labels)
+    else:
+        paths, features = load_unlabeled(params.data, params, teacher_settings)
+        train_set, train_targets = ClipSet([Sample(p, "", "") for p in paths], features), None
+    if not len(train_set.features):
+        raise DatasetError(f"{params.data}: no readable clips to distil on")
+    val_set = (load_clip_set(params.validation_dir, params, teacher_settings, params.progress) if params.validation_dir
+               else ClipSet([], np.zeros((0, *train_set.features.shape[1:]), np.float32)))
+    unknown = sorted({s.label for s in val_set.samples} - set(labels))
+    if unknown:
+        raise DatasetError(f"{params.validation_dir}: classes the teachers do not know: {', '.join(unknown)}")
+    alpha = params.alpha if train_targets is not None else 1.0
+    if alpha != params.alpha:
+        print(f"distill: {params.data} has no labels; training on the KL term alone (alpha 1)")
+
+    key = teacher_settings.extraction_key()
+    probabilities = score_features(members, {key: train_set.features}, precision, progress=params.progress)
+    vote = soft_vote(probabilities, weights)
+    teacher = tempered(vote, params.temperature)
+    if train_targets is not None:
+        agreement = float((vote.argmax(1) == train_targets.numpy()).mean())
+        print(f"  soft vote agrees with {agreement:.1%} of the {len(train_targets)} labels of {params.data}")
+
+    settings = student_settings(params, teacher_settings, train_set.features)
+    model = ASTClassifier(build_encoder(encoder_config(params.preset, settings, params.dropout)), labels)
+    schedule = [params.batch_size_for(e) for e in range(params.epochs)]
+    total_steps = optimizer_steps(len(train_set.features), schedule, params.grad_accumulation)
+    class_weights = None
+    if params.class_weight == "balanced" and train_targets is not None:
+        class_weights = balanced_class_weights(train_targets, len(labels))
+        class_weights[~torch.isfinite(class_weights)] = 0.0  # a class without labelled clips
+    datamodule = ClipDataModule(
+        torch.from_numpy(normalize(train_set.features, settings)), packed_targets(teacher, train_targets, len(labels)),
+        torch.from_numpy(normalize(val_set.features, settings)), val_set.targets(labels),
+        params.batch_size_for, params.seed)
+    module = DistillModule(model, params, total_steps, settings, alpha, class_weights)
+    trainer = make_trainer(params, precision, run_dir,
+                           [*callbacks, FiniteGuard(f"distill {member_dir.name}"), LastCheckpoint(last_checkpoint)],
+                           validate=bool(val_set.samples))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(last_checkpoint) if params.resume else None)
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"distillation into {member_dir} interrupted; continue it with --resume")
+
+    history = pd.DataFrame(module.history)
+    atomic_write_text(run_dir / "history.csv", history.to_csv(index=False))
+    teacher_names = [m.name for m in members]
+    data = {"train": str(params.data) if samples is not None else "",
+            "validation": str(params.validation_dir or ""),
+            "train_clips": len(train_set.features),
+            "labelled_clips": 0 if train_targets is None else len(train_targets),
+            "validation_clips": len(val_set.samples),
+            "validation_groups": val_set.groups(),
+            "skipped_files": [str(e) for e in train_set.bad + val_set.bad]}
+    groups = training_groups(members, None if samples is None else train_set.samples)
+    if groups is not None:
+        data["train_groups"] = groups  # with the teachers': the student learned from them too
+    value = module.history[-1].get("balanced_accuracy") if module.history else None
+    extra = {
+        "training": params.to_dict(),
+        "precision": precision,
+        "data": data,
+        "distilled_from": teacher_names,
+        "distillation": {
+            "teachers": [{"name": m.name, "folder": str(m.folder), "weight": float(w)}
+                         for m, w in zip(members, weights)],
+            "models": str(params.models), "data": str(params.data), "temperature": params.temperature,
+            "alpha": alpha, "alpha_requested": params.alpha, "labelled": samples is not None,
+            "soft_targets": "softmax(log(weighted mean of member probabilities) / T), computed once on the "
+                            "un-augmented clips",
+        },
+        "mosquito_ast_version": __version__,
+        "history": module.history, "best_epoch": len(module.history), "selected": "last",
+        "best_metric": {"name": "balanced_accuracy", "value": value},
+    }
+    save_member(module.model, member_dir, settings, extra)
+    shown = f"validation balanced accuracy {value:.4f}" if value is not None else "no validation set"
+    print(f"last epoch {len(module.history)}: {shown} -> {member_dir}")
+    return member_dir

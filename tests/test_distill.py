@@ -1,0 +1,158 @@
+"""`distill`: a student member trained on an ensemble's soft votes."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mosquito_ast.cli import app
+from mosquito_ast.config import ConfigError, DistillParams, TrainParams
+from mosquito_ast.data import DatasetError
+from mosquito_ast.ensemble.members import load_members, predict_probabilities
+from mosquito_ast.training.distill import distill, distillation_loss, labelled_samples, tempered, working_folder
+from mosquito_ast.training.train import train
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory, tiny_member, synth_split, feature_cache_dir):
+    """Two tiny members (the shared one and one more seed) in one ensemble folder."""
+    root = tmp_path_factory.mktemp("teachers")
+    other = train(TrainParams(train_dir=str(synth_split[0]), output=str(root / "runs"), postfix="seed5", preset="tiny",
+                              epochs=2, batch_sizes=[8], learning_rate=1e-3, select="last", precision="32",
+                              progress=False, cache_dir=str(feature_cache_dir), seed=5))
+    shutil.copytree(tiny_member, root / "ensemble" / "a")
+    shutil.copytree(other, root / "ensemble" / "b")
+    return root / "ensemble"
+
+
+def distill_params(teachers, data, output, cache, **overrides) -> DistillParams:
+    values = dict(models=str(teachers), data=str(data), output=str(output), epochs=2, batch_sizes=[8],
+                  precision="32", progress=False, cache_dir=str(cache), seed=1)
+    values.update(overrides)
+    return DistillParams(**values)
+
+
+def test_student_is_a_member_folder_that_records_its_teachers(teachers, synth_split, feature_cache_dir, tmp_path):
+    student = distill(distill_params(teachers, synth_split[0], tmp_path / "student", feature_cache_dir,
+                                     validation_dir=str(synth_split[1])))
+    [member] = load_members(student)
+    ensemble = load_members(teachers)
+    assert member.labels == ensemble[0].labels
+    assert member.features == ensemble[0].features  # the teachers' extraction and normalization
+    assert member.model.encoder.config.hidden_size < 768  # the tiny encoder
+    config = json.loads((student / "config.json").read_text())
+    assert config["distilled_from"] == ["a", "b"]
+    assert config["distillation"]["temperature"] == 2.0 and config["distillation"]["alpha"] == 0.5
+    assert config["distillation"]["data"] == str(synth_split[0]) and config["distillation"]["labelled"]
+    assert config["selected"] == "last" and [row["epoch"] for row in config["history"]] == [1, 2]
+    assert "balanced_accuracy" in config["history"][-1]  # the validation set reports
+    # the student learned the teachers' recordings through them: its training groups include theirs
+    assert set(ensemble[0].train_groups) <= set(config["data"]["train_groups"])
+    assert config["data"]["train"] == str(synth_split[0]) and config["data"]["labelled_clips"] == 60
+    assert list(pd.read_csv(working_folder(student) / "history.csv").epoch) == [1, 2]
+    clips = sorted(str(p) for p in synth_split[1].rglob("*.wav"))
+    scored = predict_probabilities([member], clips, distill_params(teachers, "x", "y", feature_cache_dir), progress=False)
+    assert scored.probabilities.shape == (1, len(clips), 4)
+    with pytest.raises(FileExistsError):
+        distill(distill_params(teachers, synth_split[0], student, feature_cache_dir))
+
+
+def test_unlabelled_folder_trains_on_the_kl_term_alone(teachers, synth_split, feature_cache_dir, tmp_path):
+    unlabelled = tmp_path / "field-recordings"
+    unlabelled.mkdir()
+    for index, clip in enumerate(sorted(synth_split[0].rglob("*.wav"))[::3]):  # no class structure at all
+        shutil.copy(clip, unlabelled / f"trap_{index:03d}.wav")
+    student = distill(distill_params(teachers, unlabelled, tmp_path / "student", feature_cache_dir, epochs=1))
+    config = json.loads((student / "config.json").read_text())
+    assert config["distillation"]["labelled"] is False and config["distillation"]["alpha"] == 1.0
+    assert config["data"]["train"] == "" and config["data"]["labelled_clips"] == 0
+    assert config["data"]["train_clips"] == 20 and "train_groups" not in config["data"]  # unknown: not claimed
+    assert math.isfinite(config["history"][-1]["train_loss"])
+    load_members(student)
+
+
+def test_which_data_counts_as_labelled(synth_split, tmp_path):
+    labels = sorted(p.name for p in synth_split[0].iterdir())
+    assert len(labelled_samples(synth_split[0], "auto", labels, "auto")) == 60
+    assert labelled_samples(synth_split[0], "no", labels, "auto") is None
+    paths_only = tmp_path / "paths.csv"
+    pd.DataFrame({"path": [str(p) for p in sorted(synth_split[0].rglob("*.wav"))]}).to_csv(paths_only, index=False)
+    assert labelled_samples(paths_only, "auto", labels, "auto") is None
+    with pytest.raises(DatasetError, match="'label' column"):
+        labelled_samples(paths_only, "yes", labels, "auto")
+    sessions = tmp_path / "sessions" / "night1"  # folders that are no teacher class: unlabelled
+    sessions.mkdir(parents=True)
+    shutil.copy(next(synth_split[0].rglob("*.wav")), sessions / "clip.wav")
+    assert labelled_samples(tmp_path / "sessions", "auto", labels, "auto") is None
+
+
+def test_kl_term_is_zero_when_the_student_is_the_teacher():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.0, 3.0]])
+    temperature = 3.0
+    teacher = torch.softmax(logits / temperature, dim=-1)
+    no_labels = torch.zeros(2, 3), torch.zeros(2)
+    loss = distillation_loss(logits, teacher, *no_labels, temperature, alpha=1.0)
+    assert float(loss.kl) == pytest.approx(0.0, abs=1e-6) and float(loss.total) == pytest.approx(0.0, abs=1e-5)
+    assert float(loss.cross_entropy) == 0.0
+
+
+def test_distillation_loss_matches_a_hand_computed_value():
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # softmax: (1/4, 3/4); at T = 2: (1, sqrt 3) / (1 + sqrt 3)
+    teacher = torch.tensor([[0.5, 0.5]])
+    hard, labelled = torch.tensor([[0.0, 1.0]]), torch.tensor([1.0])
+    loss = distillation_loss(logits, teacher, hard, labelled, temperature=2.0, alpha=0.25)
+    s = 1 + math.sqrt(3)
+    kl = 0.5 * math.log(0.5 * s) + 0.5 * math.log(0.5 * s / math.sqrt(3))
+    cross_entropy = -math.log(0.75)
+    assert float(loss.kl) == pytest.approx(kl, rel=1e-5)
+    assert float(loss.cross_entropy) == pytest.approx(cross_entropy, rel=1e-5)
+    assert float(loss.total) == pytest.approx(0.25 * 4 * kl + 0.75 * cross_entropy, rel=1e-5)
+    # an unlabelled clip in the batch adds to the KL mean but not to the cross-entropy's
+    both = distillation_loss(logits.repeat(2, 1), teacher.repeat(2, 1), torch.cat([hard, torch.zeros(1, 2)]),
+                             torch.tensor([1.0, 0.0]), temperature=2.0, alpha=0.25)
+    assert float(both.cross_entropy) == pytest.approx(cross_entropy, rel=1e-5)
+
+
+def test_tempered_probabilities_are_the_tempered_softmax_of_the_logits():
+    logits = np.array([[2.0, -1.0, 0.5, 4.0], [0.1, 0.2, 0.3, -5.0]])
+    probabilities = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    expected = torch.softmax(torch.from_numpy(logits) / 2.5, -1).numpy()
+    np.testing.assert_allclose(tempered(probabilities, 2.5), expected, rtol=1e-9)
+    np.testing.assert_allclose(tempered(probabilities, 1.0), probabilities, rtol=1e-9)
+    assert np.isfinite(tempered(np.array([[1.0, 0.0]]), 4.0)).all()
+
+
+def test_unknown_class_is_a_one_line_error(teachers, synth_split, feature_cache_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synth_split[1], data)
+    (data / "Culex unknownii").mkdir()
+    shutil.copy(next(synth_split[1].rglob("*.wav")), data / "Culex unknownii" / "clip.wav")
+    result = CliRunner().invoke(app, ["distill", "--models", str(teachers), "--data", str(data), "--output",
+                                      str(tmp_path / "student"), "--cache-dir", str(feature_cache_dir),
+                                      "--no-progress"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Culex unknownii" in lines[0], result.output
+    assert not (tmp_path / "student").exists()
+
+
+def test_student_inside_the_teachers_folder_is_refused(teachers, tmp_path):
+    with pytest.raises(ConfigError, match="inside --models"):
+        distill(DistillParams(models=str(teachers), data=str(tmp_path), output=str(teachers / "student")))
+
+
+def test_parameters_are_checked():
+    with pytest.raises(ConfigError, match="required"):
+        DistillParams(models="m", data="d")
+    with pytest.raises(ConfigError, match="alpha"):
+        DistillParams(models="m", data="d", output="o", alpha=1.5)
+    with pytest.raises(ConfigError, match="patience"):
+        DistillParams(models="m", data="d", output="o", patience=3)
+    params = DistillParams(models="m", data="d", output="o")
+    assert (params.epochs, params.batch_sizes, params.learning_rate, params.augment, params.preset) == \
+        (30, [16], 1e-3, ["mask"], "tiny")

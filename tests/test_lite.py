@@ -1,0 +1,391 @@
+"""The runtime without PyTorch (`mosquito_ast.lite`): its numpy fbank equals the tool's, it runs with torch,
+transformers, lightning and pandas blocked, abstains below a threshold, and writes predict's columns."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from mosquito_ast.audio import load_clip
+from mosquito_ast.features import FeatureSettings, fbank, make_extractor, normalize
+from mosquito_ast.lite import Fbank, FbankSettings
+from mosquito_ast.lite.__main__ import main as lite_main
+from mosquito_ast.lite.runtime import load_model, predict_files, window_starts
+from mosquito_ast.predict import window_features
+from mosquito_ast.predict import window_starts as predict_window_starts
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mosquito_ast"
+BLOCKED = ("torch", "transformers", "lightning", "pytorch_lightning", "pandas")
+LABELS = ["Ae. aegypti", "An. gambiae", "C. pipiens"]
+TOLERANCE = 1e-3
+
+SETTINGS = {
+    "16k": FeatureSettings(),
+    "8k": FeatureSettings(sample_rate=8000, clip_seconds=0.625, num_mel_bins=64),
+    "16k_fmax4000": FeatureSettings(max_frequency=4000.0),
+    "8k_fmax3000_win": FeatureSettings(sample_rate=8000, clip_seconds=0.5, num_mel_bins=48, window_ms=32.0, hop_ms=8.0,
+                                       max_frequency=3000.0),
+}
+
+
+def lite_settings(settings: FeatureSettings) -> FbankSettings:
+    return FbankSettings.from_dict(settings.to_dict())
+
+
+def generated_waves(settings: FeatureSettings) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    rate, n = settings.sample_rate, int(round(settings.sample_rate * settings.clip_seconds))
+    t = np.arange(n) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 500 * t) + 0.1 * np.sin(2 * np.pi * 1000 * t + 1.0)
+    burst = np.zeros(n)
+    burst[n // 3:n // 3 + 200] = rng.standard_normal(200)  # mostly silence: log floor
+    loud = np.clip(3 * rng.standard_normal(n), -1, 1)
+    return [w.astype(np.float32) for w in (0.1 * rng.standard_normal(n), tone + 0.01 * rng.standard_normal(n), burst,
+                                           loud, np.full(n, 0.25))]
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_fbank_matches_the_tool_on_generated_clips(name):
+    settings = SETTINGS[name]
+    extractor, ours = make_extractor(settings), Fbank(lite_settings(settings))
+    np.testing.assert_allclose(ours.filters, extractor.mel_filters, atol=1e-12)
+    waves = generated_waves(settings)
+    batch = ours(np.stack(waves))
+    assert batch.shape == (len(waves), settings.max_length, settings.num_mel_bins) and batch.dtype == np.float32
+    for wave, row in zip(waves, batch):
+        reference = fbank(wave, settings, extractor)
+        assert np.abs(row - reference).max() < TOLERANCE
+        np.testing.assert_array_equal(ours(wave), row)  # one wave or a batch: the same numbers
+    for length in (50, settings.sample_rate // 10, 3 * settings.sample_rate):  # under one frame, short, long: pad/cut
+        wave = waves[0][:length] if length <= len(waves[0]) else np.tile(waves[0], 3)[:length]
+        assert np.abs(ours(wave) - fbank(wave, settings, extractor)).max() < TOLERANCE
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_fbank_matches_the_tool_on_real_clips(wingbeats, name):
+    settings = SETTINGS[name]
+    files = sorted(wingbeats.rglob("*.wav"))[::7][:30]
+    waves = np.stack([load_clip(f, settings.sample_rate, settings.clip_seconds) for f in files])
+    extractor = make_extractor(settings)
+    reference = np.stack([fbank(w, settings, extractor) for w in waves])
+    difference = np.abs(Fbank(lite_settings(settings))(waves) - reference).max()
+    assert difference < TOLERANCE, f"{name}: max |lite - tool| = {difference}"
+
+
+def test_windows_are_cut_as_predict_cuts_them():
+    for args in [(8000, 16000, 8000), (16000, 16000, 8000), (40000, 16000, 8000), (41000, 16000, 8000),
+                 (123457, 10000, 3333)]:
+        assert window_starts(*args) == predict_window_starts(*args)
+
+
+def test_lite_imports_only_light_modules():
+    """Statically: lite's own modules use only audio, data and io of the package (none of which imports torch)."""
+    allowed = {"mosquito_ast", "mosquito_ast.audio", "mosquito_ast.data", "mosquito_ast.io"}
+    for path in (PACKAGE / "lite").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                if node.level >= 2:
+                    assert f"mosquito_ast.{node.module}" in allowed, f"{path.name} imports ..{node.module}"
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                for name in names:
+                    assert name.split(".")[0] not in BLOCKED + ("sklearn", "matplotlib", "typer"), f"{path.name}: {name}"
+                    assert not name.startswith("mosquito_ast") or name in allowed, f"{path.name} imports {name}"
+
+
+# --- a tiny exported model folder ------------------------------------------------------------------------------
+
+class TinyModel(torch.nn.Module):
+    """What export's contract promises: un-normalized fbank in, normalization inside, probabilities out."""
+
+    def __init__(self, settings: FeatureSettings, classes: int) -> None:
+        super().__init__()
+        self.mean, self.std = settings.norm_mean, settings.norm_std
+        self.linear = torch.nn.Linear(settings.num_mel_bins, classes)
+        with torch.no_grad():  # confident enough that abstaining splits the files
+            self.linear.weight.mul_(20)
+
+    def forward(self, fbank: torch.Tensor) -> torch.Tensor:
+        x = (fbank - self.mean) / (2 * self.std)
+        return torch.softmax(self.linear(x.mean(dim=1)), dim=-1)
+
+
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """The TorchScript exporter (dynamo=False) works with torch alone; the dynamo one needs onnxscript."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (example,), str(path), input_names=["fbank"], output_names=["probabilities"],
+                          dynamic_axes={"fbank": {0: "batch"}, "probabilities": {0: "batch"}}, dynamo=False)
+
+
+def write_model_folder(folder: Path, module: torch.nn.Module, settings: FeatureSettings, labels: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    export_onnx(module, torch.randn(2, settings.max_length, settings.num_mel_bins) - 5, folder / "model.onnx")
+    (folder / "model.json").write_text(json.dumps({
+        "format": "mosquito-ast-onnx", "labels": labels, "features": settings.to_dict(), "members": ["tiny"],
+        "precision": "fp32", "onnx": "model.onnx", "tool_version": "test"}, indent=2))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> tuple[Path, TinyModel]:
+    torch.manual_seed(0)
+    module = TinyModel(FeatureSettings(), len(LABELS)).eval()
+    return write_model_folder(tmp_path_factory.mktemp("onnx") / "tiny model", module, FeatureSettings(), LABELS), module
+
+
+def tone(seconds: float, rate: int, frequency: float, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * frequency * t) + 0.05 * np.sin(2 * np.pi * 3.1 * frequency * t)
+    return np.stack([wave] * channels, axis=1) if channels > 1 else wave
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("lite") / "new recordings"
+    (folder / "night 2").mkdir(parents=True)
+    sf.write(folder / "long.wav", tone(5.2, 16000, 450), 16000)
+    sf.write(folder / "short.wav", tone(0.2, 16000, 600), 16000)
+    sf.write(folder / "stereo.flac", tone(1.0, 16000, 350, channels=2), 16000)
+    sf.write(folder / "phone 8k.wav", tone(1.5, 8000, 500), 8000)
+    sf.write(folder / "night 2" / "mic.44k.wav", tone(2.0, 44100, 800), 44100)
+    (folder / "broken.wav").write_bytes(b"RIFF....WAVEfmt nonsense")
+    (folder / "notes.txt").write_text("not audio")
+    return folder
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+BLOCKING_PRELUDE = """
+import sys, runpy
+BLOCKED = {blocked!r}
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} is blocked in this test")
+        return None
+sys.meta_path.insert(0, Blocker())
+sys.argv = ["mosquito_ast.lite"] + {argv!r}
+try:
+    runpy.run_module("mosquito_ast.lite", run_name="__main__", alter_sys=True)
+finally:
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+    print("HEAVY_MODULES_LOADED:", loaded, file=sys.stderr)
+"""
+
+
+def run_blocked(argv: list[str]) -> subprocess.CompletedProcess:
+    code = BLOCKING_PRELUDE.format(blocked=BLOCKED, argv=argv)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_runs_without_torch_and_writes_predict_tables(tiny_onnx, recordings, tmp_path):
+    folder, module = tiny_onnx
+    output = tmp_path / "out" / "preds.csv"
+    done = run_blocked([str(folder), str(recordings), "--output", str(output), "--threads", "1", "--batch-size", "4",
+                        "--top-k", "2"])
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY_MODULES_LOADED: []" in done.stderr
+    assert "broken.wav: skipped (unreadable audio" in done.stderr
+    columns, files = read_csv(output)
+    assert columns == ["path", "windows", "error", "label", "confidence", "uncertain", "top1_label",
+                       "top1_probability", "top2_label", "top2_probability", *LABELS]
+    by_name = {Path(row["path"]).name: row for row in files}
+    assert {k: int(v["windows"]) for k, v in by_name.items()} == {
+        "broken.wav": 0, "long.wav": 10, "mic.44k.wav": 3, "phone 8k.wav": 2, "short.wav": 1, "stereo.flac": 1}
+    assert [Path(r["path"]).name for r in files] == ["broken.wav", "long.wav", "mic.44k.wav", "phone 8k.wav",
+                                                     "short.wav", "stereo.flac"]  # predict's sorted order
+    broken = by_name.pop("broken.wav")
+    assert "unreadable" in broken["error"] and broken["label"] == broken["confidence"] == ""
+    assert broken["uncertain"] == "True"
+    window_columns, windows = read_csv(output.with_name("preds_windows.csv"))
+    assert window_columns == ["path", "start_s", "end_s", "label", "confidence", *LABELS]
+    assert len(windows) == 17
+
+    settings = FeatureSettings()
+    for name, row in by_name.items():
+        path = row["path"]
+        # the same windows through the tool's own fbank and the PyTorch module: the same probabilities
+        features, starts = window_features(path, settings, hop_seconds=0.5)
+        with torch.no_grad():
+            expected = module(torch.from_numpy(features)).numpy()
+        mine = [w for w in windows if w["path"] == path]
+        assert [float(w["start_s"]) for w in mine] == [round(s, 4) for s in starts]
+        got = np.array([[float(w[label]) for label in LABELS] for w in mine])
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        assert [w["label"] for w in mine] == [LABELS[i] for i in expected.argmax(axis=1)]
+        pooled = np.array([float(row[label]) for label in LABELS])
+        np.testing.assert_allclose(pooled, got.mean(axis=0), atol=1e-6)
+        np.testing.assert_allclose(pooled.sum(), 1.0, atol=1e-5)
+        assert row["error"] == "" and row["label"] == row["top1_label"] == LABELS[int(pooled.argmax())]
+        assert float(row["confidence"]) == float(row["top1_probability"]) >= float(row["top2_probability"])
+        assert row["uncertain"] == str(float(row["confidence"]) < 0.5)
+    report = json.loads(output.with_suffix(".json").read_text())
+    assert report["labels"] == LABELS and len(report["files"]) == 6 and len(report["windows"]) == 17
+    assert report["files"][0]["confidence"] is None
+
+
+def test_abstain_below_labels_unsure_files_and_windows_uncertain(tiny_onnx, recordings):
+    model = load_model(tiny_onnx[0], threads=1)
+    files = sorted(p for p in recordings.rglob("*.*") if p.suffix in (".wav", ".flac"))
+    plain = predict_files(model, files, warn=None)
+    confidences = sorted(r["confidence"] for r in plain.files if not r["error"])
+    threshold = (confidences[1] + confidences[-2]) / 2
+    result = predict_files(model, files, abstain_below=threshold, warn=None)
+    abstained = [r for r in result.files if r["label"] == "uncertain"]
+    assert 0 < len(abstained) < len(confidences)
+    for before, after in zip(plain.files, result.files):
+        if before["error"]:
+            assert after["label"] == "" and after["error"] == before["error"]
+            continue
+        assert (after["label"] == "uncertain") == (before["confidence"] < threshold)
+        assert after["label"] in ("uncertain", before["label"]) and after["top1_label"] == before["label"]
+        assert [after[x] for x in LABELS] == [before[x] for x in LABELS]  # probabilities kept
+    window_labels = [w["label"] for w in result.windows]
+    assert window_labels == ["uncertain" if w["confidence"] < threshold else w["label"] for w in plain.windows]
+    assert "uncertain" in window_labels
+    everything = predict_files(model, files, abstain_below=1.0, warn=None)
+    assert {r["label"] for r in everything.files if not r["error"]} == {"uncertain"}
+
+
+def test_cli_abstain_and_bad_arguments(tiny_onnx, recordings, tmp_path, capsys):
+    output = tmp_path / "abstain.csv"
+    assert lite_main([str(tiny_onnx[0]), str(recordings / "long.wav"), "--output", str(output),
+                      "--abstain-below", "1", "--quiet"]) == 0
+    assert {r["label"] for r in read_csv(output)[1]} == {"uncertain"}
+    assert {r["label"] for r in read_csv(tmp_path / "abstain_windows.csv")[1]} == {"uncertain"}
+    assert lite_main([str(tiny_onnx[0]), str(recordings), "--abstain-below", "1.5"]) == 2
+    missing = tmp_path / "missing.wav"  # a bad file is one row with its error, not a failed run
+    assert lite_main([str(tiny_onnx[0]), str(missing), str(recordings / "short.wav"), "--output",
+                      str(tmp_path / "x.csv")]) == 0
+    rows = read_csv(tmp_path / "x.csv")[1]
+    assert rows[0]["path"] == str(missing) and rows[0]["error"] and rows[1]["error"] == "" and rows[1]["label"]
+    capsys.readouterr()
+    (tmp_path / "no audio").mkdir()
+    assert lite_main([str(tiny_onnx[0]), str(tmp_path / "no audio")]) == 2
+    assert "no audio files found" in capsys.readouterr().err
+
+
+def _bad_folders(root: Path, good: Path) -> dict[str, tuple[Path, str]]:
+    def folder(name: str, meta: dict | str | None, onnx: bytes | None = None) -> Path:
+        path = root / name
+        path.mkdir()
+        if meta is not None:
+            (path / "model.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+        if onnx is not None:
+            (path / "model.onnx").write_bytes(onnx)
+        return path
+
+    meta = json.loads((good / "model.json").read_text())
+    onnx = (good / "model.onnx").read_bytes()
+    narrow = {**meta, "features": {**meta["features"], "num_mel_bins": 64}}
+    return {
+        "missing": (root / "nowhere", "no such model folder"),
+        "no json": (folder("no json", None, onnx), "no model.json"),
+        "bad json": (folder("bad json", "{not json", onnx), "unreadable JSON"),
+        "wrong format": (folder("wrong format", {**meta, "format": "something else"}, onnx), "format is"),
+        "no labels": (folder("no labels", {**meta, "labels": []}, onnx), "'labels'"),
+        "no features": (folder("no features", {**meta, "features": {"sample_rate": 16000}}, onnx), "lacks"),
+        "no onnx": (folder("no onnx", meta), "not in the folder"),
+        "corrupt onnx": (folder("corrupt onnx", meta, b"garbage"), "cannot load the ONNX model"),
+        "shape": (folder("shape", narrow, onnx), "does not fit"),
+        "labels vs outputs": (folder("labels vs outputs", {**meta, "labels": [*meta["labels"], "Cx. extra"]}, onnx),
+                              "expected (batch, 4)"),
+    }
+
+
+def test_bad_model_folders_give_one_line_errors(tiny_onnx, recordings, tmp_path, capsys):
+    for name, (folder, message) in _bad_folders(tmp_path, tiny_onnx[0]).items():
+        assert lite_main([str(folder), str(recordings / "long.wav"), "--output", str(tmp_path / "o.csv")]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, (name, err)
+
+
+# --- the same columns as `mosquito-ast predict`, from an ONNX export of a real tiny member ----------------------
+
+class MemberGraph(torch.nn.Module):
+    """A member as export's contract has it: un-normalized fbank -> normalize -> AST -> softmax."""
+
+    def __init__(self, member) -> None:
+        super().__init__()
+        self.model, self.settings = member.model.eval(), member.features
+
+    def forward(self, fbank: torch.Tensor) -> torch.Tensor:
+        return self.model(normalize(fbank, self.settings)).float().softmax(dim=-1)
+
+
+def test_columns_and_labels_equal_predicts(tiny_member, recordings, tmp_path):
+    from mosquito_ast.config import PredictParams
+    from mosquito_ast.ensemble.members import load_members
+    from mosquito_ast.predict import predict
+
+    member = load_members(tiny_member)[0]
+    folder = tmp_path / "member onnx"
+    try:
+        write_model_folder(folder, MemberGraph(member), member.features, member.labels)
+    except Exception as error:  # pragma: no cover - the exporter, not lite, is at fault
+        pytest.skip(f"torch.onnx.export cannot export the tiny member here ({error})")
+    for abstain in (0.0, 0.6):
+        reference = tmp_path / f"predict {abstain}.csv"
+        predict(PredictParams(inputs=[str(recordings)], models=str(tiny_member), output=str(reference),
+                              abstain_below=abstain, precision="32", progress=False))
+        lite = tmp_path / f"lite {abstain}.csv"
+        done = run_blocked([str(folder), str(recordings), "--output", str(lite), "--abstain-below", str(abstain)])
+        assert done.returncode == 0, done.stderr
+        for suffix in ("", "_windows"):
+            ours, theirs = (read_csv(p.with_name(p.stem + suffix + ".csv")) for p in (lite, reference))
+            assert ours[0] == theirs[0], suffix  # the same columns in the same order
+            assert [r["path"] for r in ours[1]] == [r["path"] for r in theirs[1]]
+            assert [r["label"] for r in ours[1]] == [r["label"] for r in theirs[1]], suffix
+            for mine, tool in zip(ours[1], theirs[1]):
+                assert mine.get("error") == tool.get("error")
+                if mine["confidence"]:
+                    np.testing.assert_allclose([float(mine[x]) for x in member.labels],
+                                               [float(tool[x]) for x in member.labels], atol=1e-4)
+
+
+def test_runs_what_export_writes(tiny_member, recordings, feature_cache_dir, tmp_path):
+    """The folder `mosquito-ast export --int8` writes: lite runs its int8 graph (and with --fp32 the fp32 one),
+    and names the files as `predict` does."""
+    export_module = pytest.importorskip("mosquito_ast.export")
+    from mosquito_ast.config import ExportParams, PredictParams
+    from mosquito_ast.predict import predict
+
+    folder = tmp_path / "export"
+    export_module.export(ExportParams(models=str(tiny_member), output=str(folder), int8=True, check_clips=8,
+                                      cache_dir=str(feature_cache_dir), progress=False))
+    info = json.loads((folder / "model.json").read_text())
+    predict(PredictParams(inputs=[str(recordings)], models=str(tiny_member), output=str(tmp_path / "tool.csv"),
+                          precision="32", progress=False))
+    tool_columns, tool = read_csv(tmp_path / "tool.csv")
+    for extra in ([], ["--fp32"]):
+        output = tmp_path / f"lite{''.join(extra)}.csv"
+        done = run_blocked([str(folder), str(recordings), "--output", str(output), *extra])
+        assert done.returncode == 0, done.stderr
+        columns, rows = read_csv(output)
+        assert columns == tool_columns and [r["path"] for r in rows] == [r["path"] for r in tool]
+        tolerance = 1e-4 if extra else 0.02  # int8 moves probabilities by ~1e-3 here
+        for a, b in zip(rows, tool):
+            assert a["error"] == b["error"]
+            if b["error"]:
+                continue
+            ours, theirs = (np.array([float(r[x]) for x in info["labels"]]) for r in (a, b))
+            np.testing.assert_allclose(ours, theirs, atol=tolerance)
+            margin = np.diff(np.sort(theirs)[-2:])[0]
+            assert a["label"] == b["label"] or margin < 2 * tolerance
+    assert json.loads((tmp_path / "lite.json").read_text())["precision"] == "int8"
+    assert json.loads((tmp_path / "lite--fp32.json").read_text())["precision"] == "fp32"
