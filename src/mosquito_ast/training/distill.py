@@ -26,7 +26,6 @@ from typing import NamedTuple, Sequence
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -38,11 +37,10 @@ from ..ensemble.aggregate import parse_weights, soft_vote
 from ..ensemble.members import Member, ensemble_labels, load_members, score_features
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
-from ..io import atomic_write_text
 from ..models.classifier import ASTClassifier
 from ..models.encoder import build_encoder, encoder_config
 from .datasets import ClipDataModule, ClipSet, load_clip_set
-from .loop import FiniteGuard, LastCheckpoint, make_trainer, resume_checkpoint
+from .loop import fit_run, run_checkpoint
 from .optim import optimizer_steps
 from .pretrain import load_unlabeled
 from .train import ClassifierModule, augment_features, balanced_class_weights
@@ -179,11 +177,8 @@ def distill(params: DistillParams, callbacks: Sequence[Callback] = ()) -> Path:
     if member_dir.resolve().is_relative_to(Path(params.models).resolve()):
         raise ConfigError(f"--output {member_dir} lies inside --models {params.models}: the student would be "
                           f"taken for a teacher; put it elsewhere")
-    if member_dir.exists() and not (params.overwrite or params.resume):
-        raise FileExistsError(f"{member_dir}: a member already exists (use --overwrite to replace it)")
-    last_checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    if params.resume and not last_checkpoint.exists() and member_dir.exists():
-        print(f"{member_dir}: already finished, nothing to resume")
+    last_checkpoint = run_checkpoint(member_dir, run_dir, params.overwrite, params.resume)
+    if last_checkpoint is None:
         return member_dir
     precision = resolve_precision(params.precision)
     threads = use_physical_cores()
@@ -233,15 +228,8 @@ def distill(params: DistillParams, callbacks: Sequence[Callback] = ()) -> Path:
         torch.from_numpy(normalize(val_set.features, settings)), val_set.targets(labels),
         params.batch_size_for, params.seed)
     module = DistillModule(model, params, total_steps, settings, alpha, class_weights)
-    trainer = make_trainer(params, precision, run_dir,
-                           [*callbacks, FiniteGuard(f"distill {member_dir.name}"), LastCheckpoint(last_checkpoint)],
-                           validate=bool(val_set.samples))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(last_checkpoint) if params.resume else None)
-    if trainer.interrupted:
-        raise KeyboardInterrupt(f"distillation into {member_dir} interrupted; continue it with --resume")
-
-    history = pd.DataFrame(module.history)
-    atomic_write_text(run_dir / "history.csv", history.to_csv(index=False))
+    fit_run(module, datamodule, params, precision, run_dir, f"distillation into {member_dir}", list(callbacks),
+            last_checkpoint, validate=bool(val_set.samples))
     teacher_names = [m.name for m in members]
     data = {"train": str(params.data) if samples is not None else "",
             "validation": str(params.validation_dir or ""),

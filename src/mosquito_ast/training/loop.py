@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import lightning as L
+import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from torch import nn
 
 from ..checkpoints import CheckpointError
 from ..checkpoints.encoder import first_nonfinite
-from ..io import atomic_path
+from ..io import atomic_path, atomic_write_text
 from .optim import build_optimizer, build_scheduler
 
 
@@ -154,3 +155,29 @@ def make_trainer(params: Any, precision: str, run_dir: Path, callbacks: list[Cal
         gradient_clip_val=params.max_grad_norm or None, accumulate_grad_batches=params.grad_accumulation,
         enable_progress_bar=params.progress, enable_model_summary=False, default_root_dir=run_dir,
     )
+
+
+def run_checkpoint(member_dir: Path, run_dir: Path, overwrite: bool, resume: bool) -> Path | None:
+    """Where a run keeps `last.ckpt`, or None when `--resume` finds the run already finished. A finished
+    member is never replaced silently: without --overwrite or --resume it is an error."""
+    if member_dir.exists() and not (overwrite or resume):
+        raise FileExistsError(f"{member_dir}: a member already exists (use --overwrite to replace it)")
+    last_checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if resume and not last_checkpoint.exists() and member_dir.exists():
+        print(f"{member_dir}: already finished, nothing to resume")
+        return None
+    return last_checkpoint
+
+
+def fit_run(module: EpochModule, datamodule: L.LightningDataModule, params: Any, precision: str, run_dir: Path,
+            name: str, callbacks: list[Callback], last_checkpoint: Path, validate: bool) -> pd.DataFrame:
+    """Fit with the NaN guard first and a `last.ckpt` after every epoch last, resuming from it with
+    `params.resume`; the per-epoch history is written to `run_dir/history.csv` and returned."""
+    trainer = make_trainer(params, precision, run_dir,
+                           [FiniteGuard(name), *callbacks, LastCheckpoint(last_checkpoint)], validate=validate)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(last_checkpoint) if params.resume else None)
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"{name} interrupted; continue it with --resume")
+    history = pd.DataFrame(module.history)
+    atomic_write_text(run_dir / "history.csv", history.to_csv(index=False))
+    return history

@@ -9,7 +9,6 @@ from typing import Sequence
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -22,11 +21,10 @@ from ..data import check_validation_labels, label_names
 from ..ensemble.metrics import classification_metrics
 from ..features import FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
-from ..io import atomic_write_text
 from ..models.classifier import ASTClassifier, apply_freezing
 from ..models.encoder import build_encoder, encoder_config
 from .datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
-from .loop import EpochModule, FiniteGuard, LastCheckpoint, make_trainer, resume_checkpoint
+from .loop import EpochModule, fit_run, run_checkpoint
 from .optim import optimizer_steps
 from .recipes import RECIPES
 
@@ -172,11 +170,8 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
     Extra Lightning `callbacks` (loggers, custom hooks) run beside the built-in ones.
     """
     member_dir, run_dir = run_paths(params)
-    if member_dir.exists() and not (params.overwrite or params.resume):
-        raise FileExistsError(f"{member_dir}: a member already exists (use --overwrite to replace it)")
-    last_checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    if params.resume and not last_checkpoint.exists() and member_dir.exists():
-        print(f"{member_dir}: already finished, nothing to resume")
+    last_checkpoint = run_checkpoint(member_dir, run_dir, params.overwrite, params.resume)
+    if last_checkpoint is None:
         return member_dir
     precision = resolve_precision(params.precision)
     threads = use_physical_cores()
@@ -228,15 +223,8 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
     candidate = run_dir / "best-candidate"
     keep_best = KeepBest(params.metric, candidate, settings, extra, params.patience)
     selection = [keep_best] if params.select == "best" else []
-    trainer = make_trainer(params, precision, run_dir,
-                           [*callbacks, FiniteGuard(f"train {params.postfix}"), *selection, LastCheckpoint(last_checkpoint)],
-                           validate=bool(val_set.samples))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(last_checkpoint) if params.resume else None)
-    if trainer.interrupted:
-        raise KeyboardInterrupt(f"training of {params.postfix} interrupted; continue it with --resume")
-
-    history = pd.DataFrame(module.history)
-    atomic_write_text(run_dir / "history.csv", history.to_csv(index=False))
+    fit_run(module, datamodule, params, precision, run_dir, f"training of {params.postfix}",
+            [*callbacks, *selection], last_checkpoint, validate=bool(val_set.samples))
     if params.select == "last":
         save_member(module.model, candidate, settings, extra)
         chosen, value = len(module.history), module.history[-1].get(params.metric)
