@@ -163,11 +163,16 @@ class FeatureCache:
         digest = file_digest(path)
         return self.root / settings.extraction_key() / digest[:2] / f"{digest}.npy"
 
-    def load(self, entry: Path) -> np.ndarray | None:
+    def load(self, entry: Path, settings: FeatureSettings | None = None) -> np.ndarray | None:
+        """The stored features, or None (computed anew and stored again) when the entry is missing, empty,
+        unreadable, of another shape than `settings` give, or not finite."""
         try:
-            return np.load(entry)
-        except (FileNotFoundError, ValueError, OSError):
+            features = np.load(entry)
+        except (FileNotFoundError, ValueError, OSError, EOFError):
             return None
+        if settings is not None and features.shape != (settings.max_length, settings.num_mel_bins):
+            return None
+        return features if np.isfinite(features).all() else None
 
     def store(self, entry: Path, features: np.ndarray) -> None:
         with atomic_path(entry, suffix=".npy") as temporary:
@@ -217,7 +222,7 @@ class _FileFeatures(torch.utils.data.Dataset):
         path = self.paths[index]
         try:
             entry = self.cache.entry(path, self.settings) if self.cache else None
-            cached = self.cache.load(entry) if entry is not None else None
+            cached = self.cache.load(entry, self.settings) if entry is not None else None
             if cached is not None:
                 return index, cached, None
             wave = load_clip(path, self.settings.sample_rate, self.settings.clip_seconds)

@@ -8,6 +8,7 @@ mean over its windows.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .audio import AudioError, fit_length, load_audio
-from .config import PredictParams
+from .config import ConfigError, PredictParams
 from .ensemble.aggregate import parse_weights, soft_vote
 from .ensemble.members import Member, ensemble_labels, load_members, score_features
 from .features import FeatureSettings, fbank, make_extractor
@@ -99,14 +100,35 @@ def _file_table(rows: list[dict], labels: list[str], params: PredictParams) -> p
     return pd.DataFrame(table)
 
 
+def check_one_window_length(members: Sequence[Member]) -> None:
+    """Windows are pooled across members, so every member must see windows of the same span."""
+    spans = {m.name: m.features.clip_seconds for m in members}
+    if len(set(spans.values())) > 1:
+        listing = ", ".join(f"{name}: {seconds:g} s" for name, seconds in spans.items())
+        raise ConfigError(f"members see clips of different lengths ({listing}); predict pools windows of one "
+                          f"length, so predict with each group of members separately (evaluate can mix them)")
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse an output folder that cannot be written before any prediction is made."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{folder}: cannot create the output folder ({error.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{folder}: output folder is not writable")
+
+
 def predict(params: PredictParams) -> Predictions:
     """Load the ensemble in `params.models`, predict `params.inputs`, write CSV and JSON tables."""
     use_physical_cores()
     members = load_members(params.models, params.labels or None, params.progress)
     print(f"predict: {len(members)} members, precision {resolve_precision(params.precision)}")
+    check_one_window_length(members)
     files = expand_inputs(params.inputs)
     if not files:
         raise FileNotFoundError(f"no audio files found in {', '.join(params.inputs)}")
+    check_writable(Path(params.output).parent)
     result = predict_files(members, files, params)
     output = Path(params.output)
     windows_path = output.with_name(output.stem + "_windows.csv")

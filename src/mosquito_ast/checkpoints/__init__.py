@@ -35,7 +35,15 @@ class CheckpointError(ValueError):
 def read_config(folder: Path) -> dict[str, Any]:
     """The folder's config.json values; {} when it has none (old-notebook folders)."""
     config_file = folder / CONFIG_NAME
-    return json.loads(config_file.read_text()) if config_file.exists() else {}
+    if not config_file.exists():
+        return {}
+    try:
+        values = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_file}: not valid JSON ({error}); the file is damaged or was cut short")
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{config_file}: expected a JSON object, found {type(values).__name__}")
+    return values
 
 
 def checkpoint_format(config: Mapping[str, Any]) -> str:
