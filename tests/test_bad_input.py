@@ -68,3 +68,74 @@ def test_predict_refuses_an_output_it_cannot_create_before_predicting(tiny_membe
                                       "--output", str(blocker / "out" / "p.csv"), "--no-progress"])
     assert result.exit_code == 2 and "cannot create the output folder" in result.output
     assert "files:" not in result.output  # refused before any file was predicted
+
+
+@pytest.mark.parametrize("fault", ["cache path is a file", "disk full"])
+def test_an_unwritable_cache_costs_only_the_caching(synth_split, tmp_path, monkeypatch, capsys, fault):
+    """A read-only or full cache folder used to make every audio file 'unreadable'."""
+    import errno
+
+    paths = sorted(synth_split[0].rglob("*.wav"))[:3]
+    if fault == "cache path is a file":
+        (tmp_path / "occupied").write_text("")
+        cache = FeatureCache(tmp_path / "occupied" / "cache")
+    else:
+        cache = FeatureCache(tmp_path / "cache")
+
+        def full(self, entry, features):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(FeatureCache, "store", full)
+    table = compute_features(paths, FeatureSettings(), cache, progress=False)
+    assert not table.bad and table.features.shape == (3, 100, 128)
+    warning = capsys.readouterr().err
+    assert "feature cache not written for 3 of 3 files" in warning
+
+
+def _tone_wav(path, seconds=1.0, rate=16000):
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, 0.1 * np.sin(2 * np.pi * 500 * t), rate, subtype="PCM_16")
+    return path
+
+
+def test_a_class_folder_without_audio_is_reported(tmp_path, capsys):
+    from mosquito_ast.data import discover
+
+    _tone_wav(tmp_path / "data" / "aegypti" / "a.wav")
+    (tmp_path / "data" / "albopictus").mkdir()
+    (tmp_path / "data" / "albopictus" / "notes.txt").write_text("no audio here")
+    samples = discover(tmp_path / "data")
+    assert {s.label for s in samples} == {"aegypti"}
+    assert "albopictus" in capsys.readouterr().err
+
+
+def test_a_class_whose_files_are_all_skipped_is_reported(tmp_path, capsys):
+    from mosquito_ast.config import TrainParams
+    from mosquito_ast.training.datasets import feature_settings, load_clip_set
+
+    for index in range(3):
+        _tone_wav(tmp_path / "data" / "aegypti" / f"a{index}.wav")
+    (tmp_path / "data" / "albopictus").mkdir()
+    (tmp_path / "data" / "albopictus" / "broken.wav").write_bytes(b"RIFF not audio")
+    params = TrainParams(train_dir=str(tmp_path / "data"), output=str(tmp_path / "out"), max_bad_fraction=0.5,
+                         no_cache=True, progress=False)
+    clips = load_clip_set(params.train_dir, params, feature_settings(params), progress=False)
+    assert len(clips.samples) == 3
+    captured = capsys.readouterr()
+    assert "skipped 1 of 4" in captured.out and "class(es) albopictus" in captured.err
+
+
+def test_a_wav_cut_short_is_reported_and_used(tmp_path, capsys):
+    from mosquito_ast.audio import cut_short
+
+    whole = _tone_wav(tmp_path / "whole.wav")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:2000])
+    assert cut_short(whole) is None and "declares 32000 bytes" in cut_short(cut)
+    table = compute_features([whole, cut], FeatureSettings(), None, progress=False)
+    assert not table.bad and len(table.paths) == 2
+    warning = capsys.readouterr().err
+    assert "1 of 2 WAV files are cut short" in warning and str(cut) in warning

@@ -102,7 +102,15 @@ def test_mel_band_stops_at_max_frequency():
         FeatureSettings(sample_rate=8000, max_frequency=6000)
 
 
-def test_default_settings_keep_earlier_cache_keys():
+def test_default_settings_keep_earlier_extraction_keys():
     assert FeatureSettings().extraction_key() == "sr16000_clip1_mel128_len100"
     assert FeatureSettings(hop_ms=20, window_ms=40).max_length == 50
     assert "fmax4000" in FeatureSettings(max_frequency=4000).extraction_key()
+
+
+def test_cache_entries_are_keyed_by_the_fbank_computation(tmp_path):
+    """A cache filled by another fbank implementation or transformers release must not be reused."""
+    import transformers
+
+    entry = FeatureCache(tmp_path).entry(_wav(tmp_path / "a.wav", 0), FeatureSettings())
+    assert f"transformers{transformers.__version__}" in entry.parts[-4]

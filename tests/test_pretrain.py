@@ -115,7 +115,8 @@ def test_denoise_output_folder_describes_itself(denoise_output, synth_split):
     assert config["encoder"]["hidden_size"] == 64 and config["encoder"]["max_length"] == 100
     assert config["features"]["max_length"] == 100 and config["features"]["norm_std"] > 0
     assert config["pretraining"]["grad_accumulation"] == 2 and config["pretraining"]["learning_rate"] == 1e-3
-    assert config["data"]["train_clips"] == 16 and config["data"]["validation_clips"] == 4
+    assert config["data"]["train_clips"] + config["data"]["validation_clips"] == 20
+    assert 0 < config["data"]["validation_clips"] < 10  # whole recordings held out
     history = pd.read_csv(denoise_output / "history.csv")
     assert list(history.epoch) == [1, 2, 3] == [row["epoch"] for row in config["history"]]
     assert config["best_val_loss"] == pytest.approx(history.val_loss.min(), rel=1e-9)  # CSV rounds the last digit
@@ -276,3 +277,23 @@ def test_parameter_errors():
         PretrainParams(data="x", validation_fraction=1.5)
     with pytest.raises(ConfigError, match="mask_ratio"):
         PretrainParams(data="x", mask_ratio=1.0)
+
+
+def test_validation_hold_out_keeps_recordings_whole(tmp_path):
+    """Clips of one recording on both sides would let the validation loss reward memorised recordings."""
+    from mosquito_ast.training.pretrain import hold_out_recordings, recording_groups
+
+    paths = [str(tmp_path / f"session{s}" / f"clip{c}.wav") for s in range(6) for c in range(5)]
+    train_index, val_index = hold_out_recordings(tmp_path, paths, "auto", 0.34, seed=0)
+    groups = recording_groups(tmp_path, paths, "auto")
+    assert {groups[i] for i in train_index}.isdisjoint({groups[i] for i in val_index})
+    assert len(train_index) + len(val_index) == 30 and len(val_index) % 5 == 0 and len(val_index) > 0
+
+
+def test_one_recording_falls_back_to_clips_with_a_warning(tmp_path, capsys):
+    from mosquito_ast.training.pretrain import hold_out_recordings
+
+    paths = [str(tmp_path / "session" / f"clip{c}.wav") for c in range(10)]
+    train_index, val_index = hold_out_recordings(tmp_path, paths, "auto", 0.2, seed=0)
+    assert len(val_index) == 2 and len(train_index) == 8
+    assert "one recording" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,30 @@ def load_clip(path: str | Path, sample_rate: int, clip_seconds: float) -> np.nda
 
 def clip_samples(sample_rate: int, clip_seconds: float) -> int:
     return int(round(sample_rate * clip_seconds))
+
+
+def cut_short(path: str | Path) -> str | None:
+    """How much of a WAV file's declared audio is missing, or None. libsndfile quietly decodes what is
+    there, so a copy cut off mid-transfer became a short, zero-padded clip without a word."""
+    path = Path(path)
+    if path.suffix.lower() != ".wav":
+        return None
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(12)
+            if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+                return None
+            size = path.stat().st_size
+            while True:
+                chunk = handle.read(8)
+                if len(chunk) < 8:
+                    return None
+                name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if name == b"data":
+                    present = size - handle.tell()
+                    if length == 0xFFFFFFFF or present >= length:  # streamed WAVs leave the size unset
+                        return None
+                    return f"WAV data cut short: the header declares {length} bytes, the file holds {present}"
+                handle.seek(length + (length & 1), 1)
+    except OSError:
+        return None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from .audio import is_audio_file
+from .audio import AUDIO_EXTENSIONS, is_audio_file
 
 GROUP_RULE_HELP = (
     "How a clip's recording (group) is found: 'auto' (manifest column 'group', else the folder "
@@ -88,11 +89,17 @@ def discover(source: str | Path, group_by: str = "auto") -> list[Sample]:
     if source.is_file():
         return _from_manifest(source, group_by)
     samples = []
+    empty = []
     for class_dir in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in sorted(p for p in files_under(class_dir) if is_audio_file(p)):
-            samples.append(Sample(str(path), class_dir.name, group_of(path, class_dir, group_by)))
+        found = [Sample(str(path), class_dir.name, group_of(path, class_dir, group_by))
+                 for path in sorted(p for p in files_under(class_dir) if is_audio_file(p))]
+        samples += found
+        empty += [] if found else [class_dir.name]
     if not samples:
         raise DatasetError(f"{source}: no audio files found in class sub-folders (<class>/**/<file>)")
+    if empty:
+        print(f"warning: {source}: class folder(s) {', '.join(empty)} hold no audio files ({', '.join(AUDIO_EXTENSIONS)}) "
+              "and are not classes of this data set", file=sys.stderr)
     return samples
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import platformdirs
 import torch
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
-from .audio import AudioError, load_clip
+from .audio import AudioError, cut_short, load_clip
 from .data import DatasetError
 from .io import atomic_path
 
@@ -29,6 +30,8 @@ AUDIOSET_MEAN = -4.2677393
 AUDIOSET_STD = 4.5689974
 KALDI_MEL_FLOOR = 1.192092955078125e-07
 LOWEST_MEL_HZ = 20.0
+# Raise when this module's fbank output changes, so caches filled by an earlier computation are not reused.
+FBANK_REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,10 @@ class FeatureSettings:
 
     def with_stats(self, mean: float, std: float) -> "FeatureSettings":
         return FeatureSettings(**{**self.to_dict(), "norm_mean": float(mean), "norm_std": float(std)})
+
+    def describe(self) -> str:
+        """The settings in words, for progress bars and messages."""
+        return f"{self.sample_rate / 1000:g} kHz, {self.clip_seconds:g} s clips, {self.num_mel_bins} mel bins"
 
     @property
     def top_frequency(self) -> float:
@@ -153,6 +160,12 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def computation_key() -> str:
+    import transformers
+
+    return f"fbank-r{FBANK_REVISION}-transformers{transformers.__version__}"
+
+
 class FeatureCache:
     """Content-addressed `.npy` store; entries are written atomically so processes can share it."""
 
@@ -160,8 +173,10 @@ class FeatureCache:
         self.root = Path(root) if root is not None else default_cache_dir()
 
     def entry(self, path: str | Path, settings: FeatureSettings) -> Path:
+        """Keyed by the file's content, the settings, and the code that computes the fbank (this module's
+        revision and the transformers release whose audio utilities it calls)."""
         digest = file_digest(path)
-        return self.root / settings.extraction_key() / digest[:2] / f"{digest}.npy"
+        return self.root / computation_key() / settings.extraction_key() / digest[:2] / f"{digest}.npy"
 
     def load(self, entry: Path, settings: FeatureSettings | None = None) -> np.ndarray | None:
         """The stored features, or None (computed anew and stored again) when the entry is missing, empty,
@@ -206,6 +221,18 @@ class FeatureTable:
     bad: list[AudioError] = field(default_factory=list)
 
 
+@dataclass
+class _Decoded:
+    """One file's features, or its problem; `cut_short` and `uncached` are problems of the file or the
+    cache that did not cost the features."""
+
+    index: int
+    features: np.ndarray | None = None
+    error: AudioError | None = None
+    cut_short: str | None = None
+    uncached: str | None = None
+
+
 class _FileFeatures(torch.utils.data.Dataset):
     """One file's features per item, so DataLoader workers decode in parallel."""
 
@@ -218,22 +245,51 @@ class _FileFeatures(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> _Decoded:
         path = self.paths[index]
         try:
             entry = self.cache.entry(path, self.settings) if self.cache else None
             cached = self.cache.load(entry, self.settings) if entry is not None else None
             if cached is not None:
-                return index, cached, None
+                return _Decoded(index, cached, cut_short=cut_short(path))
             wave = load_clip(path, self.settings.sample_rate, self.settings.clip_seconds)
-            features = fbank(wave, self.settings, self.extractor)
-            if entry is not None:
-                self.cache.store(entry, features)
-            return index, features, None
         except AudioError as error:
-            return index, None, error
+            return _Decoded(index, error=error)
         except OSError as error:
-            return index, None, AudioError(path, f"cannot read file ({error})")
+            return _Decoded(index, error=AudioError(path, f"cannot read file ({error})"))
+        features = fbank(wave, self.settings, self.extractor)
+        return _Decoded(index, features, cut_short=cut_short(path), uncached=self._store(entry, features))
+
+    def _store(self, entry: Path | None, features: np.ndarray) -> str | None:
+        """None, or why the entry could not be written: a read-only or full cache costs only the caching."""
+        if entry is None:
+            return None
+        try:
+            self.cache.store(entry, features)
+        except OSError as error:
+            return f"{error.strerror or error} ({entry.parent})"
+        return None
+
+
+def _one_item(item: _Decoded) -> _Decoded:
+    """The DataLoader's collate for items that are already whole (a named function, so worker processes
+    can be spawned on macOS and Windows, where a lambda cannot be pickled)."""
+    return item
+
+
+def _report_notes(items: list[_Decoded], paths: Sequence[str]) -> None:
+    """One warning per kind of problem that did not cost a file, counted, with the first case named."""
+    uncached = [item.uncached for item in items if item.uncached]
+    if uncached:
+        print(f"warning: feature cache not written for {len(uncached)} of {len(paths)} files ({uncached[0]}); "
+              "their features were computed and used, and will be computed again next time "
+              "(free space, make the folder writable, or pass --cache-dir / --no-cache)", file=sys.stderr)
+    cut = [item for item in items if item.cut_short]
+    if cut:
+        listing = "\n".join(f"  {paths[item.index]}: {item.cut_short}" for item in cut[:10])
+        more = f"\n  ... and {len(cut) - 10} more" if len(cut) > 10 else ""
+        print(f"warning: {len(cut)} of {len(paths)} WAV files are cut short (incomplete copies?); the audio present is "
+              f"used, zero-padded to the clip length:\n{listing}{more}", file=sys.stderr)
 
 
 def compute_features(
@@ -250,15 +306,19 @@ def compute_features(
     paths = [str(p) for p in paths]
     dataset = _FileFeatures(paths, settings, cache)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=num_workers, collate_fn=lambda item: item
+        dataset, batch_size=None, num_workers=num_workers, collate_fn=_one_item
     )
     results: dict[int, np.ndarray] = {}
     bad: list[AudioError] = []
-    for index, features, error in tqdm(loader, total=len(paths), desc=description, disable=not progress, leave=False):
-        if error is not None:
-            bad.append(error)
+    noted: list[_Decoded] = []
+    for item in tqdm(loader, total=len(paths), desc=description, disable=not progress, leave=False):
+        if item.error is not None:
+            bad.append(item.error)
         else:
-            results[index] = np.asarray(features)
+            results[item.index] = np.asarray(item.features)
+        if item.cut_short or item.uncached:
+            noted.append(item)
+    _report_notes(noted, paths)
     good = sorted(results)
     shape = (0, settings.max_length, settings.num_mel_bins)
     stacked = np.stack([results[i] for i in good]) if good else np.zeros(shape, np.float32)

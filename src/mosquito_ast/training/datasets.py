@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -12,7 +13,7 @@ import torch
 
 from ..audio import AudioError
 from ..config import ConfigError, DataParams
-from ..data import Sample, discover
+from ..data import Sample, discover, label_names
 from ..features import FeatureSettings, check_bad_files, compute_features, open_cache
 
 
@@ -49,7 +50,12 @@ def load_clip_set(source: str | Path, params: DataParams, settings: FeatureSetti
                              progress=progress)
     check_bad_files(source, table.bad, len(samples), params.max_bad_fraction)
     readable = set(table.paths)
-    return ClipSet([s for s in samples if s.path in readable], table.features, table.bad)
+    kept = [s for s in samples if s.path in readable]
+    lost = sorted(set(label_names(samples)) - set(label_names(kept)))
+    if lost:
+        print(f"warning: {source}: every file of class(es) {', '.join(lost)} was skipped as unusable, so the "
+              "data set has no such class", file=sys.stderr)
+    return ClipSet(kept, table.features, table.bad)
 
 
 class EpochShuffle(torch.utils.data.Sampler):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GroupShuffleSplit
 from transformers import ASTModel
 
 from .. import __version__
@@ -27,9 +27,9 @@ from ..checkpoints import CONFIG_NAME, WEIGHTS_NAME
 from ..checkpoints.encoder import encoder_from_checkpoint
 from ..checkpoints.ssl import save_pretrained
 from ..config import PretrainParams
-from ..data import DatasetError, files_under
+from ..data import DatasetError, files_under, group_of
 from ..features import FeatureSettings, check_bad_files, compute_features, dataset_stats, normalize, open_cache
-from ..hardware import physical_cores, resolve_precision
+from ..hardware import resolve_precision, use_physical_cores
 from ..io import atomic_write_json, atomic_write_text
 from ..models.encoder import build_encoder, encoder_config
 from ..models.ssl import SSLModel, build_ssl_model
@@ -75,12 +75,33 @@ def split_sets(params: PretrainParams, settings: FeatureSettings) -> dict:
         paths, features = load_unlabeled(params.data, params, settings)
         if len(paths) < 2:
             raise DatasetError(f"{params.data}: need at least 2 readable clips to hold some out for validation")
-        train_index, val_index = train_test_split(np.arange(len(paths)), test_size=params.validation_fraction,
-                                                  random_state=params.seed)
-        train_index, val_index = np.sort(train_index), np.sort(val_index)
+        train_index, val_index = hold_out_recordings(params.data, paths, params.group_by,
+                                                     params.validation_fraction, params.seed)
         train_paths, val_paths = [paths[i] for i in train_index], [paths[i] for i in val_index]
         train_x, val_x = features[train_index], features[val_index]
     return {"train_paths": train_paths, "train": train_x, "validation_paths": val_paths, "validation": val_x}
+
+
+def recording_groups(source: str | Path, paths: Sequence[str], rule: str) -> list[str]:
+    """The recording of each unlabeled clip, by the same rules as labelled data (the folder holding it,
+    else the file name's first tokens), so clips of one recording stay on one side of the hold-out."""
+    top = Path(source) if Path(source).is_dir() else None
+    return [group_of(Path(path), top, rule) for path in paths]
+
+
+def hold_out_recordings(source: str | Path, paths: Sequence[str], rule: str, fraction: float,
+                        seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, validation) indices with whole recordings held out: clips of one recording on
+    both sides would make the validation loss measure memorised recordings, not reconstruction."""
+    groups = recording_groups(source, paths, rule)
+    if len(set(groups)) < 2:
+        print(f"warning: {source}: all {len(paths)} clips are one recording ({groups[0]}) under --group-by {rule}; "
+              "holding out clips at random, so the validation loss is optimistic (pass --validation-dir or a "
+              "--group-by rule that tells recordings apart)")
+        groups = list(range(len(paths)))
+    splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    train_index, val_index = next(splitter.split(paths, groups=groups))
+    return np.sort(train_index), np.sort(val_index)
 
 
 def initial_encoder(params: PretrainParams, settings: FeatureSettings) -> ASTModel:
@@ -163,8 +184,7 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
     if not resuming:
         shutil.rmtree(run_dir, ignore_errors=True)
     precision = resolve_precision(params.precision)
-    print(f"pretrain {params.objective}: precision {precision}, {physical_cores()} CPU threads")
-    torch.set_num_threads(physical_cores())
+    print(f"pretrain {params.objective}: precision {precision}, {use_physical_cores()} CPU threads")
     L.seed_everything(params.seed, verbose=False)
 
     settings = feature_settings(params)
