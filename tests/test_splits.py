@@ -222,7 +222,7 @@ def long_recordings(root):
             folder = root / label / f"cage {index}.v2"
             folder.mkdir(parents=True)
             t = np.arange(int(10.5 * rate)) / rate
-            wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))
+            wave = 0.3 * np.sin(2 * np.pi * freq * (1 + 0.05 * index) * t) + 0.01 * rng.standard_normal(len(t))
             if index == 1:
                 wave[7 * rate:] = 0.0
             sf.write(folder / f"long rec.{index}.wav", wave, rate)

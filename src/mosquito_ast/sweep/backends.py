@@ -212,12 +212,47 @@ def run_pool(runs: list[Run], parallel: int, notebook: str | None, on_result: On
         pool.shutdown(wait=True)
 
 
+def gpus_per_task(cluster_gpus: float, parallel: int) -> float:
+    """A whole GPU per run where the cluster has one for each of `parallel` runs, else an equal share:
+    asking a whole GPU each on a one-GPU cluster ran the runs one at a time."""
+    if cluster_gpus < 1:
+        return 0
+    return 1 if cluster_gpus >= parallel else cluster_gpus / parallel
+
+
+def paths_runs_need(runs: list[Run]) -> list[str]:
+    """The folders a run reads or writes, which every node of a cluster must see at the same path (a
+    checkpoint given as a Hugging Face model id is fetched by each node itself)."""
+    needed = {str(Path(run.params.output).resolve().parent) for run in runs}
+    for run in runs:
+        needed |= {str(Path(p).resolve()) for p in (run.params.train_dir, run.params.validation_dir) if p}
+        checkpoint = run.params.ssl_checkpoint
+        if checkpoint and Path(checkpoint).exists():
+            needed.add(str(Path(checkpoint).resolve()))
+    return sorted(needed)
+
+
+def missing_paths(paths: list[str]) -> list[str]:
+    return [path for path in paths if not os.path.exists(path)]
+
+
+def check_cluster_sees(runs: list[Run]) -> None:
+    """Fail before any run starts when a node does not see the data or output folders (Ray ships the
+    package, not the data: a cluster needs a shared filesystem)."""
+    import ray
+
+    missing = ray.get(ray.remote(num_cpus=0)(missing_paths).remote(paths_runs_need(runs)))
+    if missing:
+        raise FileNotFoundError(f"the Ray cluster's workers do not see {', '.join(missing)}: put the data and "
+                                "--output on a filesystem every node mounts at the same path")
+
+
 def run_ray(runs: list[Run], parallel: int, notebook: str | None, on_result: OnResult,
             address: str | None = None) -> None:
-    """Each run a Ray task with one GPU when the cluster has GPUs. Without `address` a local Ray starts
-    with this machine's cores and runs `parallel` tasks at a time, each pinned to its own share of the
-    cores (so torch uses cores // parallel threads); with it, the sweep joins that cluster (the data
-    and output paths must be visible to its nodes)."""
+    """Each run a Ray task with a GPU or a share of one when the cluster has GPUs. Without `address` a
+    local Ray starts with this machine's cores and runs `parallel` tasks at a time, each pinned to its own
+    share of the cores (so torch uses cores // parallel threads); with it, the sweep joins that cluster,
+    ships this package's code to its workers and checks they see the data and output folders."""
     import ray
 
     from ..hardware import physical_cores
@@ -225,12 +260,14 @@ def run_ray(runs: list[Run], parallel: int, notebook: str | None, on_result: OnR
     started_here = not ray.is_initialized()
     if started_here:
         if address:
-            ray.init(address=address)
+            ray.init(address=address, runtime_env={"py_modules": [str(Path(__file__).resolve().parents[1])]})
         else:
             ray.init(num_cpus=physical_cores(), include_dashboard=False)
     try:
+        if address:
+            check_cluster_sees(runs)
         resources = ray.cluster_resources()
-        gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+        gpus = gpus_per_task(resources.get("GPU", 0), parallel)
         local = not address and len(ray.nodes()) == 1
         cpus = max(1, int(resources.get("CPU", 1)) // parallel) if local else 1
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(execute)
