@@ -150,9 +150,15 @@ def cpu_benchmark(prefix: str, workdir: Path | None, train_clips: int,
         yield root, train_dir, validation_dir
 
 
+def ast_classifier(preset: str, frames: int, labels: list[str] = LABELS) -> ASTClassifier:
+    """A randomly initialised classifier of `preset` at `frames` input frames (100 = 1 s; 1024 = old
+    notebooks); weights do not change the speed."""
+    return ASTClassifier.from_config(encoder_config(preset, FeatureSettings(max_length=frames)), labels)
+
+
 def ast_base(frames: int) -> ASTClassifier:
-    """AST-base with the classifier head, at `frames` input frames (100 = 1 s; 1024 = old notebooks)."""
-    return ASTClassifier.from_config(encoder_config("base", FeatureSettings(max_length=frames)), LABELS)
+    """AST-base with the classifier head, at `frames` input frames."""
+    return ast_classifier("base", frames)
 
 
 def old_notebook_model() -> ASTClassifier:
@@ -184,8 +190,11 @@ def training_step(model: ASTClassifier, batch: tuple[torch.Tensor, torch.Tensor]
 
 
 def inference_step(model: ASTClassifier, features: torch.Tensor, bf16: bool = False) -> Callable[[], None]:
-    """One batched forward pass under inference_mode (bf16 autocast optional; a bf16-weight model
-    needs bf16 input, so pass `features.bfloat16()` with it)."""
+    """One batched forward pass under inference_mode, softmax in float32 (bf16 autocast optional). The
+    features are cast to the model's weight dtype, as `evaluate` does, so a bf16-weight model
+    (`model.bfloat16()`) runs without autocast."""
+    features = features.to(next(model.parameters()).dtype)
+
     def step() -> None:
         model.eval()
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

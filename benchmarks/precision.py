@@ -8,7 +8,8 @@ One process, cases interleaved round by round:
 - this tool end to end: `train()` from wav files with precision `auto` (audio, features, Lightning,
   validation, checkpoints, member export included), and `evaluate`'s inference path
   (`ensemble.members.predict_probabilities` on the member just trained: decoding, features, batched
-  forward under inference_mode + autocast), each as a share of its ceiling (target 80%).
+  forward under inference_mode in bf16 weights), each as a share of its ceiling (target 80%): bf16
+  autocast for training, bf16 weights for inference.
 
     python benchmarks/precision.py                         # small default run (about 8 minutes)
     python benchmarks/precision.py --clips 256 --rounds 3  # steadier numbers
@@ -115,7 +116,7 @@ def report(args: argparse.Namespace, tallies: dict, train_runs: list[TrainRun]) 
                                      ("fastest round of each case", lambda t: t.best_rate, max(loop_rates))):
         old = {"training": rate_of(tallies["old train fp32"]), "inference": rate_of(tallies["old inference fp32"])}
         ceiling = {"training": rate_of(tallies["bare train bf16 autocast"]),
-                   "inference": rate_of(tallies["bare inference bf16 autocast"])}
+                   "inference": rate_of(tallies["bare inference bf16 weights"])}  # as evaluate runs
         rows = []
         for name, tally in tallies.items():
             job = "training" if "train" in name else "inference"

@@ -139,3 +139,26 @@ def test_a_wav_cut_short_is_reported_and_used(tmp_path, capsys):
     assert not table.bad and len(table.paths) == 2
     warning = capsys.readouterr().err
     assert "1 of 2 WAV files are cut short" in warning and str(cut) in warning
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    """Two runs with one --output and --postfix interleaved their epochs in one best-candidate folder."""
+    import subprocess
+    import sys
+
+    from mosquito_ast.training.loop import exclusive_run
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from mosquito_ast.training.loop import exclusive_run\n"
+        f"with exclusive_run(Path({str(tmp_path / 'run')!r})):\n"
+        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FileExistsError, match="another run with this --output and --postfix"):
+            with exclusive_run(tmp_path / "run"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive_run(tmp_path / "run"):  # a killed holder leaves no lock behind
+        pass

@@ -7,12 +7,14 @@ import importlib
 import subprocess
 import sys
 
+import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
 from mosquito_ast.cli import COMMANDS, USER_ERRORS, app
-from mosquito_ast.config import (SPLIT_MODES, TAILS, CheckSplitParams, LoopParams, PretrainParams, SplitParams,
-                                 SweepParams, TrainParams)
+from mosquito_ast.config import (SPLIT_MODES, TAILS, CheckSplitParams, ConfigError, LoopParams, PretrainParams,
+                                 SplitParams, SweepParams, TrainParams)
+from mosquito_ast.params import GROUPS
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "2000"}  # no wrapped help lines
@@ -105,3 +107,38 @@ def test_the_command_line_starts_without_torch_or_lightning():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'numpy', 'pandas'}))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_help_groups_flags_by_purpose_and_lists_commands_in_workflow_order():
+    result = runner.invoke(app, ["train", "--help"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    titles = [line.strip("╭─ ").split(" ─")[0] for line in result.output.splitlines() if line.startswith("╭─")]
+    assert titles == ["Options", *GROUPS]
+    optimizer = next(line for line in result.output.splitlines() if "--optimizer" in line)
+    assert "adamw|rmsprop|sgd" in optimizer
+    train_dir = next(line for line in result.output.splitlines() if "--train-dir" in line)
+    assert "[required]" in train_dir
+    listing = runner.invoke(app, ["--help"], env=WIDE).output
+    order = ["split", "check-split", "pretrain", "train", "sweep", "evaluate", "predict", "distill", "export", "demo"]
+    rows = [line[1:].split()[0] for line in listing.splitlines() if line.startswith("│ ") and line[1:].split()]
+    assert [name for name in rows if name in order] == order
+    for name, params_type in COMMANDS.items():
+        for spec in dataclasses.fields(params_type):
+            assert spec.metadata["group"] in GROUPS, (name, spec.name)
+
+
+def test_required_parameters_are_named_when_missing():
+    error = one_line_error(runner.invoke(app, ["evaluate"]))
+    assert error == "error: missing required parameter(s): --models, --data"
+    assert "SWEEP_FILE" in one_line_error(runner.invoke(app, ["sweep"]))
+
+
+@pytest.mark.parametrize("text, name", [("epochs: true\n", "epochs"), ("dropout: true\n", "dropout"),
+                                        ("batch_sizes: [true]\n", "batch_sizes"), ("seed: false\n", "seed")])
+def test_a_yaml_bool_is_no_number(tmp_path, text, name):
+    config = tmp_path / "run.yaml"
+    config.write_text("train_dir: a\n" + text)
+    with pytest.raises(ConfigError, match=f"^{name}: "):
+        TrainParams.from_sources(config)
+    error = one_line_error(runner.invoke(app, ["train", "--config", str(config)]))
+    assert error.startswith(f"error: {name}: ")

@@ -78,3 +78,15 @@ def test_checkpoint_errors(tmp_path):
     ASTModel(encoder_config("small", FeatureSettings())).save_pretrained(other)
     with pytest.raises(CheckpointError, match="hidden_size"):
         load_encoder_into(build_encoder(tiny(100)), other)
+
+
+def test_a_hub_id_with_a_dot_is_not_taken_for_a_missing_file(monkeypatch):
+    """The README's own hub id ends in `.4593`, which used to be refused as a missing file."""
+    from transformers import ASTModel as HubModel
+
+    asked = []
+    monkeypatch.setattr(HubModel, "from_pretrained", classmethod(lambda cls, name, **kw: asked.append(name)))
+    load_pretrained_encoder("MIT/ast-finetuned-audioset-10-10-0.4593")
+    assert asked == ["MIT/ast-finetuned-audioset-10-10-0.4593"]
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_pretrained_encoder("encoder.safetensors")

@@ -50,6 +50,13 @@ def test_auto_precision_detects_mocked_hardware(monkeypatch, cuda, cuda_bf16, fl
     assert resolve_precision("auto") == expected
 
 
+def test_auto_precision_ignores_emulated_bf16_on_pre_ampere_gpus(monkeypatch):
+    """torch counts bf16 a pre-Ampere GPU can only emulate (slower than fp32) unless told not to."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert resolve_precision("auto") == "32"
+
+
 def test_member_trained_in_bf16_predicts_finite_probabilities(tiny_params, synth_split):
     member = train(tiny_params(precision="bf16-mixed", epochs=1, postfix="bf16"))
     model, config = load_member(member)

@@ -7,8 +7,9 @@ from sklearn.metrics import balanced_accuracy_score
 from mosquito_ast.ensemble.aggregate import (WeightsError, hard_vote, parse_weights, pool_by_group, soft_vote,
                                              vote_shares)
 from mosquito_ast.ensemble.evaluate import assess
-from mosquito_ast.ensemble.metrics import (NO_NEGATIVES, NO_POSITIVES, balanced_accuracy, bootstrap_intervals,
-                                           confusion, expected_calibration_error, label_metrics, per_class_table)
+from mosquito_ast.ensemble.metrics import (NO_NEGATIVES, NO_POSITIVES, balanced_accuracy, bootstrap_interval,
+                                           bootstrap_intervals, confusion, expected_calibration_error, label_metrics,
+                                           per_class_table, reliability_table, resample_weights)
 
 Y = np.array([0, 0, 1, 1, 2, 2])
 # Three members, six clips, three classes. Top classes: m0 [0,0,1,0,2,2], m1 [0,1,1,1,2,0], m2 [1,0,2,1,2,2].
@@ -87,6 +88,59 @@ def test_balanced_accuracy_matches_sklearn_and_bootstrap_is_seeded():
     assert first == bootstrap_intervals(y, p, 500, seed=1) != bootstrap_intervals(y, p, 500, seed=2)
     assert first["accuracy_ci_low"] <= np.mean(y == p) <= first["accuracy_ci_high"]
     assert first["balanced_accuracy_ci_low"] <= balanced_accuracy(y, p) <= first["balanced_accuracy_ci_high"]
+
+
+def accuracy(y_true, y_pred):
+    return float(np.mean(y_true == y_pred))
+
+
+def test_one_group_per_clip_is_the_clip_bootstrap():
+    rng = np.random.default_rng(3)
+    y, p = rng.integers(0, 3, 40), rng.integers(0, 3, 40)
+    names = [f"r{i}" for i in rng.permutation(40)]  # any names, in any order: one recording per clip
+    clip = bootstrap_interval(y, p, accuracy, resamples=300, seed=4)
+    assert bootstrap_interval(y, p, accuracy, groups=names, resamples=300, seed=4) == clip
+    assert bootstrap_intervals(y, p, 300, seed=4, groups=names) == bootstrap_intervals(y, p, 300, seed=4)
+
+
+def test_recording_bootstrap_keeps_the_clips_of_a_recording_together():
+    # Recording A: three clips, all right; recording B: one clip, wrong. Drawing two recordings gives
+    # AA (accuracy 1), AB or BA (3/4) or BB (0), never a clip bootstrap's 1/4 or 1/2.
+    y, p = np.zeros(4, int), np.array([0, 0, 0, 1])
+    groups = ["A", "A", "A", "B"]
+    weights = resample_weights(4, groups, 200, seed=0)
+    assert (weights[:, 0] == weights[:, 1]).all() and (weights[:, 0] == weights[:, 2]).all()
+    assert (weights[:, 0] + weights[:, 3] == 2).all()  # two recordings drawn per resample
+    seen = []
+    bootstrap_interval(y, p, lambda t, q: seen.append(accuracy(t, q)) or 0.0, groups=groups, resamples=200, seed=0)
+    assert set(seen) == {0.0, 0.75, 1.0}
+    # P(BB) = P(AA) = 1/4, so the 2.5th and 97.5th percentiles are the extremes
+    assert bootstrap_interval(y, p, accuracy, groups=groups, resamples=2000, seed=0) == (0.0, 1.0)
+    clip_seen = []
+    bootstrap_interval(y, p, lambda t, q: clip_seen.append(accuracy(t, q)) or 0.0, resamples=200, seed=0)
+    assert {0.25, 0.5} & set(clip_seen)
+
+
+def test_vectorised_intervals_equal_the_plain_function_on_the_same_draws():
+    rng = np.random.default_rng(5)
+    y, p = rng.integers(0, 4, 60), rng.integers(0, 4, 60)
+    groups = rng.integers(0, 12, 60).astype(str)
+    fast = bootstrap_intervals(y, p, 400, seed=9, groups=groups)
+    assert bootstrap_interval(y, p, balanced_accuracy_score, groups=groups, resamples=400, seed=9) == pytest.approx(
+        (fast["balanced_accuracy_ci_low"], fast["balanced_accuracy_ci_high"]))
+    assert bootstrap_interval(y, p, accuracy, groups=groups, resamples=400, seed=9) == pytest.approx(
+        (fast["accuracy_ci_low"], fast["accuracy_ci_high"]))
+    clips = bootstrap_intervals(y, p, 400, seed=9)
+    width = fast["accuracy_ci_high"] - fast["accuracy_ci_low"]
+    assert width != clips["accuracy_ci_high"] - clips["accuracy_ci_low"]
+
+
+def test_reliability_table_by_hand():
+    # m0 as in the ECE test: bins (0,1/3], (1/3,2/3], (2/3,1]
+    table = reliability_table(Y, P[0], bins=3)
+    assert table.clips.tolist() == [0, 3, 3] and table.high.tolist() == pytest.approx([1 / 3, 2 / 3, 1])
+    assert np.isnan(table.accuracy[0]) and table.accuracy[1] == pytest.approx(2 / 3)
+    assert table.confidence.tolist()[1:] == pytest.approx([0.5, 0.7])
 
 
 def test_assess_ranks_members_and_reports_gains():

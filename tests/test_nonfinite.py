@@ -44,7 +44,7 @@ def test_exploding_learning_rate_fails_by_epoch_and_writes_no_member(tiny_params
 
 
 def test_nonfinite_weights_after_the_last_step_are_caught_before_export(tiny_params):
-    params = tiny_params(epochs=2)
+    params = tiny_params(epochs=2, select="best")
     with pytest.raises(DivergedError, match=r"epoch 2: weight classifier.bias holds NaN/inf"):
         train(params, callbacks=[PoisonLastStep(2)])
     member_dir, run_dir = run_paths(params)

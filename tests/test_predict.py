@@ -100,3 +100,13 @@ def test_abstain_below_labels_unsure_files_and_windows_uncertain(tiny_member, re
     assert (sure.files.label == sure.files.top1_label).all()
     with pytest.raises(ConfigError, match="abstain_below"):
         PredictParams(inputs=["a.wav"], models="m", abstain_below=1.5)
+
+
+def test_missing_input_is_one_error_naming_it(tiny_member, recordings, tmp_path):
+    absent = tmp_path / "no such recording.wav"
+    result = CliRunner().invoke(app, ["predict", "--models", str(tiny_member), str(recordings / "long.wav"),
+                                      str(absent), "--output", str(tmp_path / "p.csv"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.strip()]
+    assert errors == [f"error: {absent}: no such file or folder"]
+    assert not (tmp_path / "p.csv").exists()

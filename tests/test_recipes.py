@@ -1,41 +1,103 @@
-"""The small-data recipe and the cross-session folds of benchmarks/quality.py."""
+"""The defaults of each start (from scratch, from our pretrain, from an AudioSet AST) and the
+cross-session folds of benchmarks/quality.py."""
 
+import json
 from collections import defaultdict
 
 import pytest
 
-from mosquito_ast.config import RECIPES, TrainParams
+from mosquito_ast.config import ConfigError, DistillParams, TrainParams
 from mosquito_ast.data import Sample, discover
 from mosquito_ast.splits import session_folds
+from mosquito_ast.training.recipes import (AUDIOSET_AST, PRETRAINED, RECIPE_PARAMETERS, SCRATCH, distill_defaults,
+                                           start_defaults, values_in_effect)
+
+# The README's "Defaults by start" table, value by value.
+DOCUMENTED = {
+    SCRATCH: {"epochs": 30, "batch_sizes": [16], "learning_rate": 1e-3, "norm_stats": "dataset"},
+    PRETRAINED: {"epochs": 30, "batch_sizes": [16], "learning_rate": 1e-3, "norm_stats": "checkpoint"},
+    AUDIOSET_AST: {"epochs": 5, "batch_sizes": [8], "learning_rate": 5e-5, "norm_stats": "audioset"},
+}
+EVERY_START = {"class_weight": "balanced", "augment": ["mask"], "metric": "balanced_accuracy", "select": "last"}
 
 
-def test_without_a_checkpoint_the_small_data_recipe_applies():
-    params = TrainParams(train_dir="a", validation_dir="b")
-    assert params.preset == "small-data" and params.encoder_size == "tiny"
-    for name, value in RECIPES["small-data"].items():
-        if name != "encoder":
-            assert getattr(params, name) == value, name
-    assert (params.norm_stats, params.metric, params.learning_rate) == ("dataset", "balanced_accuracy", 1e-3)
-    assert (params.epochs, params.batch_sizes, params.class_weight) == (30, [16], "balanced")
-    assert (params.augment, params.mask_fraction) == (["mask"], 0.2)
+def checkpoint_folder(folder, config: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
 
 
-def test_explicit_values_win_over_the_recipe():
-    params = TrainParams(train_dir="a", validation_dir="b", epochs=3, learning_rate=1e-4)
-    assert (params.epochs, params.learning_rate, params.norm_stats) == (3, 1e-4, "dataset")
-    # a stated value wins even when it equals the plain default
-    stated = TrainParams(train_dir="a", validation_dir="b", learning_rate=5e-5, batch_sizes=[8], class_weight="none")
-    assert (stated.learning_rate, stated.batch_sizes, stated.class_weight, stated.epochs) == (5e-5, [8], "none", 30)
-    assert TrainParams(train_dir="a", validation_dir="b", augment="none").augment == []
-    assert TrainParams(train_dir="a", validation_dir="b", augment=[]).augment == []
+@pytest.fixture
+def starts(tmp_path) -> dict[str, str | None]:
+    """An --ssl-checkpoint of each start: none, a `pretrain` output, a Hugging Face AST folder."""
+    features = {"norm_mean": -6.5, "norm_std": 3.25}
+    return {SCRATCH: None,
+            PRETRAINED: checkpoint_folder(tmp_path / "pretrained", {"format": "mosquito-ast-pretrained",
+                                                                    "features": features}),
+            AUDIOSET_AST: checkpoint_folder(tmp_path / "hf", {"model_type": "audio-spectrogram-transformer"})}
 
 
-def test_with_a_checkpoint_no_recipe_is_applied():
-    params = TrainParams(train_dir="a", validation_dir="b", ssl_checkpoint="pretrained/")
-    assert (params.preset, params.learning_rate, params.norm_stats) == ("auto", 5e-5, "audioset")
-    assert (params.epochs, params.batch_sizes, params.metric, params.class_weight) == (5, [8], "accuracy", "none")
-    assert params.augment == []
-    assert TrainParams(train_dir="a", validation_dir="b", preset="base").encoder_size == "base"
+@pytest.mark.parametrize("start", [SCRATCH, PRETRAINED, AUDIOSET_AST])
+def test_each_start_gets_its_documented_defaults(starts, start):
+    params = TrainParams(train_dir="a", ssl_checkpoint=starts[start])
+    assert params.start == start
+    assert {name: getattr(params, name) for name in RECIPE_PARAMETERS} == {**DOCUMENTED[start], **EVERY_START}
+    assert params.mask_fraction == 0.2 and params.validation_dir is None  # select last needs none
+
+
+def test_a_hub_id_or_an_old_notebook_folder_starts_as_an_audioset_ast(tmp_path):
+    old_notebook = tmp_path / "ssl"
+    old_notebook.mkdir()
+    (old_notebook / "model.safetensors").write_bytes(b"")
+    for source in ("MIT/ast-finetuned-audioset-10-10-0.4593", str(old_notebook)):
+        assert TrainParams(train_dir="a", ssl_checkpoint=source).start == AUDIOSET_AST
+
+
+def test_every_preset_from_scratch_gets_the_recipe():
+    for preset, encoder in [("auto", "tiny"), ("small-data", "tiny"), ("tiny", "tiny"), ("small", "small"),
+                            ("base", "base")]:
+        params = TrainParams(train_dir="a", preset=preset)
+        assert params.encoder_size == encoder
+        assert {name: getattr(params, name) for name in RECIPE_PARAMETERS} == {**DOCUMENTED[SCRATCH], **EVERY_START}
+
+
+@pytest.mark.parametrize("start", [SCRATCH, PRETRAINED, AUDIOSET_AST])
+def test_a_value_the_user_states_is_never_overridden(starts, start):
+    stated = {"epochs": 3, "batch_sizes": [4], "learning_rate": 2e-4, "norm_stats": "audioset",
+              "class_weight": "none", "augment": ["roll"], "metric": "accuracy", "select": "best"}
+    params = TrainParams(train_dir="a", validation_dir="b", ssl_checkpoint=starts[start], **stated)
+    assert {name: getattr(params, name) for name in RECIPE_PARAMETERS} == stated
+    # a stated value wins even when it equals another start's default
+    ast_values = {name: value for name, (value, _) in start_defaults(AUDIOSET_AST).items()}
+    equal = TrainParams(train_dir="a", ssl_checkpoint=starts[start], **ast_values)
+    assert {name: getattr(equal, name) for name in RECIPE_PARAMETERS} == ast_values
+    assert TrainParams(train_dir="a", augment="none").augment == []
+    assert TrainParams(train_dir="a", augment=[]).augment == []
+
+
+def test_checkpoint_normalization_needs_a_checkpoint():
+    with pytest.raises(ConfigError, match="norm_stats: checkpoint"):
+        TrainParams(train_dir="a", norm_stats="checkpoint")
+
+
+def test_the_first_lines_of_a_run_name_each_value_and_its_source(starts):
+    params = TrainParams(train_dir="a", ssl_checkpoint=starts[PRETRAINED], epochs=3)
+    lines = values_in_effect(params, start_defaults(params.start), {"norm_stats": "mean -6.5, std 3.25"}).splitlines()
+    assert [line.split()[0] for line in lines] == ["recipe", "checkpoint", "user"]
+    assert "learning_rate 0.001" in lines[0] and "augment mask" in lines[0] and "select last" in lines[0]
+    assert lines[1].split(None, 1)[1] == "norm_stats checkpoint (mean -6.5, std 3.25)"
+    assert lines[2].split(None, 1)[1] == "epochs 3"
+    shown = " ".join(lines)
+    assert all(f"{name} " in shown for name in RECIPE_PARAMETERS)
+
+
+def test_distill_defaults_are_the_scratch_recipe_normalized_as_the_teachers():
+    params = DistillParams(models="m", data="d", output="o")
+    for name, (value, source) in distill_defaults().items():
+        assert getattr(params, name) == value, name
+        assert source == ("teachers" if name == "norm_stats" else "recipe")
+    lines = values_in_effect(params, distill_defaults()).splitlines()
+    assert [line.split()[0] for line in lines] == ["recipe", "teachers"]
 
 
 def _samples(groups_per_class: int) -> list[Sample]:

@@ -122,6 +122,39 @@ def test_independent_seed_chooses_among_equally_good_splits(synth, tmp_path):
     assert len(chosen) > 1
 
 
+@pytest.mark.parametrize("mode", ["independent", "random"])
+def test_test_side_holds_whole_recordings_seen_on_no_other_side(synth, tmp_path, mode):
+    report = quiet_split(synth, tmp_path, mode, seed=2, test_fraction=0.25)
+    split = tmp_path / mode
+    groups = {side: {s.group for s in discover(split / side)} for side in ("train", "validation", "test")}
+    assert groups["test"] and groups["validation"]
+    assert groups["test"].isdisjoint(groups["validation"]) and groups["test"].isdisjoint(groups["train"])
+    assert len(set().union(*groups.values())) == 16
+    assert report["clips"]["test"] == 20 and report["groups"]["test"] == 4  # one recording of each class
+    assert report["test_fraction"] == 0.25 and report["test_fraction_target"] == 0.25
+    assert report["clips"]["validation"] + report["clips"]["train"] == 60
+    assert {r["side"] for r in read_manifest(split / "manifest.csv")} == {"train", "validation", "test"}
+
+
+def test_kfold_holds_the_test_side_out_of_every_fold(synth, tmp_path):
+    report = quiet_split(synth, tmp_path, "kfold", seed=0, folds=3, test_fraction=0.25)
+    test_groups = {s.group for s in discover(tmp_path / "kfold" / "test")}
+    assert len(test_groups) == 4 and report["test"]["clips"] == 20
+    for k in range(3):
+        for side in ("train", "validation"):
+            assert test_groups.isdisjoint({s.group for s in discover(tmp_path / "kfold" / f"fold{k}" / side)})
+    assert sum(fold["clips"]["validation"] for fold in report["folds"]) == 60
+
+
+def test_cli_split_reports_every_side(synth, tmp_path):
+    result = runner.invoke(app, ["split", str(synth), "--output", str(tmp_path), "--test-fraction", "0.25",
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "test: 20 clips, 4 recordings" in result.output and "validation: " in result.output
+    too_much = runner.invoke(app, ["split", str(synth), "--output", str(tmp_path / "x"), "--test-fraction", "0.9"])
+    assert too_much.exit_code == 2 and "leave no clips to train on" in too_much.output
+
+
 def test_kfold_folds_are_group_disjoint_and_cover_every_file(synth, tmp_path):
     report = quiet_split(synth, tmp_path, "kfold", folds=4, seed=1)
     assert len(report["folds"]) == 4

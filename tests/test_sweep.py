@@ -194,14 +194,15 @@ def test_ledger_records_each_run(broken_sweep):
     assert [(r["dataset"], r["status"]) for r in records] == [("independent", "done")] * 2 + [("random", "failed")] * 2
     done, failed = records[0], records[2]
     assert done["params"]["seed"] == 1 and done["params"]["output"] == str(root / "out" / "independent")
-    assert done["best_metric"]["name"] == "accuracy" and 0 <= done["best_metric"]["value"] <= 1
+    assert done["best_metric"]["name"] == "balanced_accuracy" and 0 <= done["best_metric"]["value"] <= 1
     assert done["best_epoch"] == 1 and done["duration_s"] > 0 and done["start"] <= done["end"]
     assert "error" not in done
     assert failed["error"].startswith("DatasetError:") and "missing" in failed["error"]
     log = Path(failed["log"]).read_text()
     assert log == Path(root / "out" / "random" / "logs" / "_randomdata_seed1.log").read_text()
     assert "Traceback" in log and "DatasetError" in log
-    assert "best epoch 1" in Path(done["log"]).read_text()
+    log = Path(done["log"]).read_text()
+    assert "last epoch 1" in log and "epoch 1/1  train_loss" in log  # the recipe's selection, one line per epoch
 
 
 def test_rerun_skips_finished_runs_and_retries_failed_ones_on_request(broken_sweep, synth_split, tmp_path):
@@ -287,3 +288,33 @@ def test_cross_fit_deals_sessions_to_folds_and_trains_each_on_the_others(tmp_pat
 def test_bad_cross_fit_entries_are_named(tmp_path, entry, message):
     with pytest.raises(ConfigError, match=message):
         SweepSpec.from_dict({"base": {}, "grid": {}, "datasets": {"sessions": entry}}, tmp_path)
+
+
+def test_dry_run_names_the_folders_that_do_not_exist(tmp_path, synth_split):
+    data = {"grid": {"seed": [1, 2]},
+            "datasets": {"present": {"train": str(synth_split[0]), "validation": str(synth_split[1])},
+                         "absent": {"train": "nowhere/train", "validation": str(synth_split[1])}}}
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["sweep", str(sweep_file), "--dry-run", "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: dataset absent: train_dir {tmp_path / 'nowhere' / 'train'} does not exist; "
+                        "its runs would fail"]
+    rows = [line for line in result.output.splitlines() if "seed" in line and line.split()[0].isdigit()]
+    assert [row.split()[1] for row in rows if row.rstrip().endswith("train_dir")] == ["absent", "absent"]
+
+
+@pytest.mark.parametrize("name", ["recipe_seeds", "old_launchers", "freezing_and_rates"])
+def test_example_sweeps_train_with_the_recipe(name, tmp_path):
+    from mosquito_ast.sweep import load_sweep
+    from mosquito_ast.training.recipes import RECIPES
+
+    runs = expand(load_sweep(ROOT / "examples" / f"{name}.yaml"), tmp_path)
+    assert runs
+    for run in runs:
+        recipe = RECIPES[run.params.start]
+        unchanged = set(recipe) - set(run.varied)
+        assert {key: getattr(run.params, key) for key in unchanged} == {key: recipe[key] for key in unchanged}
+    if name == "recipe_seeds":
+        assert [run.params.seed for run in runs] == [1, 2, 3, 4, 5] and runs[0].params.start == "scratch"

@@ -1,5 +1,6 @@
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -21,9 +22,8 @@ def test_member_folder_describes_itself(tiny_member):
     assert config["features"]["max_length"] == 100
     assert config["training"]["seed"] == 3 and config["training"]["optimizer"] == "adamw"
     assert [row["epoch"] for row in config["history"]] == [1, 2]
-    best = max(config["history"], key=lambda r: r["accuracy"])
-    assert config["best_epoch"] == best["epoch"]
-    assert set(best) >= {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "loss"}
+    assert config["selected"] == "last" and config["best_epoch"] == 2  # the recipe keeps the last epoch
+    assert set(config["history"][-1]) >= {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "loss"}
     assert config["data"]["train_groups"] and config["data"]["validation_groups"]
     history = pd.read_csv(tiny_member.parent.parent / "runs" / "tiny" / "history.csv")
     assert list(history.epoch) == [1, 2]
@@ -49,9 +49,8 @@ def test_balanced_class_weight_is_recorded_and_changes_training(tiny_params, syn
     kept = [c for c in clips if c.parent.name != first_class] + [c for c in clips if c.parent.name == first_class][:3]
     manifest = tmp_path / "imbalanced.csv"
     pd.DataFrame({"path": [str(c) for c in kept], "label": [c.parent.name for c in kept]}).to_csv(manifest, index=False)
-    plain = train(tiny_params(train_dir=str(manifest), output=str(tmp_path / "plain"), epochs=1))
-    weighted = train(tiny_params(train_dir=str(manifest), output=str(tmp_path / "weighted"), epochs=1,
-                                 class_weight="balanced"))
+    plain = train(tiny_params(train_dir=str(manifest), output=str(tmp_path / "plain"), epochs=1, class_weight="none"))
+    weighted = train(tiny_params(train_dir=str(manifest), output=str(tmp_path / "weighted"), epochs=1))
     config = json.loads((weighted / "config.json").read_text())
     assert config["training"]["class_weight"] == "balanced"
     plain_loss = json.loads((plain / "config.json").read_text())["history"][0]["loss"]
@@ -60,7 +59,7 @@ def test_balanced_class_weight_is_recorded_and_changes_training(tiny_params, syn
 
 def test_patience_stops_when_the_metric_stops_improving(tiny_params):
     # a learning rate this small leaves every epoch's validation metrics where the first left them
-    member = train(tiny_params(epochs=6, patience=2, learning_rate=1e-12))
+    member = train(tiny_params(epochs=6, patience=2, learning_rate=1e-12, select="best"))
     config = json.loads((member / "config.json").read_text())
     assert [row["epoch"] for row in config["history"]] == [1, 2, 3]
     assert config["best_epoch"] == 1
@@ -185,6 +184,52 @@ def test_select_last_keeps_the_final_epoch_and_needs_no_validation(tiny_params):
 
 def test_validation_set_is_required_only_to_pick_the_best_epoch(tiny_params):
     with pytest.raises(ConfigError, match="--select last"):
-        tiny_params(validation_dir=None)
+        tiny_params(validation_dir=None, select="best")
     with pytest.raises(ConfigError, match="patience"):
         tiny_params(select="last", patience=3)
+
+
+def test_a_checkpoint_of_ours_brings_its_normalization(tiny_member, tiny_params, synth_split, tmp_path, capsys):
+    """Fine-tuning from a member (as from a `pretrain` output) normalizes as the encoder learned, not with
+    the new training set's stats; overriding that is allowed, with a loud warning."""
+    stored = json.loads((tiny_member / "config.json").read_text())["features"]
+    clips = sorted(synth_split[0].rglob("*.wav"))[::2]
+    manifest = tmp_path / "half.csv"
+    pd.DataFrame({"path": [str(c) for c in clips], "label": [c.parent.name for c in clips]}).to_csv(manifest, index=False)
+    inherited = train(tiny_params(train_dir=str(manifest), ssl_checkpoint=str(tiny_member), output=str(tmp_path / "a"),
+                                  epochs=1))
+    features = json.loads((inherited / "config.json").read_text())["features"]
+    assert (features["norm_mean"], features["norm_std"]) == (stored["norm_mean"], stored["norm_std"])
+    out = capsys.readouterr()
+    assert "checkpoint  norm_stats checkpoint (mean" in out.out and "warning" not in out.err
+
+    overridden = train(tiny_params(train_dir=str(manifest), ssl_checkpoint=str(tiny_member),
+                                   output=str(tmp_path / "b"), epochs=1, norm_stats="dataset"))
+    assert json.loads((overridden / "config.json").read_text())["features"]["norm_mean"] != stored["norm_mean"]
+    assert "warning: --norm-stats dataset replaces the normalization" in capsys.readouterr().err
+
+
+def test_a_run_prints_only_its_own_lines_with_epochs_counted_from_one(synth_split, feature_cache_dir, tmp_path):
+    """No Lightning banner (GPU/TPU available, tips), no transformers bar per loaded model, one line of
+    metrics per epoch, epochs counted from 1 (as the history and the member's config count them)."""
+    import subprocess
+    import sys
+
+    from transformers import ASTConfig, ASTModel
+
+    from mosquito_ast.models.encoder import PRESETS
+
+    hugging_face = tmp_path / "hf"
+    ASTModel(ASTConfig(**PRESETS["tiny"], max_length=100)).save_pretrained(hugging_face)
+    command = [sys.executable, "-m", "mosquito_ast", "train", "--train-dir", str(synth_split[0]), "--ssl-checkpoint",
+               str(hugging_face), "--output", str(tmp_path / "runs"), "--epochs", "2", "--precision", "32",
+               "--cache-dir", str(feature_cache_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    lines = (result.stdout + result.stderr).replace("\r", "\n").splitlines()
+    for banned in ("GPU available", "TPU available", "litlogger", "Tip", "Loading weights", "Writing model"):
+        assert not [line for line in lines if banned in line], (banned, result.stdout + result.stderr)
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
+    assert "train_loss" in epoch_lines[0]
+    assert "last epoch 2:" in result.stdout and "epoch 0" not in result.stdout + result.stderr

@@ -8,7 +8,9 @@ place that turns an error about the user's input into a one-line message and exi
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import gc
 import inspect
 import sys
 import typing
@@ -20,12 +22,12 @@ import typer
 
 from .config import (CheckSplitParams, DemoParams, DistillParams, EvaluateParams, ExportParams, PredictParams, PretrainParams, SplitParams,
                      SweepParams, TrainParams)
-from .params import Params, base_type, field_default
+from .params import GROUPS, Params, base_type, field_default, flag
 
 app = typer.Typer(help="Classify mosquito species from flight-tone clips with AST ensembles.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
-# Every registered command: name -> its parameter dataclass.
+# Every registered command: name -> its parameter dataclass, in workflow order (as `--help` lists them).
 COMMANDS: dict[str, type[Params]] = {}
 
 # Errors about the user's input, as (module, class): printed as one line, exit code 2, no traceback.
@@ -58,10 +60,6 @@ def reported_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _escape_markup(text: str) -> str:
     """Typer renders help as Rich markup where Rich is installed, where `[a|b]` would vanish as a tag."""
     try:
@@ -71,31 +69,48 @@ def _escape_markup(text: str) -> str:
     return escape(text)
 
 
-def cli_parameter(spec: dataclasses.Field) -> inspect.Parameter:
-    """The Typer argument or option of one dataclass field: its flag (--name, --no-name for booleans),
-    its help text with the choices and the default, and no default of its own (None = not given)."""
-    kind = base_type(spec.type)
-    is_list = typing.get_origin(kind) is list
-    help_text = spec.metadata.get("help", "")
-    choices = spec.metadata.get("choices")
+def help_text(spec: dataclasses.Field) -> str:
+    """A field's help as `--help` shows it: its text, [required], and the default where there is one."""
+    text = spec.metadata.get("help", "")
+    if spec.metadata.get("required"):
+        text += " [required]"
     default = field_default(spec)
-    if choices:
-        help_text += f" [{'|'.join(choices)}]"
     if default not in (None, dataclasses.MISSING, []):
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        help_text += f" (default: {shown})"
-    help_text = _escape_markup(help_text)
+        text += f" (default: {shown})"
+    return _escape_markup(text)
+
+
+def cli_parameter(spec: dataclasses.Field) -> inspect.Parameter:
+    """The Typer argument or option of one dataclass field: its flag (--name, --no-name for booleans),
+    its choices as the value to type, its help and its heading (arguments keep Typer's own, which it
+    shows above every option), and no default of its own (None = not given: a YAML file or the
+    dataclass fills it in)."""
+    kind = base_type(spec.type)
+    is_list = typing.get_origin(kind) is list
+    choices = spec.metadata.get("choices")
     if spec.metadata.get("positional"):
         annotation = Optional[list[str]] if is_list else Optional[kind]
-        given = typer.Argument(None, help=help_text, show_default=False)
+        given = typer.Argument(None, help=help_text(spec), show_default=False)
     else:
         annotation = Optional[str] if is_list else Optional[kind]  # a list flag is comma-separated
-        flag = _flag(spec.name)
+        name = flag(spec)
         if kind is bool:
             negative = spec.name[3:] if spec.name.startswith("no_") else f"no_{spec.name}"
-            flag = f"{flag}/{_flag(negative)}"
-        given = typer.Option(None, flag, help=help_text, show_default=False)
+            name = f"{name}/--{negative.replace('_', '-')}"
+        given = typer.Option(None, name, help=help_text(spec), show_default=False,
+                             rich_help_panel=spec.metadata["group"], metavar="|".join(choices) if choices else None)
     return inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=given)
+
+
+def help_order(fields: tuple[dataclasses.Field, ...]) -> list[dataclasses.Field]:
+    """Arguments first, in their order; then the flags heading by heading (GROUPS order), required ones
+    first, so `--help` shows data, model, training loop, output and system in that order."""
+    def rank(spec: dataclasses.Field) -> tuple[int, bool]:
+        group = spec.metadata.get("group")
+        heading = -1 if spec.metadata.get("positional") else GROUPS.index(group) if group in GROUPS else len(GROUPS)
+        return heading, not spec.metadata.get("required")
+    return sorted(fields, key=rank)
 
 
 def command(name: str, params_type: type[Params]) -> Callable[[Callable[[Any], int | None]], Callable]:
@@ -113,7 +128,7 @@ def command(name: str, params_type: type[Params]) -> Callable[[Callable[[Any], i
         config_option = typer.Option(None, "--config", help="YAML file of parameters; flags override it.")
         parameters = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                         default=config_option)]
-        parameters += [cli_parameter(spec) for spec in dataclasses.fields(params_type)]
+        parameters += [cli_parameter(spec) for spec in help_order(dataclasses.fields(params_type))]
         cli_command.__signature__ = inspect.Signature(parameters)
         cli_command.__doc__ = params_type.__doc__
         app.command(name)(cli_command)
@@ -121,56 +136,6 @@ def command(name: str, params_type: type[Params]) -> Callable[[Callable[[Any], i
         return run
 
     return register
-
-
-@command("train", TrainParams)
-def _train(params: TrainParams) -> None:
-    from .training.train import train
-
-    train(params)
-
-
-@command("distill", DistillParams)
-def _distill(params: DistillParams) -> None:
-    from .training.distill import distill
-
-    distill(params)
-
-
-@command("evaluate", EvaluateParams)
-def _evaluate(params: EvaluateParams) -> None:
-    from .ensemble.evaluate import evaluate
-    from .ensemble.report import write_outputs
-
-    write_outputs(evaluate(params))
-
-
-@command("pretrain", PretrainParams)
-def _pretrain(params: PretrainParams) -> None:
-    from .training.pretrain import pretrain
-
-    pretrain(params)
-
-
-@command("predict", PredictParams)
-def _predict(params: PredictParams) -> None:
-    from .predict import predict
-
-    predict(params)
-
-
-@command("export", ExportParams)
-def _export(params: ExportParams) -> None:
-    from .export import export
-
-    export(params)
-
-
-@command("demo", DemoParams)
-def _demo(params: DemoParams) -> None:
-    from .demo import run_demo
-
-    run_demo(params)
 
 
 @command("split", SplitParams)
@@ -185,11 +150,22 @@ def _split(params: SplitParams) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SplitWarning)
         report = make_split(params.data, params.output, params.mode, params.group_by, params.validation_fraction,
-                            params.seed, params.folds, params.link, params.overwrite, segment, params.progress)
+                            params.seed, params.folds, params.link, params.overwrite, segment, params.progress,
+                            params.test_fraction)
     for note in report["warnings"]:
         typer.echo(f"warning: {note}", err=True)
     typer.echo(f"{params.mode} split of {report['files']} files in {report['recording_groups']} recording groups"
                f" -> {Path(params.output) / params.mode}")
+    for side, clips in sides_summary(report).items():
+        typer.echo(f"  {side}: {clips}")
+
+
+def sides_summary(report: dict) -> dict[str, str]:
+    """Clips and recordings of each side of a split report (kfold: of its test side only)."""
+    sides = {"test": report["test"]} if "test" in report else {}
+    if "clips" in report:
+        sides = {side: {"clips": report["clips"][side], "groups": report["groups"][side]} for side in report["clips"]}
+    return {side: f"{counts['clips']} clips, {counts['groups']} recordings" for side, counts in sides.items()}
 
 
 @command("check-split", CheckSplitParams)
@@ -199,6 +175,20 @@ def _check_split(params: CheckSplitParams) -> int:
     report = check_split(params.train_dir, params.validation_dir, params.group_by, params.progress)
     typer.echo(report.summary())
     return 1 if report.leaks else 0
+
+
+@command("pretrain", PretrainParams)
+def _pretrain(params: PretrainParams) -> None:
+    from .training.pretrain import pretrain
+
+    pretrain(params)
+
+
+@command("train", TrainParams)
+def _train(params: TrainParams) -> None:
+    from .training.train import train
+
+    train(params)
 
 
 @command("sweep", SweepParams)
@@ -213,3 +203,39 @@ def _sweep(params: SweepParams) -> int:
         return 130
     report(outcome, params.dry_run)
     return 1 if outcome.failed else 0
+
+
+@command("evaluate", EvaluateParams)
+def _evaluate(params: EvaluateParams) -> None:
+    from .ensemble.evaluate import evaluate
+    from .ensemble.report import write_outputs
+
+    write_outputs(evaluate(params))
+
+
+@command("predict", PredictParams)
+def _predict(params: PredictParams) -> None:
+    from .predict import predict
+
+    predict(params)
+
+
+@command("distill", DistillParams)
+def _distill(params: DistillParams) -> None:
+    from .training.distill import distill
+
+    distill(params)
+
+
+@command("export", ExportParams)
+def _export(params: ExportParams) -> None:
+    from .export import export
+
+    export(params)
+
+
+@command("demo", DemoParams)
+def _demo(params: DemoParams) -> None:
+    from .demo import run_demo
+
+    run_demo(params)

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from .param_groups import (DataParams, LoopParams, NORM_STATS, OPTIMIZERS, PRECISIONS, SCHEDULERS, ReadParams,
                            precision_option, progress_option)
-from .params import ConfigError, Params, base_type, coerce, option, restate
-from .training.recipes import PLAIN_DEFAULTS, RECIPES, recipe_defaults
+from .params import DATA, LOOP, MODEL, OUTPUT, SYSTEM, ConfigError, Params, base_type, coerce, option, restate
+from .training.recipes import RECIPES, SCRATCH, SCRATCH_ENCODERS, start_defaults, start_of
 
 __all__ = ["AUGMENTATIONS", "CheckSplitParams", "ConfigError", "DataParams", "DemoParams", "DistillParams", "ENCODER_SIZES",
-           "EvaluateParams", "ExportParams", "GROUP_HELP", "LoopParams", "METRICS", "NORM_STATS", "OPTIMIZERS", "PLAIN_DEFAULTS",
+           "EvaluateParams", "ExportParams", "GROUP_HELP", "LoopParams", "METRICS", "NORM_STATS", "OPTIMIZERS",
            "PRECISIONS", "Params", "PredictParams", "PretrainParams", "RECIPES", "ReadParams", "SCHEDULERS",
            "SELECTIONS", "SPLIT_MODES", "SplitParams", "SweepParams", "TAILS", "TrainParams", "base_type", "coerce",
            "option", "precision_option", "progress_option", "restate"]
@@ -33,49 +33,52 @@ GROUP_HELP = "Recording (group) of each file: auto, parent, regex:PATTERN or col
 class TrainParams(LoopParams, DataParams):
     """Fine-tune one classifier (one ensemble member)."""
 
-    train_dir: str = option(None, "Training clips: folder-per-class tree or manifest CSV (path,label[,group]).")
-    validation_dir: str | None = option(None, "Validation clips, same layouts as --train-dir (optional with --select last).")
-    output: str = option("runs", "Output folder; the best member lands in <output>/best/<postfix>/.")
-    postfix: str = option("member", "Name of this member's folder under <output>/best/.")
-    ssl_checkpoint: str | None = option(None, "Encoder weights: a `pretrain` output, an old-notebook SSL model.safetensors folder, or a Hugging Face AST checkpoint (folder or hub id). Empty = from scratch.")
-    preset: str = option("auto", "From scratch: an encoder size (tiny, small, base = the AudioSet AST architecture) or a recipe (small-data: see README) that also fills in every parameter you leave unset. auto = small-data without --ssl-checkpoint; with one, the checkpoint's architecture and plain defaults.", ("auto", *ENCODER_SIZES, *RECIPES))
-    # The recipe-set parameters default to None: `resolve` fills in the preset's value or the plain one.
-    epochs: int | None = restate(LoopParams, "epochs", None, "Number of epochs (default: 5; small-data recipe: 30).")
-    batch_sizes: list[int] | None = restate(LoopParams, "batch_sizes", None, "Batch size per epoch, comma-separated; the last one repeats if shorter (default: 8; small-data recipe: 16).")
-    learning_rate: float | None = restate(LoopParams, "learning_rate", None, "Peak learning rate (default: 5e-5; small-data recipe: 1e-3).")
+    train_dir: str = option(None, "Training clips: folder-per-class tree or manifest CSV (path,label[,group]).", group=DATA, required=True)
+    validation_dir: str | None = option(None, "Validation clips, same layouts as --train-dir (optional with --select last).", group=DATA)
+    output: str = option("runs", "Output folder; the best member lands in <output>/best/<postfix>/.", group=OUTPUT)
+    postfix: str = option("member", "Name of this member's folder under <output>/best/.", group=OUTPUT)
+    ssl_checkpoint: str | None = option(None, "Encoder weights: a `pretrain` output, an old-notebook SSL model.safetensors folder, or a Hugging Face AST checkpoint (folder or hub id). Empty = from scratch.", group=MODEL)
+    preset: str = option("auto", "Encoder size from scratch: tiny, small, base (the AudioSet AST architecture); auto and small-data (the recipe's old name) = tiny. A checkpoint brings its own architecture.", ("auto", *ENCODER_SIZES, "small-data"), group=MODEL)
+    # The recipe-set parameters default to None: `resolve` fills in the value of the run's start.
+    epochs: int | None = restate(LoopParams, "epochs", None, "Number of epochs (default by start: 30 from scratch or a pretrain output, 5 from an AudioSet AST).")
+    batch_sizes: list[int] | None = restate(LoopParams, "batch_sizes", None, "Batch size per epoch, comma-separated; the last one repeats if shorter (default by start: 16 from scratch or a pretrain output, 8 from an AudioSet AST).")
+    learning_rate: float | None = restate(LoopParams, "learning_rate", None, "Peak learning rate (default by start: 1e-3 from scratch or a pretrain output, 5e-5 from an AudioSet AST).")
     warmup_ratio: float = restate(LoopParams, "warmup_ratio", help="Share of steps used for linear warm-up (cosine, linear, constant_with_warmup).")
-    norm_stats: str | None = restate(LoopParams, "norm_stats", None, "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std) (default: audioset; small-data recipe: dataset).")
-    freeze: str = option("none", "What trains: none (everything), head (the new head only), last-n (last N encoder layers + head).", ("none", "head", "last-n"))
-    train_last_n_layers: int = option(0, "N for --freeze last-n.")
-    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.")
-    class_weight: str | None = option(None, "Cross-entropy class weights: none, or balanced (inverse to each class's training clips, so every species counts alike, as balanced accuracy does) (default: none; small-data recipe: balanced).", ("none", "balanced"))
-    augment: list[str] | None = option(None, f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}; none turns them off (default: none; small-data recipe: mask).")
-    gain_db: float = option(6.0, "gain: largest gain change in dB.")
-    frequency_scale: float = option(0.05, "frequency: largest relative frequency change (0.05 = +-5%).")
-    mask_fraction: float = option(0.2, "mask: widest time and frequency mask, as a share of the axis.")
-    mixup_alpha: float = option(0.4, "mixup: Beta(alpha, alpha) weight of the blend.")
-    noise_std: float = option(0.05, "noise: std of Gaussian noise added to the normalized features.")
-    select: str | None = option(None, "Which epoch becomes the member: best (by --metric on --validation-dir) or last (after --epochs; the validation set, optional then, only reports). last is honest when the validation clips also score the member, and trains on every labelled recording (default: best; small-data recipe: last).", SELECTIONS)
-    metric: str | None = option(None, "Validation metric that picks the best epoch (default: accuracy; small-data recipe: balanced_accuracy).", METRICS)
+    norm_stats: str | None = option(None, "Feature normalization: audioset (AST's mean/std), dataset (training-set mean/std) or checkpoint (the mean/std the --ssl-checkpoint's encoder learned on: stored by pretrain and members, AudioSet's for other checkpoints) (default by start: dataset from scratch, checkpoint from a checkpoint of ours, audioset from an AudioSet AST).", (*NORM_STATS, "checkpoint"), group=DATA)
+    freeze: str = option("none", "What trains: none (everything), head (the new head only), last-n (last N encoder layers + head).", ("none", "head", "last-n"), group=MODEL)
+    train_last_n_layers: int = option(0, "N for --freeze last-n.", group=MODEL)
+    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.", group=LOOP)
+    class_weight: str | None = option(None, "Cross-entropy class weights: none, or balanced (inverse to each class's training clips, so every species counts alike, as balanced accuracy does) (default: balanced).", ("none", "balanced"), group=LOOP)
+    augment: list[str] | None = option(None, f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}; none turns them off (default: mask).", group=LOOP)
+    gain_db: float = option(6.0, "gain: largest gain change in dB.", group=LOOP)
+    frequency_scale: float = option(0.05, "frequency: largest relative frequency change (0.05 = +-5%).", group=LOOP)
+    mask_fraction: float = option(0.2, "mask: widest time and frequency mask, as a share of the axis.", group=LOOP)
+    mixup_alpha: float = option(0.4, "mixup: Beta(alpha, alpha) weight of the blend.", group=LOOP)
+    noise_std: float = option(0.05, "noise: std of Gaussian noise added to the normalized features.", group=LOOP)
+    select: str | None = option(None, "Which epoch becomes the member: best (by --metric on --validation-dir) or last (after --epochs; the validation set, optional then, only reports). last is honest when the validation clips also score the member, and trains on every labelled recording (default: last).", SELECTIONS, group=LOOP)
+    metric: str | None = option(None, "Validation metric that picks the best epoch and is reported (default: balanced_accuracy).", METRICS, group=LOOP)
 
     def resolve(self) -> None:
-        if self.preset == "auto" and not self.ssl_checkpoint:
-            self.preset = "small-data"
-        for name, value in recipe_defaults(self.preset).items():
+        for name, (value, _) in start_defaults(self.start).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.augment == ["none"]:
             self.augment = []
 
     @property
+    def start(self) -> str:
+        """How this run starts (training/recipes.py): from scratch, a checkpoint of ours, an AudioSet AST."""
+        return start_of(self.ssl_checkpoint)
+
+    @property
     def encoder_size(self) -> str:
         """The encoder preset used from scratch (a checkpoint brings its own architecture)."""
-        return RECIPES[self.preset]["encoder"] if self.preset in RECIPES else self.preset if self.preset != "auto" else "base"
+        return SCRATCH_ENCODERS.get(self.preset, self.preset)
 
     def validate(self) -> None:
         super().validate()
-        if not self.train_dir:
-            raise ConfigError("--train-dir is required")
+        if self.norm_stats == "checkpoint" and not self.ssl_checkpoint:
+            raise ConfigError("norm_stats: checkpoint takes the normalization of --ssl-checkpoint; give one, or use dataset or audioset")
         if self.select == "best" and not self.validation_dir:
             raise ConfigError("--validation-dir is required to pick the best epoch (or keep the last: --select last)")
         if self.select == "last" and self.patience:
@@ -94,30 +97,28 @@ class TrainParams(LoopParams, DataParams):
 class PretrainParams(LoopParams, DataParams):
     """Self-supervised pretraining of an AST encoder on unlabeled clips (done once, reused by `train`)."""
 
-    data: str = option(None, "Unlabeled clips: a folder searched recursively (labels ignored) or a manifest CSV with a 'path' column.")
-    output: str = option("pretrained", "Output folder: model.safetensors + config.json, loadable with `train --ssl-checkpoint`.")
-    validation_dir: str | None = option(None, "Validation clips (folder or manifest); default: a seeded --validation-fraction of --data.")
-    validation_fraction: float = option(0.1, "Share of --data held out for validation when no --validation-dir is given.")
-    objective: str = option("denoise", "denoise (reconstruct the clean fbank from a time/frequency-masked one) or masked-patch (predict hidden patches).", ("denoise", "masked-patch"))
-    mask_ratio: float = option(0.5, "masked-patch: share of patches hidden per clip.")
-    time_mask_fraction: float = option(0.2, "denoise: widest time mask, as a share of the clip's frames.")
-    frequency_mask_fraction: float = option(0.2, "denoise: widest frequency mask, as a share of the mel bins.")
-    time_masks: int = option(2, "denoise: time masks per clip.")
-    frequency_masks: int = option(2, "denoise: frequency masks per clip.")
-    preset: str = option("tiny", "Encoder size when starting from scratch: tiny, small, base (ignored with --init).", ENCODER_SIZES)
-    init: str | None = option(None, "Start from these encoder weights (Hugging Face AST folder or hub id, a `pretrain` output, an old SSL checkpoint); position embeddings are resized to the clip length.")
+    data: str = option(None, "Unlabeled clips: a folder searched recursively (labels ignored) or a manifest CSV with a 'path' column.", group=DATA, required=True)
+    output: str = option("pretrained", "Output folder: model.safetensors + config.json, loadable with `train --ssl-checkpoint`.", group=OUTPUT)
+    validation_dir: str | None = option(None, "Validation clips (folder or manifest); default: a seeded --validation-fraction of --data.", group=DATA)
+    validation_fraction: float = option(0.1, "Share of --data held out for validation when no --validation-dir is given.", group=DATA)
+    objective: str = option("denoise", "denoise (reconstruct the clean fbank from a time/frequency-masked one) or masked-patch (predict hidden patches).", ("denoise", "masked-patch"), group=LOOP)
+    mask_ratio: float = option(0.5, "masked-patch: share of patches hidden per clip.", group=LOOP)
+    time_mask_fraction: float = option(0.2, "denoise: widest time mask, as a share of the clip's frames.", group=LOOP)
+    frequency_mask_fraction: float = option(0.2, "denoise: widest frequency mask, as a share of the mel bins.", group=LOOP)
+    time_masks: int = option(2, "denoise: time masks per clip.", group=LOOP)
+    frequency_masks: int = option(2, "denoise: frequency masks per clip.", group=LOOP)
+    preset: str = option("tiny", "Encoder size when starting from scratch: tiny, small, base (ignored with --init).", ENCODER_SIZES, group=MODEL)
+    init: str | None = option(None, "Start from these encoder weights (Hugging Face AST folder or hub id, a `pretrain` output, an old SSL checkpoint); position embeddings are resized to the clip length.", group=MODEL)
     seed: int = restate(LoopParams, "seed", help="Random seed for the validation split, initialisation, shuffling and masks.")
     scheduler: str = restate(LoopParams, "scheduler", "linear")
     grad_accumulation: int = restate(LoopParams, "grad_accumulation", 2)
     patience: int = restate(LoopParams, "patience", 10, "Early stopping: epochs without a validation-loss improvement of --min-delta (0 = off).")
-    min_delta: float = option(1e-4, "Early stopping: smallest validation-loss decrease that counts as an improvement.")
-    probe: str | None = option(None, "Labeled folder-per-class set: after pretraining, report a linear probe's group-cross-validated balanced accuracy, pretrained vs random encoder.")
+    min_delta: float = option(1e-4, "Early stopping: smallest validation-loss decrease that counts as an improvement.", group=LOOP)
+    probe: str | None = option(None, "Labeled folder-per-class set: after pretraining, report a linear probe's group-cross-validated balanced accuracy, pretrained vs random encoder.", group=OUTPUT)
     overwrite: bool = restate(LoopParams, "overwrite", help="Replace an existing pretrained model in --output.")
 
     def validate(self) -> None:
         super().validate()
-        if not self.data:
-            raise ConfigError("--data is required")
         self.check_loop()
         if not self.validation_dir and not 0 < self.validation_fraction < 1:
             raise ConfigError(f"validation_fraction: must be between 0 and 1, got {self.validation_fraction}")
@@ -135,22 +136,20 @@ class EvaluateParams(ReadParams):
     Members carry their own feature settings (sample rate, clip length, mel bins, frames,
     normalization), so none are set here."""
 
-    models: str = option(None, "Folder searched recursively for members (model.safetensors + config.json), e.g. a sweep's output or a best/ folder.")
-    data: str = option(None, "Evaluation clips: folder-per-class tree or manifest CSV (path,label[,group]).")
-    output: str = option("evaluation", "Output folder for predictions.csv, metrics.json, plots and report.html.")
-    labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook members (weights only).")
-    weights: str | None = option(None, "Member weights: comma list in member order (sorted member names, as in members.csv) or a CSV with columns member,weight. Default: equal.")
-    batch_size: int = option(32, "Clips per inference batch.")
-    bootstrap: int = option(1000, "Bootstrap resamples for 95% intervals of accuracy and balanced accuracy (0 = off).")
-    seed: int = option(0, "Seed of the bootstrap resampling.")
-    ece_bins: int = option(15, "Equal-width confidence bins of the expected calibration error.")
-    baseline: bool = option(True, "Also fit the spectrum baselines (Welch log spectrum + logistic regression / random forest) on the members' training clips and score them beside the members.")
+    models: list[str] | None = option(None, "Folders searched recursively for members (model.safetensors + config.json), comma-separated, e.g. a sweep's output or a best/ folder; a member reached twice counts once.", group=MODEL, required=True)
+    data: str = option(None, "Evaluation clips: folder-per-class tree or manifest CSV (path,label[,group]).", group=DATA, required=True)
+    output: str = option("evaluation", "Output folder for predictions.csv, metrics.json, plots and report.html.", group=OUTPUT)
+    labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook members (weights only).", group=MODEL)
+    weights: str | None = option(None, "Member weights: comma list in member order (sorted member names, as in members.csv) or a CSV with columns member,weight. Default: equal.", group=MODEL)
+    batch_size: int = option(32, "Clips per inference batch.", group=SYSTEM)
+    bootstrap: int = option(1000, "Bootstrap resamples for 95% intervals of accuracy and balanced accuracy (0 = off).", group=OUTPUT)
+    seed: int = option(0, "Seed of the bootstrap resampling.", group=OUTPUT)
+    ece_bins: int = option(15, "Equal-width confidence bins of the expected calibration error.", group=OUTPUT)
+    baseline: bool = option(True, "Also fit the spectrum baselines (Welch log spectrum + logistic regression / random forest) on the members' training clips and score them beside the members.", group=OUTPUT)
     progress: bool = progress_option()
 
     def validate(self) -> None:
         super().validate()
-        if not self.models or not self.data:
-            raise ConfigError("--models and --data are required")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: must be at least 1, got {self.batch_size}")
         if self.bootstrap < 0 or self.ece_bins < 1:
@@ -161,22 +160,20 @@ class EvaluateParams(ReadParams):
 class PredictParams(Params):
     """Label new recordings of any length with the ensemble in --models."""
 
-    inputs: list[str] = option([], "Audio files and/or folders (searched recursively).", positional=True)
-    models: str = option(None, "Folder searched recursively for members, as for `evaluate`.")
-    output: str = option("predictions.csv", "Per-file CSV; <stem>_windows.csv and <stem>.json are written beside it.")
-    hop_seconds: float = option(0.5, "Step between clip-length windows of a long recording.")
-    top_k: int = option(3, "Labels listed per file, most probable first.")
-    min_confidence: float = option(0.5, "Files whose top probability is below this are marked uncertain.")
-    abstain_below: float = option(0.0, "Files and windows whose top probability is below this get the label `uncertain` instead of a species (0 = always name one); evaluate's coverage.csv shows the accuracy each threshold buys.")
-    labels: list[str] | None = option(None, "Class names in the old id order; needed for old-notebook members.")
-    weights: str | None = option(None, "Member weights, as for `evaluate`.")
-    batch_size: int = option(32, "Windows per inference batch.")
+    inputs: list[str] = option([], "Audio files and/or folders (searched recursively).", positional=True, group=DATA, required=True)
+    models: list[str] | None = option(None, "Folders searched recursively for members, comma-separated, as for `evaluate`.", group=MODEL, required=True)
+    output: str = option("predictions.csv", "Per-file CSV; <stem>_windows.csv and <stem>.json are written beside it.", group=OUTPUT)
+    hop_seconds: float = option(0.5, "Step between clip-length windows of a long recording.", group=DATA)
+    top_k: int = option(3, "Labels listed per file, most probable first.", group=OUTPUT)
+    min_confidence: float = option(0.5, "Files whose top probability is below this are marked uncertain.", group=OUTPUT)
+    abstain_below: float = option(0.0, "Files and windows whose top probability is below this get the label `uncertain` instead of a species (0 = always name one); evaluate's coverage.csv shows the accuracy each threshold buys.", group=OUTPUT)
+    labels: list[str] | None = option(None, "Class names in the old id order; needed for old-notebook members.", group=MODEL)
+    weights: str | None = option(None, "Member weights, as for `evaluate`.", group=MODEL)
+    batch_size: int = option(32, "Windows per inference batch.", group=SYSTEM)
     precision: str = precision_option()
     progress: bool = progress_option()
 
     def validate(self) -> None:
-        if not self.inputs or not self.models:
-            raise ConfigError("give --models and at least one audio file or folder")
         if self.hop_seconds <= 0 or self.top_k < 1 or not 0 <= self.min_confidence <= 1:
             raise ConfigError("hop_seconds must be > 0, top_k >= 1 and min_confidence in [0, 1]")
         if not 0 <= self.abstain_below <= 1:
@@ -188,24 +185,22 @@ class ExportParams(Params):
     """Export a member, or a whole ensemble with its soft vote, to ONNX: un-normalized fbank in, class
     probabilities out, with model.json beside it; checked against PyTorch on a few clips."""
 
-    models: str = option(None, "Folder searched recursively for members, as for `evaluate`; all of them go into one graph (they must share feature settings and classes).")
-    output: str = option(None, "Output folder for model.onnx and model.json (and model.int8.onnx with --int8).")
-    int8: bool = option(False, "Also write model.int8.onnx (onnxruntime quantization of the MatMul/Gemm weights; dynamic, or static with --calibration); model.json then names it.")
-    calibration: str | None = option(None, "With --int8: clips (a folder searched recursively or a manifest CSV) that calibrate static quantization; without it, quantization is dynamic.")
-    calibration_clips: int = option(64, "Most clips read from --calibration, evenly spread.")
-    labels: list[str] | None = option(None, "Class names in the old id order; needed for old-notebook members.")
-    weights: str | None = option(None, "Member weights of the soft vote, as for `evaluate`. Default: equal.")
-    check_data: str | None = option(None, "Clips of the self-check (a folder searched recursively or a manifest CSV). Default: the members' training clips when they are still where they were, else generated clips.")
-    check_clips: int = option(32, "Clips of the self-check (ONNX against PyTorch), evenly spread.")
-    batch_size: int = option(32, "Clips per inference batch of the self-check.")
+    models: list[str] | None = option(None, "Folders searched recursively for members, comma-separated, as for `evaluate`; all of them go into one graph (they must share feature settings and classes).", group=MODEL, required=True)
+    output: str = option(None, "Output folder for model.onnx and model.json (and model.int8.onnx with --int8).", group=OUTPUT, required=True)
+    int8: bool = option(False, "Also write model.int8.onnx (onnxruntime quantization of the MatMul/Gemm weights; dynamic, or static with --calibration); model.json then names it.", group=OUTPUT)
+    calibration: str | None = option(None, "With --int8: clips (a folder searched recursively or a manifest CSV) that calibrate static quantization; without it, quantization is dynamic.", group=DATA)
+    calibration_clips: int = option(64, "Most clips read from --calibration, evenly spread.", group=DATA)
+    labels: list[str] | None = option(None, "Class names in the old id order; needed for old-notebook members.", group=MODEL)
+    weights: str | None = option(None, "Member weights of the soft vote, as for `evaluate`. Default: equal.", group=MODEL)
+    check_data: str | None = option(None, "Clips of the self-check (a folder searched recursively or a manifest CSV). Default: the members' training clips when they are still where they were, else generated clips.", group=DATA)
+    check_clips: int = option(32, "Clips of the self-check (ONNX against PyTorch), evenly spread.", group=DATA)
+    batch_size: int = option(32, "Clips per inference batch of the self-check.", group=SYSTEM)
     cache_dir: str | None = restate(ReadParams, "cache_dir")
     no_cache: bool = restate(ReadParams, "no_cache")
-    overwrite: bool = option(False, "Replace an existing export in --output.")
+    overwrite: bool = option(False, "Replace an existing export in --output.", group=OUTPUT)
     progress: bool = progress_option()
 
     def validate(self) -> None:
-        if not self.models or not self.output:
-            raise ConfigError("--models and --output are required")
         if self.calibration and not self.int8:
             raise ConfigError("--calibration calibrates int8 quantization; add --int8")
         if self.check_clips < 1 or self.calibration_clips < 1 or self.batch_size < 1:
@@ -216,15 +211,15 @@ class ExportParams(Params):
 class DemoParams(Params):
     """The whole workflow on generated data: data, splits, pretraining, two sweeps, two evaluations."""
 
-    output: str = option("demo-output", "Folder for everything the demo makes.")
-    seed: int = option(0, "Seed of the generated data, the splits and the members.")
-    recordings_per_species: int = option(6, "Generated recordings (sessions) per species.")
-    clips_per_recording: int = option(8, "Generated 1 s clips per recording.")
-    members: int = option(3, "Ensemble members per split.")
-    epochs: int = option(8, "Fine-tuning epochs per member.")
-    pretrain_epochs: int = option(4, "Pretraining epochs.")
+    output: str = option("demo-output", "Folder for everything the demo makes.", group=OUTPUT)
+    seed: int = option(0, "Seed of the generated data, the splits and the members.", group=DATA)
+    recordings_per_species: int = option(6, "Generated recordings (sessions) per species.", group=DATA)
+    clips_per_recording: int = option(8, "Generated 1 s clips per recording.", group=DATA)
+    members: int = option(3, "Ensemble members per split.", group=MODEL)
+    epochs: int = option(8, "Fine-tuning epochs per member.", group=LOOP)
+    pretrain_epochs: int = option(4, "Pretraining epochs.", group=LOOP)
     precision: str = precision_option()
-    cache_dir: str | None = option(None, "Feature cache folder (default: <output>/cache).")
+    cache_dir: str | None = option(None, "Feature cache folder (default: <output>/cache).", group=SYSTEM)
     progress: bool = progress_option()
 
     def validate(self) -> None:
@@ -234,22 +229,23 @@ class DemoParams(Params):
 
 @dataclass
 class SplitParams(Params):
-    """Build train/validation folder trees (independent, random or k-fold) with a manifest and a report."""
+    """Build train/validation(/test) folder trees (independent, random or k-fold) with a manifest and a report."""
 
-    data: str = option(None, "Labeled audio: <class>/**/<file> folder or manifest CSV (path,label[,group]).", positional=True)
-    output: str = option(None, "Output folder; the split lands in <output>/<mode>/.")
-    mode: str = option("independent", "independent (no recording on both sides), random (groups ignored) or kfold.", SPLIT_MODES)
-    group_by: str = option("auto", GROUP_HELP)
-    validation_fraction: float = option(0.2, "Target share of clips in validation (independent, random).")
-    seed: int = option(0, "Random seed; the same seed gives the same split.")
-    folds: int = option(5, "Number of folds for --mode kfold.")
-    copy: bool = option(False, "Copy files instead of hard-linking them.")
-    symlink: bool = option(False, "Symlink files instead of hard-linking them.")
-    overwrite: bool = option(False, "Replace an existing, non-empty split folder.")
-    clip_seconds: float | None = option(None, "Cut recordings into clips of this length first (16 kHz wav under <output>/clips/).")
-    hop_seconds: float | None = option(None, "Step between clip starts (default: the clip length).")
-    tail: str = option("drop", "A last clip shorter than --clip-seconds: drop or pad.", TAILS)
-    min_rms_db: float | None = option(None, "Drop clips quieter than this RMS level in dBFS (e.g. -50).")
+    data: str = option(None, "Labeled audio: <class>/**/<file> folder or manifest CSV (path,label[,group]).", positional=True, group=DATA, required=True)
+    output: str = option(None, "Output folder; the split lands in <output>/<mode>/.", group=OUTPUT, required=True)
+    mode: str = option("independent", "independent (no recording on both sides), random (groups ignored) or kfold.", SPLIT_MODES, group=DATA)
+    group_by: str = option("auto", GROUP_HELP, group=DATA)
+    validation_fraction: float = option(0.2, "Target share of clips in validation (independent, random).", group=DATA)
+    test_fraction: float = option(0.0, "Target share of clips held out in <output>/<mode>/test/, whole recordings in every mode, never on another side: `evaluate --data` it to score members on clips none of them chose anything on (0 = no test side).", group=DATA)
+    seed: int = option(0, "Random seed; the same seed gives the same split.", group=DATA)
+    folds: int = option(5, "Number of folds for --mode kfold.", group=DATA)
+    copy: bool = option(False, "Copy files instead of hard-linking them.", group=OUTPUT)
+    symlink: bool = option(False, "Symlink files instead of hard-linking them.", group=OUTPUT)
+    overwrite: bool = option(False, "Replace an existing, non-empty split folder.", group=OUTPUT)
+    clip_seconds: float | None = option(None, "Cut recordings into clips of this length first (16 kHz wav under <output>/clips/).", group=DATA)
+    hop_seconds: float | None = option(None, "Step between clip starts (default: the clip length).", group=DATA)
+    tail: str = option("drop", "A last clip shorter than --clip-seconds: drop or pad.", TAILS, group=DATA)
+    min_rms_db: float | None = option(None, "Drop clips quieter than this RMS level in dBFS (e.g. -50).", group=DATA)
     progress: bool = progress_option()
 
     @property
@@ -257,12 +253,15 @@ class SplitParams(Params):
         return "copy" if self.copy else "symlink" if self.symlink else "hard"
 
     def validate(self) -> None:
-        if not self.data or not self.output:
-            raise ConfigError("give the labeled audio (DATA) and --output")
         if self.copy and self.symlink:
             raise ConfigError("choose one of --copy and --symlink")
         if self.mode != "kfold" and not 0 < self.validation_fraction < 1:
             raise ConfigError(f"validation_fraction: must be between 0 and 1, got {self.validation_fraction}")
+        if not 0 <= self.test_fraction < 1:
+            raise ConfigError(f"test_fraction: must be at least 0 and below 1, got {self.test_fraction}")
+        if self.mode != "kfold" and self.validation_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"validation_fraction {self.validation_fraction} + test_fraction {self.test_fraction} "
+                              f"leave no clips to train on")
         for name in ("clip_seconds", "hop_seconds"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
@@ -272,34 +271,25 @@ class SplitParams(Params):
 class CheckSplitParams(Params):
     """List recordings and identical audio found on both sides; exit 1 on leakage (2 on unusable input)."""
 
-    train_dir: str = option(None, "Training clips: folder-per-class tree or manifest CSV.", positional=True)
-    validation_dir: str = option(None, "Validation clips, same layouts.", positional=True)
-    group_by: str = option("auto", GROUP_HELP)
+    train_dir: str = option(None, "Training clips: folder-per-class tree or manifest CSV.", positional=True, group=DATA, required=True)
+    validation_dir: str = option(None, "Validation clips, same layouts.", positional=True, group=DATA, required=True)
+    group_by: str = option("auto", GROUP_HELP, group=DATA)
     progress: bool = progress_option("Show progress bars while hashing audio.")
-
-    def validate(self) -> None:
-        if not self.train_dir or not self.validation_dir:
-            raise ConfigError("give the training and the validation clips (TRAIN_DIR VALIDATION_DIR)")
 
 
 @dataclass
 class SweepParams(Params):
     """Train many members from one sweep file; finished runs are skipped when the command is repeated."""
 
-    sweep_file: str = option(None, "Sweep YAML: base, grid, datasets, postfix (see examples/).", positional=True)
-    output: str | None = option(None, "Sweep folder (default: the file's `output`, else runs/<file name>).")
-    backend: str = option("local", "local (train in process or worker processes), papermill (the training notebook per run) or ray.")
-    parallel: int = option(1, "Runs at once: worker processes with cores // N threads and one GPU each (local, papermill); Ray tasks at once on a local Ray.")
-    dry_run: bool = option(False, "Print the expanded runs and what would happen to each; train nothing.")
-    retry_failed: bool = option(False, "Run again the runs whose last attempt failed.")
-    evaluate: bool = option(False, "Afterwards evaluate each dataset's ensemble on its validation set; compare them side by side.")
-    ray_address: str | None = option(None, "Join this Ray cluster (e.g. auto or ray://host:10001) instead of starting a local Ray.")
-    notebook: str | None = option(None, "Training notebook for --backend papermill (default: notebooks/train.ipynb).")
-
-    def validate(self) -> None:
-        if not self.sweep_file:
-            raise ConfigError("give the sweep file (SWEEP_FILE)")
-
+    sweep_file: str = option(None, "Sweep YAML: base, grid, datasets, postfix (see examples/).", positional=True, group=LOOP, required=True)
+    output: str | None = option(None, "Sweep folder (default: the file's `output`, else runs/<file name>).", group=OUTPUT)
+    backend: str = option("local", "local (train in process or worker processes), papermill (the training notebook per run) or ray.", group=SYSTEM)
+    parallel: int = option(1, "Runs at once: worker processes with cores // N threads and one GPU each (local, papermill); Ray tasks at once on a local Ray.", group=SYSTEM)
+    dry_run: bool = option(False, "Print the expanded runs and what would happen to each; train nothing.", group=LOOP)
+    retry_failed: bool = option(False, "Run again the runs whose last attempt failed.", group=LOOP)
+    evaluate: bool = option(False, "Afterwards evaluate each dataset's ensemble on its validation set; compare them side by side.", group=OUTPUT)
+    ray_address: str | None = option(None, "Join this Ray cluster (e.g. auto or ray://host:10001) instead of starting a local Ray.", group=SYSTEM)
+    notebook: str | None = option(None, "Training notebook for --backend papermill (default: notebooks/train.ipynb).", group=SYSTEM)
 
 
 @dataclass
@@ -310,24 +300,25 @@ class DistillParams(LoopParams, ReadParams):
     the true labels of the clips that have them. The student takes the teachers' feature settings and
     labels and is an ordinary member folder that `evaluate` and `predict` load as they are."""
 
-    models: str = option(None, "Teacher ensemble: folder searched recursively for members, as for `evaluate`; all must share feature settings.")
-    data: str = option(None, "Clips to distil on: a folder-per-class tree or manifest CSV with labels (KL + cross-entropy), or any folder of audio or a manifest with a 'path' column only (KL alone).")
-    output: str = option(None, "Student member folder (model.safetensors + config.json); working files (checkpoints, history) go to <output>-run/.")
-    use_labels: str = option("auto", "Labels of --data: auto (a manifest's 'label' column; a folder's class sub-folders when any is named after a teacher class, else every audio file unlabelled), yes (required) or no (ignored: KL term only).", ("auto", "yes", "no"))
-    validation_dir: str | None = option(None, "Labelled clips scored after every epoch; they only report (the last epoch is kept).")
-    preset: str = option("tiny", "Student encoder size, from scratch: tiny, small, base.", ENCODER_SIZES)
-    temperature: float = option(2.0, "Softmax temperature T of teachers and student in the KL term.")
-    alpha: float = option(0.5, "Weight of the KL term (times T^2); 1 - alpha weighs the cross-entropy with the true labels. Unlabelled data: KL alone.")
-    labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook teachers (weights only).")
-    weights: str | None = option(None, "Teacher weights in the soft vote, as for `evaluate` (comma list in member order or a member,weight CSV). Default: equal.")
-    epochs: int = restate(LoopParams, "epochs", 30, "Number of epochs; the last one is kept.")
-    batch_sizes: list[int] = restate(LoopParams, "batch_sizes", [16])
-    learning_rate: float = restate(LoopParams, "learning_rate", 1e-3)
-    norm_stats: str | None = restate(LoopParams, "norm_stats", None, "Feature normalization of the student: the teachers' (default, the first member's), audioset (AST's mean/std) or dataset (mean/std of --data).")
+    models: list[str] | None = option(None, "Teacher ensemble: folders searched recursively for members, comma-separated, as for `evaluate`; all must share feature settings.", group=MODEL, required=True)
+    data: str = option(None, "Clips to distil on: a folder-per-class tree or manifest CSV with labels (KL + cross-entropy), or any folder of audio or a manifest with a 'path' column only (KL alone).", group=DATA, required=True)
+    output: str = option(None, "Student member folder (model.safetensors + config.json); working files (checkpoints, history) go to <output>-run/.", group=OUTPUT, required=True)
+    use_labels: str = option("auto", "Labels of --data: auto (a manifest's 'label' column; a folder's class sub-folders when any is named after a teacher class, else every audio file unlabelled), yes (required) or no (ignored: KL term only).", ("auto", "yes", "no"), group=DATA)
+    validation_dir: str | None = option(None, "Labelled clips scored after every epoch; they only report (the last epoch is kept).", group=DATA)
+    preset: str = option("tiny", "Student encoder size, from scratch: tiny, small, base.", ENCODER_SIZES, group=MODEL)
+    temperature: float = option(2.0, "Softmax temperature T of teachers and student in the KL term.", group=LOOP)
+    alpha: float = option(0.5, "Weight of the KL term (times T^2); 1 - alpha weighs the cross-entropy with the true labels. Unlabelled data: KL alone.", group=LOOP)
+    labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook teachers (weights only).", group=MODEL)
+    weights: str | None = option(None, "Teacher weights in the soft vote, as for `evaluate` (comma list in member order or a member,weight CSV). Default: equal.", group=MODEL)
+    # the student starts from scratch: the scratch recipe's values (training/recipes.py)
+    epochs: int = restate(LoopParams, "epochs", RECIPES[SCRATCH]["epochs"], "Number of epochs; the last one is kept.")
+    batch_sizes: list[int] = restate(LoopParams, "batch_sizes", RECIPES[SCRATCH]["batch_sizes"])
+    learning_rate: float = restate(LoopParams, "learning_rate", RECIPES[SCRATCH]["learning_rate"])
+    norm_stats: str = option("teachers", "Feature normalization of the student: teachers (the first member's), audioset (AST's mean/std) or dataset (mean/std of --data).", ("teachers", *NORM_STATS), group=DATA)
     patience: int = restate(LoopParams, "patience", 0, "Unused: distill runs every epoch and keeps the last (must stay 0).")
     overwrite: bool = restate(LoopParams, "overwrite", help="Replace an existing student at --output.")
-    class_weight: str = restate(TrainParams, "class_weight", "balanced", "Class weights of the cross-entropy term: none, or balanced (inverse to each class's labelled clips).")
-    augment: list[str] = restate(TrainParams, "augment", ["mask"], f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}; none turns them off (mixup blends the teachers' targets too).")
+    class_weight: str = restate(TrainParams, "class_weight", RECIPES[SCRATCH]["class_weight"], "Class weights of the cross-entropy term: none, or balanced (inverse to each class's labelled clips).")
+    augment: list[str] = restate(TrainParams, "augment", RECIPES[SCRATCH]["augment"], f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}; none turns them off (mixup blends the teachers' targets too).")
     gain_db: float = restate(TrainParams, "gain_db")
     frequency_scale: float = restate(TrainParams, "frequency_scale")
     mask_fraction: float = restate(TrainParams, "mask_fraction")
@@ -340,8 +331,6 @@ class DistillParams(LoopParams, ReadParams):
 
     def validate(self) -> None:
         super().validate()
-        if not self.models or not self.data or not self.output:
-            raise ConfigError("--models, --data and --output are required")
         self.check_loop()
         if self.patience:
             raise ConfigError("--patience stops on a validation metric; distill keeps the last epoch")

@@ -73,9 +73,16 @@ class FeatureSettings:
     def with_stats(self, mean: float, std: float) -> "FeatureSettings":
         return FeatureSettings(**{**self.to_dict(), "norm_mean": float(mean), "norm_std": float(std)})
 
-    def describe(self) -> str:
-        """The settings in words, for progress bars and messages."""
-        return f"{self.sample_rate / 1000:g} kHz, {self.clip_seconds:g} s clips, {self.num_mel_bins} mel bins"
+    @property
+    def label(self) -> str:
+        """How progress bars and messages name a feature setting: "16 kHz, 1 s clips" plus what differs
+        from AST's."""
+        text = f"{self.sample_rate / 1000:g} kHz, {self.clip_seconds:g} s clips"
+        if self.num_mel_bins != 128:
+            text += f", {self.num_mel_bins} mel bins"
+        if (self.window_ms, self.hop_ms) != (25.0, 10.0):
+            text += f", {self.window_ms:g}/{self.hop_ms:g} ms"
+        return text + (f", up to {self.max_frequency:g} Hz" if self.max_frequency else "")
 
     @property
     def top_frequency(self) -> float:

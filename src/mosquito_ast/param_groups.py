@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .params import ConfigError, Params, option
+from .params import DATA, LOOP, MODEL, OUTPUT, SYSTEM, ConfigError, Params, option
 
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 OPTIMIZERS = ("adamw", "rmsprop", "sgd")
@@ -17,22 +17,22 @@ NORM_STATS = ("audioset", "dataset")
 
 
 def precision_option() -> Any:
-    return option("auto", "auto (bf16-mixed on GPUs and CPUs with AMX/AVX512-BF16, else 32), 32, bf16-mixed, 16-mixed.", PRECISIONS)
+    return option("auto", "auto (bf16-mixed on GPUs and CPUs with AMX/AVX512-BF16, else 32), 32, bf16-mixed, 16-mixed.", PRECISIONS, group=SYSTEM)
 
 
 def progress_option(help: str = "Show progress bars.") -> Any:
-    return option(True, help)
+    return option(True, help, group=SYSTEM)
 
 
 @dataclass
 class ReadParams(Params):
     """How labeled clips are read: groups, bad files, feature cache, workers, precision."""
 
-    group_by: str = option("auto", "Recording (group) of each clip: auto, parent, regex:PATTERN or column:NAME.")
-    max_bad_fraction: float = option(0.0, "Largest share of unreadable/empty/silent files tolerated (skipped and listed).")
-    cache_dir: str | None = option(None, "Feature cache folder (default: the user cache directory).")
-    no_cache: bool = option(False, "Compute features without reading or writing the cache.")
-    num_workers: int = option(0, "DataLoader worker processes for decoding and features (0 = in process).")
+    group_by: str = option("auto", "Recording (group) of each clip: auto, parent, regex:PATTERN or column:NAME.", group=DATA)
+    max_bad_fraction: float = option(0.0, "Largest share of unreadable/empty/silent files tolerated (skipped and listed).", group=DATA)
+    cache_dir: str | None = option(None, "Feature cache folder (default: the user cache directory).", group=SYSTEM)
+    no_cache: bool = option(False, "Compute features without reading or writing the cache.", group=SYSTEM)
+    num_workers: int = option(0, "DataLoader worker processes for decoding and features (0 = in process).", group=SYSTEM)
     precision: str = precision_option()
 
     def validate(self) -> None:
@@ -44,12 +44,12 @@ class ReadParams(Params):
 class DataParams(ReadParams):
     """Reading settings plus the feature settings of commands that build a model (train, pretrain)."""
 
-    clip_seconds: float = option(1.0, "Clip length in seconds; shorter files are padded, longer ones trimmed.")
-    sample_rate: int = option(16000, "Sample rate the audio is resampled to.")
-    num_mel_bins: int = option(128, "Mel bins of the fbank features.")
-    window_ms: float = option(25.0, "Fbank analysis window in milliseconds (the same at every sample rate).")
-    hop_ms: float = option(10.0, "Fbank hop in milliseconds: 10 gives 100 frames per second at any sample rate.")
-    max_frequency: float = option(0.0, "Top of the mel band in Hz (0 = Nyquist); e.g. 4000 for 8 kHz recordings resampled to 16 kHz.")
+    clip_seconds: float = option(1.0, "Clip length in seconds; shorter files are padded, longer ones trimmed.", group=DATA)
+    sample_rate: int = option(16000, "Sample rate the audio is resampled to.", group=DATA)
+    num_mel_bins: int = option(128, "Mel bins of the fbank features.", group=DATA)
+    window_ms: float = option(25.0, "Fbank analysis window in milliseconds (the same at every sample rate).", group=DATA)
+    hop_ms: float = option(10.0, "Fbank hop in milliseconds: 10 gives 100 frames per second at any sample rate.", group=DATA)
+    max_frequency: float = option(0.0, "Top of the mel band in Hz (0 = Nyquist); e.g. 4000 for 8 kHz recordings resampled to 16 kHz.", group=DATA)
 
     def validate(self) -> None:
         super().validate()
@@ -61,21 +61,21 @@ class DataParams(ReadParams):
 class LoopParams(Params):
     """The training loop of `train` and `pretrain`: seed, epochs, batches, optimizer, schedule, stopping."""
 
-    seed: int = option(42, "Random seed for initialisation, shuffling and dropout.")
-    epochs: int = option(150, "Most epochs (early stopping usually ends sooner).")
-    batch_sizes: list[int] = option([8], "Batch size per epoch, comma-separated (the last one repeats).")
-    optimizer: str = option("adamw", "Optimizer.", OPTIMIZERS)
-    scheduler: str = option("cosine", "Learning-rate schedule (per step).", SCHEDULERS)
-    learning_rate: float = option(1e-4, "Peak learning rate.")
-    weight_decay: float = option(0.01, "Weight decay.")
-    warmup_ratio: float = option(0.05, "Share of steps used for linear warm-up.")
-    grad_accumulation: int = option(1, "Batches accumulated per optimizer step.")
-    max_grad_norm: float = option(1.0, "Gradient clipping norm (0 = off).")
-    dropout: float = option(0.0, "Dropout in the encoder.")
-    patience: int = option(0, "Stop after N epochs without a better --metric on the validation set; the best epoch is kept (0 = run every epoch).")
-    norm_stats: str = option("audioset", "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std).", NORM_STATS)
-    resume: bool = option(False, "Continue an interrupted run from its last checkpoint.")
-    overwrite: bool = option(False, "Replace an existing member at <output>/best/<postfix>/.")
+    seed: int = option(42, "Random seed for initialisation, shuffling and dropout.", group=LOOP)
+    epochs: int = option(150, "Most epochs (early stopping usually ends sooner).", group=LOOP)
+    batch_sizes: list[int] = option([8], "Batch size per epoch, comma-separated (the last one repeats).", group=LOOP)
+    optimizer: str = option("adamw", "Optimizer.", OPTIMIZERS, group=LOOP)
+    scheduler: str = option("cosine", "Learning-rate schedule (per step).", SCHEDULERS, group=LOOP)
+    learning_rate: float = option(1e-4, "Peak learning rate.", group=LOOP)
+    weight_decay: float = option(0.01, "Weight decay.", group=LOOP)
+    warmup_ratio: float = option(0.05, "Share of steps used for linear warm-up.", group=LOOP)
+    grad_accumulation: int = option(1, "Batches accumulated per optimizer step.", group=LOOP)
+    max_grad_norm: float = option(1.0, "Gradient clipping norm (0 = off).", group=LOOP)
+    dropout: float = option(0.0, "Dropout in the encoder.", group=MODEL)
+    patience: int = option(0, "Stop after N epochs without a better --metric on the validation set; the best epoch is kept (0 = run every epoch).", group=LOOP)
+    norm_stats: str = option("audioset", "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std).", NORM_STATS, group=DATA)
+    resume: bool = option(False, "Continue an interrupted run from its last checkpoint.", group=OUTPUT)
+    overwrite: bool = option(False, "Replace an existing member at <output>/best/<postfix>/.", group=OUTPUT)
     progress: bool = progress_option()
 
     def check_loop(self) -> None:

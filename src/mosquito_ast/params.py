@@ -20,9 +20,17 @@ class ConfigError(ValueError):
     """A parameter that cannot be used; the message names it and says what is allowed."""
 
 
-def option(default: Any, help: str, choices: tuple[str, ...] | None = None, positional: bool = False) -> Any:
-    """A parameter with its help text; `positional` makes it a command-line argument instead of a flag."""
-    metadata = {"help": help, "choices": choices, "positional": positional}
+# What a parameter is about: `--help` lists each command's flags under these headings, in this order.
+DATA, MODEL, LOOP, OUTPUT, SYSTEM = "Data", "Model", "Training loop", "Output", "System"
+GROUPS = (DATA, MODEL, LOOP, OUTPUT, SYSTEM)
+
+
+def option(default: Any, help: str, choices: tuple[str, ...] | None = None, positional: bool = False,
+           group: str | None = None, required: bool = False) -> Any:
+    """A parameter with its help text, its `--help` heading (one of GROUPS) and whether a run needs it
+    (a required one still defaults to None, as a YAML file may give it); `positional` makes it a
+    command-line argument instead of a flag."""
+    metadata = {"help": help, "choices": choices, "positional": positional, "group": group, "required": required}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -36,11 +44,17 @@ def field_default(spec: dataclasses.Field) -> Any:
     return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
 
 
-def restate(group: type, name: str, default: Any = _SAME, help: str | None = None) -> Any:
-    """Field `name` of the shared `group`, declared once there, with this command's own default or help."""
-    spec = next(s for s in dataclasses.fields(group) if s.name == name)
+def restate(shared: type, name: str, default: Any = _SAME, help: str | None = None) -> Any:
+    """Field `name` of the `shared` parameters, declared once there, with this command's own default or help."""
+    spec = next(s for s in dataclasses.fields(shared) if s.name == name)
     return option(field_default(spec) if default is _SAME else default, spec.metadata["help"] if help is None else help,
-                  spec.metadata.get("choices"), spec.metadata.get("positional", False))
+                  spec.metadata["choices"], spec.metadata["positional"], spec.metadata["group"],
+                  spec.metadata["required"])
+
+
+def flag(spec: dataclasses.Field) -> str:
+    """How the command line names a parameter: --flag-name, or NAME for a positional argument."""
+    return spec.name.upper() if spec.metadata.get("positional") else "--" + spec.name.replace("_", "-")
 
 
 def base_type(annotation: Any) -> Any:
@@ -70,6 +84,8 @@ def coerce(name: str, value: Any, annotation: Any) -> Any:
                     raise ValueError(value)
                 return value.lower() in ("true", "1", "yes")
             return bool(value)
+        if kind in (int, float) and isinstance(value, bool):  # YAML `epochs: true` is no number
+            raise ValueError(value)
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
         return kind(value)
@@ -102,6 +118,10 @@ class Params:
             if choices and value is not None and value not in choices:
                 raise ConfigError(f"{spec.name}: {value!r} is not one of {', '.join(choices)}")
             setattr(self, spec.name, value)
+        missing = [flag(spec) for spec in dataclasses.fields(self)
+                   if spec.metadata.get("required") and getattr(self, spec.name) in (None, "", [])]
+        if missing:
+            raise ConfigError(f"missing required parameter(s): {', '.join(missing)}")
         self.resolve()
         self.validate()
 
@@ -124,10 +144,6 @@ class Params:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        missing = [s.name for s in dataclasses.fields(cls)
-                   if s.name not in values and field_default(s) is dataclasses.MISSING]
-        if missing:
-            raise ConfigError(f"missing required parameter(s): {', '.join('--' + m.replace('_', '-') for m in missing)}")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

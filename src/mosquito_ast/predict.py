@@ -109,6 +109,14 @@ def check_one_window_length(members: Sequence[Member]) -> None:
                           f"length, so predict with each group of members separately (evaluate can mix them)")
 
 
+def check_inputs_exist(inputs: Sequence[str]) -> None:
+    """A path that does not exist is a typo, not an unreadable recording: it stops the command by name
+    before any model is loaded."""
+    missing = [item for item in inputs if not Path(item).exists()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)}: no such file or folder")
+
+
 def check_writable(folder: Path) -> None:
     """Refuse an output folder that cannot be written before any prediction is made."""
     try:
@@ -122,6 +130,7 @@ def check_writable(folder: Path) -> None:
 def predict(params: PredictParams) -> Predictions:
     """Load the ensemble in `params.models`, predict `params.inputs`, write CSV and JSON tables."""
     use_physical_cores()
+    check_inputs_exist(params.inputs)
     members = load_members(params.models, params.labels or None, params.progress)
     print(f"predict: {len(members)} members, precision {resolve_precision(params.precision)}")
     check_one_window_length(members)
@@ -135,7 +144,7 @@ def predict(params: PredictParams) -> Predictions:
     atomic_write_text(output, result.files.to_csv(index=False))
     atomic_write_text(windows_path, result.windows.to_csv(index=False))
     atomic_write_json(output.with_suffix(".json"), {
-        "models": str(params.models), "members": [m.name for m in members], "labels": result.labels,
+        "models": list(params.models), "members": [m.name for m in members], "labels": result.labels,
         "hop_seconds": params.hop_seconds, "min_confidence": params.min_confidence,
         "abstain_below": params.abstain_below,
         "files": result.files.replace({np.nan: None}).to_dict(orient="records"),

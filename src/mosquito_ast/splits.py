@@ -1,9 +1,10 @@
-"""Train/validation splits that keep recordings (groups) whole or mix them.
+"""Train/validation(/test) splits that keep recordings (groups) whole or mix them.
 
 Clips cut from one recording resemble each other more than clips of another recording of the same
 species, so a split that puts one recording on both sides overstates accuracy. `make_split` builds
 the honest (`independent`) split, the optimistic (`random`) one and grouped k-fold splits as
-folder-per-class trees; `leakage.check_split` proves which is which.
+folder-per-class trees; `leakage.check_split` proves which is which. A held-out test side, always
+whole recordings whatever the mode, scores an ensemble on clips none of its members chose anything on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .segment import SegmentSettings, relative_location, segment_recordings
 
 MODES = ("independent", "random", "kfold")
 LINKS = ("hard", "copy", "symlink")
-SIDES = ("train", "validation")
+SIDES = ("train", "validation", "test")
 REPORT_NAME = "split_report.json"
 MANIFEST_NAME = "manifest.csv"
 GREEDY_TRIES = 64
@@ -57,10 +58,11 @@ def _greedy(order: list[str], sizes: dict[str, int], target: float) -> set[str]:
     return chosen
 
 
-def choose_validation_groups(sizes: dict[str, int], fraction: float, rng: np.random.Generator) -> set[str]:
-    """Validation groups of one class, whole groups only, with a clip share close to `fraction`.
+def choose_held_out_groups(sizes: dict[str, int], fraction: float, rng: np.random.Generator) -> set[str]:
+    """Held-out (validation or test) groups of one class, whole groups only, with a clip share close
+    to `fraction`.
 
-    Greedy subset-sum: walk the groups in an order and take a group when it brings the validation
+    Greedy subset-sum: walk the groups in an order and take a group when it brings the held-out
     clip count closer to fraction x clips. This runs on GREEDY_TRIES seeded random orders and on
     the largest-first order; the closest result wins (ties go to the earliest random order, so the
     seed changes which of several equally good splits is made). With two or more groups, both sides
@@ -81,24 +83,25 @@ def choose_validation_groups(sizes: dict[str, int], fraction: float, rng: np.ran
     return best
 
 
-def independent_sides(samples: list[Sample], fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """(side of each sample, notes): no group on both sides, each class as close to `fraction` as its
-    groups allow; a class with one group stays in train and gets a note."""
+def independent_sides(samples: list[Sample], fraction: float, seed: int,
+                      held_out: str = "validation") -> tuple[list[str], list[str]]:
+    """(side of each sample, notes): no group on both sides (train and `held_out`), each class as close
+    to `fraction` as its groups allow; a class with one group stays in train and gets a note."""
     rng = np.random.default_rng(seed)
     owner = group_classes(samples)
     sizes: dict[str, dict[str, int]] = defaultdict(dict)
     for group, count in Counter(s.group for s in samples).items():
         sizes[owner[group]][group] = count
-    validation: set[str] = set()
+    chosen_groups: set[str] = set()
     notes = []
     for label in sorted(sizes):
-        chosen = choose_validation_groups(sizes[label], fraction, rng)
-        validation |= chosen
+        chosen = choose_held_out_groups(sizes[label], fraction, rng)
+        chosen_groups |= chosen
         if not chosen:
             clips = sum(sizes[label].values())
             notes.append(f"class {label!r} has {len(sizes[label])} recording group ({clips} clips): all in train, "
-                         f"none in validation")
-    return ["validation" if s.group in validation else "train" for s in samples], notes
+                         f"none in {held_out}")
+    return [held_out if s.group in chosen_groups else "train" for s in samples], notes
 
 
 def random_sides(samples: list[Sample], fraction: float, seed: int) -> list[str]:
@@ -182,22 +185,53 @@ class _Linker:
         return "copy" if self.fell_back else self.how
 
 
+def _shown_sides(sides: list[str]) -> tuple[str, ...]:
+    """Train and validation always, test where the split has one."""
+    return SIDES if "test" in sides else SIDES[:2]
+
+
 def _counts(samples: list[Sample], sides: list[str]) -> dict:
     table: dict = {}
     for label in sorted({s.label for s in samples}):
         table[label] = {}
-        for side in SIDES:
+        for side in _shown_sides(sides):
             members = [s for s, d in zip(samples, sides) if s.label == label and d == side]
             table[label][side] = {"clips": len(members), "groups": len({s.group for s in members})}
     return table
 
 
 def _summary(samples: list[Sample], sides: list[str]) -> dict:
-    validation = sum(d == "validation" for d in sides)
-    return {"clips": {side: sum(d == side for d in sides) for side in SIDES},
-            "groups": {side: len({s.group for s, d in zip(samples, sides) if d == side}) for side in SIDES},
-            "validation_fraction": validation / len(samples),
-            "classes": _counts(samples, sides)}
+    shown = _shown_sides(sides)
+    summary = {"clips": {side: sum(d == side for d in sides) for side in shown},
+               "groups": {side: len({s.group for s, d in zip(samples, sides) if d == side}) for side in shown},
+               "validation_fraction": sides.count("validation") / len(samples),
+               "classes": _counts(samples, sides)}
+    if "test" in shown:
+        summary["test_fraction"] = sides.count("test") / len(samples)
+    return summary
+
+
+def test_sides(samples: list[Sample], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(side of each sample: test or train, notes): whole recordings per class, as for `independent`,
+    in every mode; no test side when `fraction` is 0."""
+    if not fraction:
+        return ["train"] * len(samples), []
+    return independent_sides(samples, fraction, seed, held_out="test")
+
+
+def with_test(sides: list[str], rest_sides: list[str]) -> list[str]:
+    """The sides of all samples: test where `sides` says so, the next of `rest_sides` elsewhere."""
+    rest = iter(rest_sides)
+    return [side if side == "test" else next(rest) for side in sides]
+
+
+def rest_fraction(fraction: float, total: int, rest: int) -> float:
+    """The validation share of the clips left after the test side, so validation keeps `fraction` of all."""
+    share = fraction * total / rest
+    if share >= 1:
+        raise DatasetError(f"the test side leaves {rest} of {total} clips, too few for a validation fraction of "
+                           f"{fraction}; lower --test-fraction or --validation-fraction")
+    return share
 
 
 def _write_tree(root: Path, prefix: PurePosixPath, samples: list[Sample], locations: list[PurePosixPath],
@@ -221,12 +255,16 @@ def _locations(samples: list[Sample], source: Path) -> list[PurePosixPath]:
 
 def make_split(data: str | Path, output: str | Path, mode: str, group_by: str = "auto",
                validation_fraction: float = 0.2, seed: int = 0, folds: int = 5, link: str = "hard",
-               overwrite: bool = False, segment: SegmentSettings | None = None, progress: bool = True) -> dict:
-    """Write `<output>/<mode>/train|validation/<class>/...` (kfold: `<output>/kfold/fold<k>/...`), a
-    manifest (path, label, group, side[, fold]) and `split_report.json`; return the report.
+               overwrite: bool = False, segment: SegmentSettings | None = None, progress: bool = True,
+               test_fraction: float = 0.0) -> dict:
+    """Write `<output>/<mode>/train|validation|test/<class>/...` (kfold: `<output>/kfold/fold<k>/...` and
+    `<output>/kfold/test/...`), a manifest (path, label, group, side[, fold]) and `split_report.json`;
+    return the report.
 
-    Modes: `independent` assigns whole recording groups per class with a seeded greedy search for
-    the validation share closest to `validation_fraction` (see `choose_validation_groups`), keeping
+    With `test_fraction`, whole recording groups per class (as `independent` chooses them) first go to
+    the test side, in every mode; the mode then splits the rest, validation keeping its share of all
+    clips. Modes: `independent` assigns whole recording groups per class with a seeded greedy search for
+    the validation share closest to `validation_fraction` (see `choose_held_out_groups`), keeping
     every class with two or more groups on both sides; `random` is scikit-learn's stratified
     `train_test_split` of clips, groups ignored; `kfold` is scikit-learn's `StratifiedGroupKFold`.
     What could not be met (a class on one side only, a share far from the target, a fold missing
@@ -244,6 +282,8 @@ def make_split(data: str | Path, output: str | Path, mode: str, group_by: str = 
         raise ValueError(f"link: {link!r} is not one of {', '.join(LINKS)}")
     if mode != "kfold" and not 0 < validation_fraction < 1:
         raise ValueError(f"validation_fraction: must be between 0 and 1, got {validation_fraction}")
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction: must be at least 0 and below 1, got {test_fraction}")
     data, output = Path(data), Path(output)
     final = output / mode
     if final.exists() and any(final.iterdir()) and not overwrite:
@@ -260,30 +300,47 @@ def make_split(data: str | Path, output: str | Path, mode: str, group_by: str = 
         locations = _locations(samples, data)
 
     report: dict = {"mode": mode, "data": str(data), "group_by": group_by, "seed": seed,
+                    "test_fraction_target": test_fraction,
                     "files": len(samples), "recording_groups": len({s.group for s in samples}),
                     "segmentation": None if segment is None else {**asdict(segment), "clips": str(source)}}
-    notes: list[str] = []
     output.mkdir(parents=True, exist_ok=True)
     linker = _Linker(link)
     rows: list[list[str]] = []
+    held_out, notes = test_sides(samples, test_fraction, seed)
+    rest = [s for s, side in zip(samples, held_out) if side != "test"]
+    if test_fraction:
+        achieved_test = held_out.count("test") / len(samples)
+        if abs(achieved_test - test_fraction) > 0.05:
+            notes.append(f"test fraction {achieved_test:.3f} (target {test_fraction}): whole recording groups "
+                         f"allow no closer split")
     with atomic_directory(final) as building:
         if mode == "kfold":
+            rest_locations = [loc for loc, side in zip(locations, held_out) if side != "test"]
             report["folds"] = []
-            for k, sides in enumerate(kfold_sides(samples, folds, seed)):
-                _write_tree(building, PurePosixPath(f"fold{k}"), samples, locations, sides, linker, rows,
+            for k, rest_sides in enumerate(kfold_sides(rest, folds, seed)):
+                _write_tree(building, PurePosixPath(f"fold{k}"), rest, rest_locations, rest_sides, linker, rows,
                             [str(k)], progress)
-                summary = _summary(samples, sides)
+                summary = _summary(rest, rest_sides)
                 report["folds"].append({"fold": k, **summary})
                 missing = [c for c, n in summary["classes"].items() if n["validation"]["clips"] == 0]
                 if missing:
                     notes.append(f"fold {k}: no validation clips of {', '.join(missing)}")
+            if test_fraction:
+                test = [s for s, side in zip(samples, held_out) if side == "test"]
+                test_locations = [loc for loc, side in zip(locations, held_out) if side == "test"]
+                _write_tree(building, PurePosixPath("."), test, test_locations, ["test"] * len(test), linker, rows,
+                            [""], progress)
+                report["test"] = {"clips": len(test), "groups": len({s.group for s in test}),
+                                  "test_fraction": len(test) / len(samples)}
         else:
             report["validation_fraction_target"] = validation_fraction
+            share = rest_fraction(validation_fraction, len(samples), len(rest))
             if mode == "independent":
-                sides, class_notes = independent_sides(samples, validation_fraction, seed)
-                notes += class_notes
+                rest_sides, class_notes = independent_sides(rest, share, seed)
+                notes += [f"besides the test recordings, {note}" if test_fraction else note for note in class_notes]
             else:
-                sides = random_sides(samples, validation_fraction, seed)
+                rest_sides = random_sides(rest, share, seed)
+            sides = with_test(held_out, rest_sides)
             _write_tree(building, PurePosixPath("."), samples, locations, sides, linker, rows, [], progress)
             report.update(_summary(samples, sides))
             achieved = report["validation_fraction"]

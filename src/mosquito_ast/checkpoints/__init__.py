@@ -16,8 +16,9 @@ names serve light callers (the sweep planner) too.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -61,3 +62,30 @@ def run_folders(output: str | Path, postfix: str) -> tuple[Path, Path]:
     `runs/<postfix>` with checkpoints, history and candidate). `train` and `sweep` both use it."""
     output = Path(output)
     return output / "best" / postfix, output / "runs" / postfix
+
+
+def model_folders(models: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The folders `--models` names: one path, or several (a YAML list, or the flag's comma-separated list)."""
+    folders = [Path(models)] if isinstance(models, (str, Path)) else [Path(m) for m in models]
+    if not folders:
+        raise CheckpointError("no models folder given")
+    return folders
+
+
+def named_member_folders(roots: Sequence[Path], found: Iterable[Path]) -> dict[str, Path]:
+    """Member folders found under `roots`, by name: the path below the roots' common folder (a member
+    folder given alone is named after itself), so names stay unique across several roots. A folder
+    reached twice (the same once links are followed, or under nested roots) counts once, with a warning:
+    it would otherwise vote twice."""
+    common = os.path.commonpath([os.path.abspath(root) for root in roots])
+    named: dict[str, Path] = {}
+    seen: dict[Path, Path] = {}
+    for folder in found:
+        real = folder.resolve()
+        if real in seen:
+            print(f"warning: member {folder} is {seen[real]} reached again; counted once")
+            continue
+        seen[real] = folder
+        relative = Path(os.path.relpath(os.path.abspath(folder), common)).as_posix()
+        named[folder.name if relative == "." else relative] = folder
+    return named

@@ -81,10 +81,20 @@ def _old_member_config(labels: list[str]) -> dict[str, Any]:
             "encoder": config_to_dict(old_notebook_config())}
 
 
+def _check_head(head: Mapping[str, torch.Tensor], labels: int, hidden: int, origin: Path) -> None:
+    """The head must be a Linear from the encoder's width to one output per label."""
+    shapes = {name: tuple(tensor.shape) for name, tensor in head.items()}
+    expected = {"weight": (labels, hidden), "bias": (labels,)}
+    if shapes != expected:
+        raise CheckpointError(f"{origin}: classifier weights {shapes}, expected {expected} ({labels} labels, "
+                              f"hidden size {hidden})")
+
+
 def load_member(folder: str | Path, labels: list[str] | None = None) -> tuple[ASTClassifier, dict]:
     """Load a member and its config. Folders without our config.json are old-notebook members:
     AST-base at 1024 frames with AudioSet normalization, labels given in the old id order. Both build
-    their encoder as `load_pretrained_encoder` does, then add the head."""
+    their encoder as `load_pretrained_encoder` does, then add the head; nothing is randomly initialised,
+    every weight is the file's (AST-base loads in a fraction of a second)."""
     folder = Path(folder)
     if not is_member_folder(folder):
         raise CheckpointError(f"{folder}: no {WEIGHTS_NAME}, not a member folder")
@@ -98,13 +108,11 @@ def load_member(folder: str | Path, labels: list[str] | None = None) -> tuple[AS
     state = load_file(str(folder / WEIGHTS_NAME))
     check_finite(state, folder)
     head = {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")}
-    if "weight" not in head or head["weight"].shape[0] != len(config["labels"]):
-        found = head.get("weight", torch.empty(0)).shape
-        raise CheckpointError(f"{folder}: classifier weight has shape {tuple(found)}, "
-                              f"expected {len(config['labels'])} labels")
     encoder = encoder_from_state(state, stored, folder / WEIGHTS_NAME)
     if old and config_to_dict(encoder.config) != config["encoder"]:
         raise CheckpointError(f"{folder}: old-format members must be AST-base at {OLD_NOTEBOOK_MAX_LENGTH} frames")
-    model = ASTClassifier(encoder, config["labels"])
-    model.classifier.load_state_dict(head)
+    _check_head(head, len(config["labels"]), encoder.config.hidden_size, folder / WEIGHTS_NAME)
+    with torch.device("meta"):  # the head's weights follow: no random initialisation
+        model = ASTClassifier(encoder, config["labels"])
+    model.classifier.load_state_dict(head, assign=True)
     return model.eval(), config

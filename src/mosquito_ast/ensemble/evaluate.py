@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..audio import AudioError
+from ..checkpoints import model_folders
 from ..baseline import baseline_probabilities
 from ..config import EvaluateParams
 from ..data import DatasetError, Sample, discover
@@ -32,9 +33,10 @@ HARD_VOTE_SCORES = ("hard vote: ECE and ROC-AUC use the (weighted) vote shares a
 
 
 def system_row(y_true: np.ndarray, predicted: np.ndarray, scores: np.ndarray, num_classes: int,
-               resamples: int, seed: int, ece_bins: int, probabilistic: bool = True) -> dict[str, float]:
+               resamples: int, seed: int, ece_bins: int, probabilistic: bool = True,
+               groups: Sequence[str] | None = None) -> dict[str, float]:
     row = {"n": len(y_true), **label_metrics(y_true, predicted, num_classes)}
-    row.update(bootstrap_intervals(y_true, predicted, resamples, seed))
+    row.update(bootstrap_intervals(y_true, predicted, resamples, seed, groups=groups))
     row.update(probability_metrics(y_true, scores, ece_bins))
     if not probabilistic:
         row["log_loss"] = float("nan")
@@ -45,9 +47,10 @@ def system_row(y_true: np.ndarray, predicted: np.ndarray, scores: np.ndarray, nu
 
 def assess(y_true: np.ndarray, member_probabilities: np.ndarray, member_names: Sequence[str], weights: np.ndarray,
            labels: Sequence[str], resamples: int = 1000, seed: int = 0, ece_bins: int = 15,
-           baselines: dict[str, np.ndarray] | None = None) -> Assessment:
+           baselines: dict[str, np.ndarray] | None = None, groups: Sequence[str] | None = None) -> Assessment:
     """Score members and ensembles on (members, items, classes) probabilities against true class ids,
-    and `baselines` (name -> items x classes probabilities) beside them.
+    and `baselines` (name -> items x classes probabilities) beside them. With `groups` (each item's
+    recording) the bootstrap resamples recordings, since clips of one recording are not independent.
     The best member is picked by balanced accuracy on this same set (hindsight, so optimistic)."""
     labels = list(labels)
     k = len(labels)
@@ -58,8 +61,8 @@ def assess(y_true: np.ndarray, member_probabilities: np.ndarray, member_names: S
     scores.update(baselines)
     predicted = {name: p.argmax(axis=1) for name, p in scores.items()}
     predicted[HARD] = hard_vote(member_probabilities, weights)
-    rows = {name: system_row(y_true, predicted[name], scores[name], k, resamples, seed, ece_bins, name != HARD)
-            for name in scores}
+    rows = {name: system_row(y_true, predicted[name], scores[name], k, resamples, seed, ece_bins, name != HARD,
+                             groups) for name in scores}
     members = pd.DataFrame([{"system": n, "kind": "member", "member": n, "weight": w, **rows[n]}
                             for n, w in zip(member_names, weights)])
     best = members.loc[members[BEST_BY].idxmax()]
@@ -107,6 +110,17 @@ def recording_keys(samples: Sequence[Sample]) -> list[str]:
     return [s.group if len(labels_of[s.group]) == 1 else f"{s.group} [{s.label}]" for s in samples]
 
 
+def selected_on(member: Member, here: Path) -> bool | None:
+    """Whether the member picked its best epoch on the evaluated folder; None where its config records no
+    data (old-notebook members), so nobody can tell."""
+    data = member.config.get("data")
+    if data is None:
+        return None
+    validation = data.get("validation")
+    return (member.config.get("selected", "best") == "best" and bool(validation)
+            and Path(validation).resolve() == here)
+
+
 def leakage_checks(members: Sequence[Member], samples: Sequence[Sample], params: EvaluateParams) -> tuple[list[str], list[str]]:
     """(warnings, notes): recordings shared between the evaluated set and members' training sets,
     members trained or tuned on this very set, and members whose training recordings are unknown."""
@@ -134,8 +148,7 @@ def leakage_checks(members: Sequence[Member], samples: Sequence[Sample], params:
         if rule and rule != params.group_by:
             notes.append(f"member {member.name}: training groups were found with --group-by {rule}, this evaluation "
                          f"uses {params.group_by}; group names may not be comparable")
-        picked = member.config.get("selected", "best") == "best"
-        if picked and data.get("validation") and Path(data["validation"]).resolve() == here:
+        if selected_on(member, here):
             notes.append(f"member {member.name} picked its best epoch on this set: its scores are optimistically biased")
     return warnings, notes
 
@@ -161,17 +174,26 @@ def fit_baselines(members: Sequence[Member], samples: Sequence[Sample], labels: 
                            f"{len(known)} training clips of {', '.join(sources)}")
 
 
-def member_table(members: Sequence[Member], weights: np.ndarray, samples: Sequence[Sample]) -> pd.DataFrame:
+def member_table(members: Sequence[Member], weights: np.ndarray, samples: Sequence[Sample],
+                 data_dir: str) -> pd.DataFrame:
     evaluated = {s.group for s in samples}
+    here = Path(data_dir).resolve()
     rows = []
     for member, weight in zip(members, weights):
         training = member.config.get("training", {})
         data = member.config.get("data", {})
         groups = member.train_groups
+        augment = training.get("augment")
         rows.append({
             "member": member.name, "folder": str(member.folder), "format": member.format, "weight": weight,
             "feature_settings": member.features.extraction_key(), "norm_mean": member.features.norm_mean,
             "norm_std": member.features.norm_std, "preset_hidden_size": member.model.encoder.config.hidden_size,
+            "encoder_layers": member.model.encoder.config.num_hidden_layers, "preset": training.get("preset"),
+            "norm_stats": training.get("norm_stats"),
+            "augment": None if augment is None else "+".join(augment) or "none", "epochs": training.get("epochs"),
+            "selected": member.config.get("selected"),
+            "selection_metric": (member.config.get("best_metric") or {}).get("name"),
+            "validation_data": data.get("validation"), "selected_on_evaluated": selected_on(member, here),
             "seed": training.get("seed"), "optimizer": training.get("optimizer"), "scheduler": training.get("scheduler"),
             "learning_rate": training.get("learning_rate"), "freeze": training.get("freeze"),
             "best_epoch": member.config.get("best_epoch"), "train_data": data.get("train"),
@@ -191,13 +213,15 @@ def level_metrics(assessment: Assessment) -> dict:
                           for s, t in assessment.per_class.groupby("system", sort=False)}}
 
 
-def evaluate(params: EvaluateParams) -> EnsembleEvaluation:
-    """Load every member under `params.models`, predict `params.data`, and score members, ensembles and
-    baselines per clip and per recording. Nothing is written: `report.write_outputs` turns the result into
-    tables, metrics.json, plots and report.html in `params.output`."""
+def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None) -> EnsembleEvaluation:
+    """Load every member under `params.models` (or take the `members` already loaded from there), predict
+    `params.data`, and score members, ensembles and baselines per clip and per recording. Nothing is
+    written: `report.write_outputs` turns the result into tables, metrics.json, plots and report.html in
+    `params.output`."""
     precision = resolve_precision(params.precision)
     threads = use_physical_cores()
-    members = load_members(params.models, params.labels or None, params.progress)
+    members = list(members) if members is not None else load_members(params.models, params.labels or None,
+                                                                      params.progress)
     labels = ensemble_labels(members)
     names = [m.name for m in members]
     weights = parse_weights(params.weights, names)
@@ -218,9 +242,10 @@ def evaluate(params: EvaluateParams) -> EnsembleEvaluation:
     y_true = np.array([index[s.label] for s in samples])
     options = dict(resamples=params.bootstrap, seed=params.seed, ece_bins=params.ece_bins)
     baselines, baseline_note = fit_baselines(members, samples, labels, params) if params.baseline else ({}, None)
-    clips = assess(y_true, predicted.probabilities, names, weights, labels, **options, baselines=baselines)
-
     keys = recording_keys(samples)
+    clips = assess(y_true, predicted.probabilities, names, weights, labels, **options, baselines=baselines,
+                   groups=keys)
+
     groups, pooled = pool_by_group(predicted.probabilities, keys)
     truth_of = dict(zip(keys, y_true))
     group_truth = np.array([truth_of[g] for g in groups])
@@ -235,12 +260,12 @@ def evaluate(params: EvaluateParams) -> EnsembleEvaluation:
     for line in warnings:
         print(f"warning: {line}")
     metrics = {
-        "models": str(params.models), "data": str(params.data), "labels": labels, "members": names,
+        "models": [str(folder) for folder in model_folders(params.models)], "data": str(params.data), "labels": labels, "members": names,
         "weights": dict(zip(names, weights.tolist())), "precision": precision,
         "clips": len(samples), "recordings": len(groups), "group_by": params.group_by,
         "skipped_files": [str(e) for e in predicted.bad],
         "bootstrap": {"resamples": params.bootstrap, "seed": params.seed, "level": 0.95,
-                      "unit": "clip (recording for recording-level metrics)"},
+                      "unit": "recording"},
         "ece_bins": params.ece_bins,
         "clip_level": level_metrics(clips), "recording_level": level_metrics(recordings),
         "coverage_headline": headline(coverage),
@@ -248,7 +273,7 @@ def evaluate(params: EvaluateParams) -> EnsembleEvaluation:
     }
     return EnsembleEvaluation(
         predictions=prediction_table([s.path for s in samples], keys, y_true, clips, labels, "path"),
-        members=member_table(members, weights, samples),
+        members=member_table(members, weights, samples, params.data),
         per_class=clips.per_class, summary=clips.summary,
         recordings=prediction_table(groups, groups, group_truth, recordings, labels, "recording"),
         recording_summary=recordings.summary, recording_per_class=recordings.per_class,

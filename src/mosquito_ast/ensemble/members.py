@@ -8,7 +8,6 @@ get their own feature pass.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -17,16 +16,16 @@ import numpy as np
 import torch
 
 from ..audio import AudioError
-from ..checkpoints import WEIGHTS_NAME, CheckpointError
+from ..checkpoints import (HUGGING_FACE_FORMAT, WEIGHTS_NAME, CheckpointError, checkpoint_format, model_folders,
+                           named_member_folders, read_config)
 from ..checkpoints.classifier import holds_classifier, is_member_folder, load_member
 from ..config import ReadParams
 from ..data import DatasetError, files_under
 from ..features import FeatureSettings, compute_features, normalize, open_cache
-from ..hardware import resolve_precision
+from ..hardware import inference_dtype, resolve_precision
 from ..models.classifier import ASTClassifier
 
 WORKING_FOLDERS = {"best-candidate"}  # `train`'s working copy of the best epoch, beside the exported member
-AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 @dataclass
@@ -56,7 +55,8 @@ class Member:
 
 def find_member_folders(models_dir: str | Path) -> list[Path]:
     """Folders under `models_dir` (itself included) holding a classifier's weights, sorted; hidden
-    folders, `train`'s working copies and encoders without a classification head are skipped."""
+    folders, `train`'s working copies and encoders without a classification head are skipped, and so
+    are transformers exports of members (copies, named in a note)."""
     root = Path(models_dir)
     if not root.is_dir():
         raise CheckpointError(f"{root}: no such models folder")
@@ -66,25 +66,31 @@ def find_member_folders(models_dir: str | Path) -> list[Path]:
         parts = folder.relative_to(root).parts
         if any(p.startswith(".") or p in WORKING_FOLDERS for p in parts):
             continue
-        if is_member_folder(folder) and holds_classifier(folder):
-            found.append(folder)
+        if not (is_member_folder(folder) and holds_classifier(folder)):
+            continue
+        if checkpoint_format(read_config(folder)) == HUGGING_FACE_FORMAT:
+            print(f"note: {folder} is a transformers export (save_pretrained), not a member; skipped")
+            continue
+        found.append(folder)
     return found
 
 
-def load_members(models_dir: str | Path, labels: Sequence[str] | None = None, progress: bool = False) -> list[Member]:
-    """Every member under `models_dir`, loaded from its own config.json. Label maps are compared by
-    name: all members must know the same classes (their orders may differ), else an error names the
-    member. Old-notebook members (weights only) need `labels` in their old id order."""
-    root = Path(models_dir)
-    folders = find_member_folders(root)
+def load_members(models_dir: str | Path | Sequence[str | Path], labels: Sequence[str] | None = None,
+                 progress: bool = False) -> list[Member]:
+    """Every member under `models_dir` (a folder or a list of them; a member reached twice counts once),
+    loaded from its own config.json. Label maps are compared by name: all members must know the same
+    classes (their orders may differ), else an error names the member. Old-notebook members (weights
+    only) need `labels` in their old id order."""
+    roots = model_folders(models_dir)
+    folders = named_member_folders(roots, [folder for root in roots for folder in find_member_folders(root)])
     if not folders:
-        raise CheckpointError(f"{root}: no member folders ({WEIGHTS_NAME} with classifier weights) found")
+        listing = ", ".join(map(str, roots))
+        raise CheckpointError(f"{listing}: no member folders ({WEIGHTS_NAME} with classifier weights) found")
     from tqdm.auto import tqdm
 
     members = []
-    for folder in tqdm(folders, desc="members", disable=not progress, leave=False):
+    for name, folder in tqdm(folders.items(), desc="members", disable=not progress, leave=False):
         model, config = load_member(folder, list(labels) if labels else None)
-        name = folder.relative_to(root).as_posix() if folder != root else folder.name
         members.append(Member(name, folder, model, config, FeatureSettings.from_dict(config["features"])))
     reference = members[0]
     for member in members[1:]:
@@ -112,12 +118,17 @@ class Probabilities(NamedTuple):
     bad: list[AudioError]
 
 
-def autocast_context(precision: str, device: torch.device):
-    """Autocast for mixed precisions (bf16/fp16 matrix products), nothing for 32."""
-    dtype = AUTOCAST_DTYPES.get(precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+def inference_model(member: Member, dtype: torch.dtype, device: torch.device) -> ASTClassifier:
+    """The member's model on `device` with `dtype` weights, cast in place once: later calls at the same
+    precision find it ready, and an ensemble holds one copy of its weights. Weights already cast below
+    fp32 are refused for any other dtype, since casting them back would score a rounded model."""
+    weight = next(member.model.parameters())
+    if weight.dtype == dtype and weight.device == device:
+        return member.model.eval()  # ready: `predict` asks once per file, and `.to` walks every module
+    if weight.dtype not in (torch.float32, dtype):
+        raise ValueError(f"member {member.name} already holds {weight.dtype} weights; load it again to score "
+                         f"it with {dtype} weights")
+    return member.model.to(device=device, dtype=dtype).eval()
 
 
 def score_features(members: Sequence[Member], features: dict[str, np.ndarray], precision: str,
@@ -126,13 +137,15 @@ def score_features(members: Sequence[Member], features: dict[str, np.ndarray], p
     """Probabilities (members, items, classes) from un-normalized features, one array (items, T, mel)
     per raw feature setting keyed by `FeatureSettings.extraction_key()`, in the same item order.
 
-    Each member normalizes per batch with its own statistics and runs under `torch.inference_mode`,
-    in bf16/fp16 autocast when the (already resolved) `precision` says so; the softmax is taken in
-    float32 after the head and columns follow `ensemble_labels(members)`.
+    Each member normalizes per batch with its own statistics and runs under `torch.inference_mode`
+    with the weights of the (already resolved) `precision` (`inference_model`: bf16 for bf16-mixed,
+    cast in place); the softmax is taken in float32 after the head and columns follow
+    `ensemble_labels(members)`.
     """
     from tqdm.auto import tqdm
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = inference_dtype(precision)
     labels = ensemble_labels(members)
     count = len(next(iter(features.values())))
     result = np.zeros((len(members), count, len(labels)), np.float32)
@@ -140,12 +153,11 @@ def score_features(members: Sequence[Member], features: dict[str, np.ndarray], p
     with torch.inference_mode():
         for index, member in enumerate(members):
             table = features[member.features.extraction_key()]
-            model = member.model.to(device).eval()
+            model = inference_model(member, dtype, device)
             order = [member.labels.index(name) for name in labels]
             for start in range(0, count, batch_size):
                 batch = torch.from_numpy(normalize(table[start:start + batch_size], member.features))
-                with autocast_context(precision, device):
-                    logits = model(batch.to(device))
+                logits = model(batch.to(device=device, dtype=dtype))
                 result[index, start:start + batch_size] = logits.float().softmax(dim=-1)[:, order].cpu().numpy()
                 bar.update()
     bar.close()
@@ -168,7 +180,7 @@ def predict_probabilities(members: Sequence[Member], paths: Sequence[str | Path]
     paths = [str(p) for p in paths]
     settings = {m.features.extraction_key(): m.features for m in members}
     tables = {key: compute_features(paths, value, open_cache(params.cache_dir, params.no_cache), num_workers=params.num_workers,
-                                    description=f"features {key}", progress=progress)
+                                    description=f"features {value.label}", progress=progress)
               for key, value in settings.items()}
     readable = set.intersection(*(set(t.paths) for t in tables.values()))
     bad = {e.path: e for t in tables.values() for e in t.bad}

@@ -1,5 +1,9 @@
 """Evaluation outputs: CSV tables, metrics.json, plots, a self-contained report.html, a console table.
 
+The report is meant to go into a paper's supplement as it is: a headline with the soft vote's interval,
+tables that fit a printed page, human column names, the tool version and date, paths relative to the
+report's folder (never absolute: they would name a user's home), and warnings drawn from the scores.
+
 Figures are drawn on matplotlib Figures with the Agg canvas, not pyplot, so a notebook's backend is
 left alone and nothing needs a display.
 
@@ -11,6 +15,10 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
+import re
+import textwrap
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +27,46 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
+from .. import __version__
 from ..io import atomic_path, atomic_write_json, atomic_write_text
 from .coverage import TARGET_ACCURACY
-from .results import ENSEMBLES, SOFT, EnsembleEvaluation
+from .metrics import reliability_table
+from .results import BEST, ENSEMBLES, HARD, MEAN, SOFT, EnsembleEvaluation
 
 CONSOLE_COLUMNS = ["system", "accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "log_loss", "ece"]
 FIGURES = ("confusion_matrix.png", "per_class_metrics.png", "roc_curves.png", "members_vs_ensemble.png",
-           "coverage.png")
+           "coverage.png", "calibration.png")
+HEADERS = {
+    "system": "system", "n": "clips", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+    "precision_weighted": "precision (weighted)", "recall_weighted": "recall (weighted)",
+    "f1_weighted": "F1 (weighted)", "precision_macro": "precision (macro)", "recall_macro": "recall (macro)",
+    "f1_macro": "F1 (macro)", "log_loss": "log loss", "ece": "ECE", "roc_auc_macro": "ROC-AUC (macro)",
+    "precision": "precision", "recall": "recall", "f1": "F1", "support": "clips", "roc_auc": "ROC-AUC",
+    "roc_auc_note": "ROC-AUC note", "class": "class", "ensemble": "ensemble", "versus": "versus",
+}
+METRICS = ("accuracy", "balanced_accuracy", "precision_weighted", "recall_weighted", "f1_weighted",
+           "precision_macro", "recall_macro", "f1_macro", "log_loss", "ece", "roc_auc_macro")
+FIXED = {*METRICS, "precision", "recall", "f1", "roc_auc"}  # shown with fixed decimals, so columns line up
+KEY_METRICS = ("f1_macro", "roc_auc_macro", "log_loss", "ece")  # beside the two metrics with intervals
+GAIN_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro")
+WRAP_AFTER = 24  # characters: longer texts (paths, notes, long names) wrap instead of widening the table
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s,;:()'\"<>]+")
+PATH_COLUMNS = ("folder", "train_data", "validation_data")
+MIN_CLIPS_PER_CLASS, MIN_RECORDINGS_PER_CLASS = 30, 5
+STYLE = """
+body{font-family:system-ui,sans-serif;line-height:1.4;max-width:60rem;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} h2{margin-top:1.6em;font-size:1.2em}
+.headline{font-size:1.1em;border-left:4px solid #36c;background:#f3f6fb;padding:.6em 1em}
+.biased{color:#a00;font-weight:600} .held{color:#060} .meta{color:#555;font-size:.9em}
+table.t{border-collapse:collapse;font-size:12px;margin:.4em 0 1.2em}
+.t th{text-align:left;vertical-align:bottom;font-weight:600;border-bottom:2px solid #999;padding:3px 6px}
+.t td{border-bottom:1px solid #ddd;padding:3px 6px;white-space:nowrap;vertical-align:top}
+.t td.n{text-align:right;font-variant-numeric:tabular-nums}
+.t td.w{white-space:normal;overflow-wrap:anywhere;min-width:10em}
+ul.warn li{color:#a00} img{max-width:100%;height:auto} figure{margin:1em 0} figcaption{font-size:.9em;color:#444}
+code{overflow-wrap:anywhere}
+@media print{body{max-width:none;margin:0}}
+"""
 
 
 def json_safe(value):
@@ -41,10 +82,250 @@ def json_safe(value):
     return value
 
 
+# Paths: relative to the report's folder. Relative paths in the result were given relative to the working
+# directory (as evaluate reads them), which os.path.relpath assumes too.
+
+def shown_path(path, base: Path):
+    """`path` relative to `base`; empty and missing values stay as they are."""
+    return os.path.relpath(path, base) if isinstance(path, str) and path else path
+
+
+def shown_paths(paths, base: Path):
+    """One path or a list of them (--models takes several folders), each relative to `base`."""
+    return [shown_path(p, base) for p in paths] if isinstance(paths, (list, tuple)) else shown_path(paths, base)
+
+
+def shown_text(text: str, base: Path) -> str:
+    """Every absolute path inside a sentence (warnings, notes, skipped files) made relative to `base`."""
+    return ABSOLUTE_PATH.sub(lambda match: os.path.relpath(match.group(), base), text)
+
+
+# Numbers and table cells.
+
+def is_missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and not math.isfinite(value))
+
+
+def fixed(value, digits: int = 3) -> str:
+    """Metrics: fixed decimals, so a column of them lines up; '–' where undefined."""
+    return "–" if is_missing(value) else f"{value:.{digits}f}"
+
+
+def general(value) -> str:
+    """Everything else: whole numbers as such, 3 significant digits otherwise (a learning rate of 5e-5
+    reads 5e-05, not 0.000)."""
+    if is_missing(value):
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.3g}"
+
+
+def with_interval(value, low, high, digits: int = 2) -> str:
+    """'0.53 [0.47, 0.59]'; the value alone where no interval was computed."""
+    if is_missing(low) or is_missing(high):
+        return fixed(value, digits)
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def cell(column: str, value) -> str:
+    if isinstance(value, str):
+        wrap = ' class="w"' if len(value) > WRAP_AFTER else ""
+        return f"<td{wrap}>{html.escape(value)}</td>"
+    text = fixed(value) if column in FIXED else general(value)
+    return f'<td class="n">{text}</td>'
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    """A table with human column names (`HEADERS`), numbers right-aligned, long texts wrapped."""
+    head = "".join(f"<th>{html.escape(HEADERS.get(c, c.replace('_', ' ')))}</th>" for c in frame.columns)
+    rows = "".join("<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row)) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f'<table class="t"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+def html_list(items: list[str], css: str = "") -> str:
+    if not items:
+        return "<p>none</p>"
+    return f'<ul class="{css}">' + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+
+
+# Tables.
+
+def reading_order(summary: pd.DataFrame) -> pd.DataFrame:
+    """Votes first, then the best and the mean member, the baselines, and the members; the best member's
+    row names it."""
+    rank = {SOFT: 0, HARD: 1, BEST: 2, MEAN: 3}
+    order = [rank.get(s, 4 if k == "baseline" else 5) for s, k in zip(summary.system, summary.kind)]
+    table = summary.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order")
+    names = [f"{BEST} ({m})" if s == BEST else s for s, m in zip(table.system, table.member)]
+    return table.assign(system=names)
+
+
+def key_table(summary: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """Systems x the metrics a paper quotes, with 95% intervals where bootstrapped."""
+    table = reading_order(summary)
+    intervals = {metric: [with_interval(*values) for values in table.reindex(
+        columns=[metric, f"{metric}_ci_low", f"{metric}_ci_high"]).itertuples(index=False)]
+        for metric in ("balanced_accuracy", "accuracy")}
+    frame = pd.DataFrame({"system": table.system, unit: table.n,
+                          "balanced accuracy [95% CI]": intervals["balanced_accuracy"],
+                          "accuracy [95% CI]": intervals["accuracy"]})
+    return pd.concat([frame, table[list(KEY_METRICS)]], axis=1)
+
+
+def full_table(summary: pd.DataFrame, unit: str) -> pd.DataFrame:
+    table = reading_order(summary)
+    return table[["system", "n", *METRICS]].rename(columns={"n": unit})
+
+
+def gain_table(gain: dict) -> pd.DataFrame:
+    return pd.DataFrame([{"ensemble": ensemble, "versus": versus.replace("_", " "),
+                          **{m: values[m] for m in GAIN_METRICS}}
+                         for ensemble, by in gain.items() for versus, values in by.items()])
+
+
+def recording_count(groups) -> float:
+    """Recordings in member_table's '; '-joined list; NaN where unknown."""
+    if not isinstance(groups, str) or groups == "unknown":
+        return np.nan
+    return float(len(groups.split("; "))) if groups else 0.0
+
+
+def encoder_size(layers, width) -> str | None:
+    if is_missing(width):
+        return None
+    return f"{general(width)} wide" if is_missing(layers) else f"{general(layers)} layers × {general(width)}"
+
+
+def selection(selected, metric) -> str | None:
+    if not isinstance(selected, str):
+        return None
+    return f"best ({metric.replace('_', ' ')})" if selected == "best" and isinstance(metric, str) else selected
+
+
+def recipe_table(members: pd.DataFrame) -> pd.DataFrame:
+    """How each member was trained, from its config.json (columns evaluate's member table carries;
+    '–' where a member's config does not say, e.g. old-notebook members)."""
+    m = members.reindex(columns=["member", "preset", "encoder_layers", "preset_hidden_size", "norm_stats", "augment",
+                                 "epochs", "best_epoch", "learning_rate", "selected", "selection_metric", "seed"])
+    return pd.DataFrame({
+        "member": m.member, "preset": m.preset,
+        "encoder": [encoder_size(n, w) for n, w in zip(m.encoder_layers, m.preset_hidden_size)],
+        "normalization": m.norm_stats, "augmentation": m.augment, "epochs": m.epochs, "chosen epoch": m.best_epoch,
+        "learning rate": m.learning_rate,
+        "selection": [selection(s, metric) for s, metric in zip(m.selected, m.selection_metric)], "seed": m.seed})
+
+
+def training_data_table(members: pd.DataFrame, base: Path) -> pd.DataFrame:
+    """What each member learned from, and how much of it is in the evaluated set."""
+    m = members.reindex(columns=["member", "weight", "train_data", "train_clips", "train_groups", "shared_groups"])
+    trained = [recording_count(g) for g in m.train_groups]
+    shared = [np.nan if is_missing(t) else recording_count(s) for t, s in zip(trained, m.shared_groups)]
+    return pd.DataFrame({"member": m.member, "weight": m.weight,
+                         "training data": [shown_path(p, base) for p in m.train_data],
+                         "training clips": m.train_clips, "training recordings": trained,
+                         "recordings also evaluated here": shared})
+
+
+def portable_members(members: pd.DataFrame, base: Path) -> pd.DataFrame:
+    """members.csv with its paths relative to the report's folder."""
+    return members.assign(**{c: [shown_path(p, base) for p in members[c]] for c in PATH_COLUMNS if c in members})
+
+
+# Warnings drawn from the scores: what a reader of the tables should not miss.
+
+def vote_warnings(summary: pd.DataFrame, chance: float) -> list[str]:
+    """Votes below the best, the mean or every member; systems no better than guessing."""
+    rows = summary.set_index("system")
+    members = summary[summary.kind == "member"].set_index("system").balanced_accuracy
+    best, mean = rows.loc[BEST], rows.loc[MEAN, "balanced_accuracy"]
+    found = []
+    for vote in (SOFT, HARD):
+        value = rows.loc[vote, "balanced_accuracy"] + 1e-9  # a tie (e.g. one member) is no loss
+        if len(members) > 1 and value < members.min():
+            found.append(f"{vote}: balanced accuracy {value:.3f} is below every member (lowest "
+                         f"{members.min():.3f}, {members.idxmin()})")
+        elif value < mean:
+            found.append(f"{vote}: balanced accuracy {value:.3f} is below the mean member ({mean:.3f})")
+        elif value < best.balanced_accuracy:
+            found.append(f"{vote}: balanced accuracy {value:.3f} is below the best member "
+                         f"({best.member} {best.balanced_accuracy:.3f}, itself picked on this set)")
+    guessing = [s for s, v in zip(summary.system, summary.balanced_accuracy) if s != BEST and v <= chance]
+    if guessing:
+        found.append(f"no better than guessing (balanced accuracy <= 1/{round(1 / chance)} = {chance:.3f}): "
+                     + ", ".join(guessing))
+    return found
+
+
+def unpredicted_classes(confusion: dict[str, dict], labels: list[str]) -> list[str]:
+    """Systems that never predict some class: a vote collapsing onto a few species looks fine in accuracy."""
+    found = []
+    for system, matrix in confusion.items():
+        never = [label for label, count in zip(labels, np.array(matrix["counts"]).sum(axis=0)) if count == 0]
+        if never:
+            found.append(f"{system} never predicts {len(never)} of {len(labels)} classes: {', '.join(never)}")
+    return found
+
+
+def small_set_warnings(predictions: pd.DataFrame, labels: list[str]) -> list[str]:
+    """Classes absent from, or thinly represented in, the evaluated set."""
+    per_class = predictions.groupby("true_label").agg(clips=("group", "size"), recordings=("group", "nunique"))
+    found = []
+    absent = [label for label in labels if label not in per_class.index]
+    if absent:
+        found.append(f"no clip of {', '.join(absent)} in the evaluated set: balanced accuracy averages over the "
+                     f"other classes only")
+    thin = per_class[(per_class.clips < MIN_CLIPS_PER_CLASS) | (per_class.recordings < MIN_RECORDINGS_PER_CLASS)]
+    if len(thin):
+        smallest = thin.sort_values(["recordings", "clips"]).iloc[0]
+        found.append(f"small evaluation set: {len(thin)} of {len(per_class)} classes have fewer than "
+                     f"{MIN_CLIPS_PER_CLASS} clips or {MIN_RECORDINGS_PER_CLASS} recordings (smallest: "
+                     f"{smallest.name}, {smallest.clips} clips from {smallest.recordings} recordings); intervals are "
+                     f"wide and one recording can move a class's recall a lot")
+    return found
+
+
+def selected_here(members: pd.DataFrame) -> list[str]:
+    """Members that picked their epoch on the evaluated clips (evaluate's `selected_on_evaluated`)."""
+    flags = members.reindex(columns=["selected_on_evaluated"]).selected_on_evaluated
+    return members.member[flags.eq(True)].tolist()
+
+
+def result_warnings(evaluation: EnsembleEvaluation) -> list[str]:
+    metrics, labels = evaluation.metrics, evaluation.metrics["labels"]
+    found = [*vote_warnings(evaluation.summary, 1 / len(labels)),
+             *unpredicted_classes(metrics["clip_level"]["confusion_matrix"], labels),
+             *small_set_warnings(evaluation.predictions, labels)]
+    chosen = selected_here(evaluation.members)
+    if chosen:
+        found.append(f"this set was used for selection: {', '.join(chosen)} picked their epoch on these clips, so "
+                     f"their scores and the ensembles' are optimistically biased")
+    return found
+
+
+def selection_status(members: pd.DataFrame) -> tuple[str, str]:
+    """(css class, sentence): whether the evaluated clips also chose the members' epochs."""
+    chosen = selected_here(members)
+    if chosen:
+        return "biased", (f"Optimistically biased: {len(chosen)} of {len(members)} members selected their epoch "
+                          f"on these clips.")
+    known = members.reindex(columns=["selected_on_evaluated"]).selected_on_evaluated.notna()
+    if known.all():
+        return "held", "Held out: no member selected its epoch on these clips."
+    return "", (f"Held out or not is unknown: {', '.join(members.member[~known])} record no validation set "
+                f"in their config.json.")
+
+
+# Figures.
+
 def new_figure(rows: int, columns: int, size: tuple[float, float], **options):
-    figure = Figure(figsize=size)
+    """A figure with constrained layout: labels, titles and colour bars never overlap."""
+    figure = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(figure)
-    return figure, figure.subplots(rows, columns, **options)
+    return figure, figure.subplots(rows, columns, squeeze=False, **options)
 
 
 def save_figure(figure: Figure, path: Path) -> Path:
@@ -53,43 +334,65 @@ def save_figure(figure: Figure, path: Path) -> Path:
     return path
 
 
+def wrapped(labels: list[str], width: int = 14) -> list[str]:
+    """Class names on two or more lines, between words, so long species names need no tiny font."""
+    return [textwrap.fill(label, width, break_long_words=False) for label in labels]
+
+
 def plot_confusion(metrics: dict, labels: list[str], path: Path) -> Path:
-    """Row-normalised colours with counts, hard and soft vote side by side."""
-    size = 2.5 + 0.6 * len(labels)
-    figure, axes = new_figure(1, 2, (2 * size + 1, size))
-    for axis, system in zip(axes, ENSEMBLES):
+    """Row-normalised colours with counts, hard and soft vote side by side (stacked beyond 8 classes);
+    the figure grows with the classes, so cells and their text keep their size."""
+    k = len(labels)
+    side = 1.8 + 0.6 * k
+    columns = 2 if k <= 8 else 1
+    figure, axes = new_figure(2 // columns, columns, (columns * side + 1.2, (2 // columns) * side))
+    names = wrapped(labels)
+    for axis, system in zip(axes.flat, ENSEMBLES):
         matrix = metrics["clip_level"]["confusion_matrix"][system]
         counts, normalized = np.array(matrix["counts"]), np.array(matrix["normalized"])
-        axis.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+        image = axis.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
         for (i, j), count in np.ndenumerate(counts):
-            axis.text(j, i, f"{count}\n{normalized[i, j]:.0%}", ha="center", va="center", fontsize=7,
-                      color="white" if normalized[i, j] > 0.5 else "black")
-        axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
-        axis.set_yticks(range(len(labels)), labels, fontsize=8)
+            if count:  # empty cells stay blank, so the errors stand out
+                axis.text(j, i, f"{count}\n{normalized[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                          color="white" if normalized[i, j] > 0.5 else "black")
+        axis.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=8)
+        axis.set_yticks(range(k), names, fontsize=8)
         axis.set_xlabel("predicted")
-        axis.set_title(f"{system} (row-normalised)")
-    axes[0].set_ylabel("true")
+        axis.set_ylabel("true")
+        axis.set_title(system)
+    figure.colorbar(image, ax=axes, shrink=0.7, label="share of the true class (row-normalised)")
     return save_figure(figure, path)
 
 
-def plot_per_class(per_class: pd.DataFrame, path: Path) -> Path:
-    """Precision, recall, F1 and ROC-AUC per class for both ensembles."""
-    figure, axes = new_figure(1, 2, (12, 4), sharey=True)
-    for axis, system in zip(axes, ENSEMBLES):
-        table = per_class[per_class.system == system].set_index("class")[["precision", "recall", "f1", "roc_auc"]]
-        table.plot.bar(ax=axis, width=0.8)
-        axis.tick_params(axis="x", labelrotation=45)
-        for tick in axis.get_xticklabels():
-            tick.set_horizontalalignment("right")
-        axis.set_title(system)
+def chance_line(axis, chance: float, vertical: bool = False) -> None:
+    """Where a random guess over the classes lands: 1/k accuracy, balanced accuracy and recall."""
+    line = axis.axvline if vertical else axis.axhline
+    line(chance, color="black", linestyle="--", linewidth=1, label=f"chance (1/{round(1 / chance)})")
+
+
+def plot_per_class(per_class: pd.DataFrame, labels: list[str], path: Path) -> Path:
+    """Precision, recall, F1 and ROC-AUC per class for both ensembles, one panel each, stacked."""
+    k = len(labels)
+    figure, axes = new_figure(2, 1, (max(7.0, 1.1 * k + 3), 6.5), sharex=True)
+    for axis, system in zip(axes.flat, (SOFT, HARD)):
+        table = per_class[per_class.system == system].set_index("class").reindex(labels)
+        positions = np.arange(k)
+        for offset, metric in zip((-0.3, -0.1, 0.1, 0.3), ("precision", "recall", "f1", "roc_auc")):
+            axis.bar(positions + offset, table[metric].to_numpy(float), width=0.2, label=HEADERS[metric])
+        chance_line(axis, 1 / k)
         axis.set_ylim(0, 1.05)
-        axis.set_xlabel("")
+        axis.set_title(system)
+    axes[0, 0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    axes[-1, 0].set_xticks(range(k), wrapped(labels), fontsize=8, rotation=0 if k <= 6 else 45,
+                           ha="center" if k <= 6 else "right")
     return save_figure(figure, path)
 
 
 def plot_roc(predictions: pd.DataFrame, labels: list[str], path: Path) -> Path:
     """One-vs-rest ROC curves of the soft vote; classes without positives or negatives are named."""
-    figure, axis = new_figure(1, 1, (6, 5))
+    figure, axes = new_figure(1, 1, (8, 5))
+    axis = axes[0, 0]
+    axis.set_aspect("equal")
     truth = predictions["true_label"].to_numpy()
     for label in labels:
         positive = truth == label
@@ -98,123 +401,195 @@ def plot_roc(predictions: pd.DataFrame, labels: list[str], path: Path) -> Path:
             continue
         false_positive, true_positive, _ = roc_curve(positive, predictions[f"{SOFT}:p:{label}"])
         axis.plot(false_positive, true_positive, label=f"{label} (AUC {auc(false_positive, true_positive):.2f})")
-    axis.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    axis.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="chance")
     axis.set_xlabel("false positive rate")
     axis.set_ylabel("true positive rate")
     axis.set_title(f"{SOFT}, one class vs rest")
-    axis.legend(fontsize=7, loc="lower right")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return save_figure(figure, path)
 
 
-def plot_members_vs_ensemble(summary: pd.DataFrame, path: Path) -> Path:
+def plot_members_vs_ensemble(summary: pd.DataFrame, chance: float, path: Path) -> Path:
     """Accuracy and balanced accuracy per system, with bootstrap 95% intervals where computed."""
-    table = summary[summary.kind != "best"]
-    figure, axis = new_figure(1, 1, (8, 1.5 + 0.35 * len(table)))
+    table = reading_order(summary[summary.kind != "best"])
+    figure, axes = new_figure(1, 1, (8, 1.5 + 0.4 * len(table)))
+    axis = axes[0, 0]
     positions = np.arange(len(table))
-    for offset, metric in ((-0.2, "accuracy"), (0.2, "balanced_accuracy")):
-        values = table[metric].to_numpy(float)
-        low = table.get(f"{metric}_ci_low", pd.Series(np.nan, index=table.index)).to_numpy(float)
-        high = table.get(f"{metric}_ci_high", pd.Series(np.nan, index=table.index)).to_numpy(float)
+    for offset, metric in ((-0.2, "balanced_accuracy"), (0.2, "accuracy")):
+        values, low, high = table.reindex(columns=[metric, f"{metric}_ci_low", f"{metric}_ci_high"]).to_numpy(float).T
         errors = np.nan_to_num(np.vstack([values - low, high - values]))
-        axis.barh(positions + offset, values, height=0.4, xerr=errors, capsize=2, label=metric)
-    axis.set_yticks(positions, table.system, fontsize=8)
+        axis.barh(positions + offset, values, height=0.4, xerr=errors, capsize=2, label=HEADERS[metric])
+    chance_line(axis, chance, vertical=True)
+    axis.set_yticks(positions, wrapped(list(table.system), 28), fontsize=8)
     axis.invert_yaxis()
     axis.set_xlim(0, 1.05)
-    axis.legend(fontsize=8)
-    axis.set_title("members vs ensembles (clips; bars: bootstrap 95% interval)")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    axis.set_title("members and ensembles (bars: bootstrap 95% interval)")
     return save_figure(figure, path)
 
 
-def plot_coverage(coverage: pd.DataFrame, headline: str, path: Path) -> Path:
+def plot_coverage(coverage: pd.DataFrame, headline: str, chance: float, path: Path) -> Path:
     """Accuracy against coverage for each system and confidence, as the threshold rises."""
-    figure, axis = new_figure(1, 1, (7, 4.5))
+    figure, axes = new_figure(1, 1, (7, 4.5))
+    axis = axes[0, 0]
     for (system, kind), curve in coverage.groupby(["system", "confidence"], sort=False):
         curve = curve[curve.clips_kept > 0]
         axis.plot(curve.coverage, curve.accuracy, marker=".", markersize=3, label=f"{system}, {kind}")
-    axis.axhline(TARGET_ACCURACY, color="grey", linestyle=":", linewidth=1)
+    axis.axhline(TARGET_ACCURACY, color="grey", linestyle=":", linewidth=1, label=f"target {TARGET_ACCURACY:.0%}")
+    chance_line(axis, chance)
     axis.set_xlim(0, 1.02)
     axis.set_ylim(0, 1.02)
     axis.set_xlabel("coverage (share of clips kept)")
     axis.set_ylabel("accuracy on the clips kept")
-    axis.set_title(headline, fontsize=8)
-    axis.legend(fontsize=7, loc="lower left")
+    axis.set_title(textwrap.fill(headline, 80), fontsize=8)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return save_figure(figure, path)
+
+
+def plot_calibration(predictions: pd.DataFrame, labels: list[str], bins: int, ece: float, path: Path) -> Path:
+    """Reliability diagram of the soft vote: accuracy per confidence bin against the diagonal of a calibrated
+    system, with the clips per bin below (a bin of 3 clips says little)."""
+    truth = predictions["true_label"].map({label: i for i, label in enumerate(labels)}).to_numpy()
+    table = reliability_table(truth, predictions[[f"{SOFT}:p:{label}" for label in labels]].to_numpy(), bins)
+    figure, axes = new_figure(2, 1, (5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top, bottom = axes[0, 0], axes[1, 0]
+    top.bar(table.low, table.accuracy.fillna(0), width=1 / bins, align="edge", edgecolor="black",
+            label="accuracy in the bin")
+    top.plot(table.confidence, table.accuracy, "o", color="black", markersize=3, label="(mean confidence, accuracy)")
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(f"{SOFT}: reliability (ECE {fixed(ece)}, {bins} bins)")
+    top.legend(fontsize=7, loc="upper left")
+    bottom.bar(table.low, table.clips, width=1 / bins, align="edge", color="grey", edgecolor="black")
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel("confidence (top probability)")
+    bottom.set_ylabel("clips")
+    return save_figure(figure, path)
+
+
+def draw_figures(evaluation: EnsembleEvaluation) -> dict[str, tuple[Path, str]]:
+    """Every figure: title -> (file, caption)."""
+    out, metrics = evaluation.output, evaluation.metrics
+    labels = metrics["labels"]
+    chance = 1 / len(labels)
+    soft = evaluation.summary.set_index("system").loc[SOFT]
+    return {
+        "Confusion matrices": (plot_confusion(metrics, labels, out / FIGURES[0]),
+                               "Counts and row-normalised shares (recall on the diagonal), clips."),
+        "Per-class metrics": (plot_per_class(evaluation.per_class, labels, out / FIGURES[1]),
+                              "Per class, clips; the dashed line is a random guess's recall (1/classes)."),
+        "ROC curves": (plot_roc(evaluation.predictions, labels, out / FIGURES[2]),
+                       "Soft vote, one class against the rest, from probabilities."),
+        "Members and ensembles": (plot_members_vs_ensemble(evaluation.summary, chance, out / FIGURES[3]),
+                                  "Clips; the dashed line is chance balanced accuracy (1/classes)."),
+        "Accuracy against coverage": (plot_coverage(evaluation.coverage, metrics["coverage_headline"], chance,
+                                                    out / FIGURES[4]),
+                                      "Accuracy on the clips kept as the confidence threshold rises."),
+        "Calibration": (plot_calibration(evaluation.predictions, labels, metrics["ece_bins"], soft.ece,
+                                         out / FIGURES[5]),
+                        "Reliability diagram of the soft vote: bars on the diagonal are calibrated; bars below it "
+                        "are over-confident."),
+    }
+
+
+# The page.
+
+def portable_metrics(evaluation: EnsembleEvaluation, warnings: list[str], written: str) -> dict:
+    """metrics.json as written: paths relative to the output folder, the tool version and date, and the
+    warnings drawn from the scores (`result_warnings`) beside evaluate's leakage warnings."""
+    metrics, base = evaluation.metrics, evaluation.output
+    return {**metrics, "models": shown_paths(metrics["models"], base), "data": shown_path(metrics["data"], base),
+            **{key: [shown_text(t, base) for t in metrics[key]] for key in ("warnings", "notes", "skipped_files")},
+            "result_warnings": warnings, "mosquito_ast_version": __version__, "written": written,
+            "paths": "relative to the folder of this file"}
+
+
+def headline(metrics: dict, summary: pd.DataFrame, members: pd.DataFrame) -> str:
+    """The sentence a paper quotes: the soft vote's balanced accuracy with its interval, on what, and
+    whether this set also chose the members."""
+    soft = summary.set_index("system").loc[SOFT]
+    value = with_interval(soft.balanced_accuracy, soft.get("balanced_accuracy_ci_low"),
+                          soft.get("balanced_accuracy_ci_high"))
+    css, status = selection_status(members)
+    return (f'<p class="headline"><b>Soft vote: balanced accuracy {value}</b> (95% interval, bootstrap unit: '
+            f"{html.escape(metrics['bootstrap']['unit'])}) on "
+            f"{metrics['clips']} clips from {metrics['recordings']} recordings of {len(metrics['labels'])} classes, "
+            f"{len(metrics['members'])} members; data <code>{html.escape(metrics['data'])}</code>. "
+            f'<span class="{css}">{html.escape(status)}</span></p>')
+
+
+def method_line(metrics: dict) -> str:
+    boot = metrics["bootstrap"]
+    best = metrics["clip_level"]["best_member"]
+    models = metrics["models"] if isinstance(metrics["models"], list) else [metrics["models"]]
+    return (f'<p class="meta">mosquito-ast {html.escape(metrics["mosquito_ast_version"])}, written '
+            f"{html.escape(metrics['written'])}. Paths are relative to this report's folder. Members from "
+            f"{', '.join(f'<code>{html.escape(m)}</code>' for m in models)}; recordings by --group-by "
+            f"{html.escape(metrics['group_by'])}; precision {html.escape(str(metrics['precision']))}. Intervals: "
+            f"percentile bootstrap, {boot['resamples']} resamples (unit: {html.escape(boot['unit'])}), seed "
+            f"{boot['seed']}. Best member ({html.escape(best['name'])}) chosen by {html.escape(best['chosen_by'])}."
+            f"</p>")
+
+
+def figure_html(figures: dict[str, tuple[Path, str]]) -> str:
+    return "".join(
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
+        f'{base64.b64encode(path.read_bytes()).decode()}"><figcaption><b>{html.escape(title)}.</b> '
+        f"{html.escape(caption)} (<code>{path.name}</code>)</figcaption></figure>"
+        for title, (path, caption) in figures.items())
+
+
+def html_report(evaluation: EnsembleEvaluation, metrics: dict, figures: dict[str, tuple[Path, str]]) -> str:
+    """The whole report in one file: headline, warnings, tables and the figures embedded as base64.
+    `metrics` is what metrics.json holds (`portable_metrics`)."""
+    ensembles = evaluation.per_class[evaluation.per_class.system.isin(ENSEMBLES)]
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>mosquito-ast ensemble evaluation</title><style>{STYLE}</style></head><body>
+<h1>Ensemble evaluation</h1>
+{headline(metrics, evaluation.summary, evaluation.members)}
+{method_line(metrics)}
+<p><b>{html.escape(metrics['coverage_headline'])}</b> (<code>coverage.csv</code>, figure below).</p>
+<h2>Warnings</h2>{html_list(metrics['warnings'] + metrics['result_warnings'], "warn")}
+<h2>Notes</h2>{html_list(metrics['notes'])}
+<h2>Key metrics, clips</h2>{html_table(key_table(evaluation.summary, "clips"))}
+<h2>Key metrics, recordings (clip probabilities averaged per recording)</h2>
+{html_table(key_table(evaluation.recording_summary, "recordings"))}
+<h2>All metrics, clips</h2>{html_table(full_table(evaluation.summary, "clips"))}
+<h2>Ensemble gain over the best and the mean member, clips</h2>{html_table(gain_table(metrics['clip_level']['gain']))}
+<h2>Per class, ensembles, clips</h2>{html_table(ensembles)}
+<h2>Members: how they were trained</h2>{html_table(recipe_table(evaluation.members))}
+<h2>Members: what they were trained on</h2>{html_table(training_data_table(evaluation.members, evaluation.output))}
+<h2>Skipped files</h2>{html_list(metrics['skipped_files'])}
+<h2>Figures</h2>{figure_html(figures)}
+</body></html>
+"""
 
 
 def console_table(summary: pd.DataFrame) -> str:
     return summary[CONSOLE_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", border=0, classes="t")
-
-
-def _list(items: list[str]) -> str:
-    return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>" if items else "<p>none</p>"
-
-
-def html_report(evaluation: EnsembleEvaluation, figures: dict[str, Path]) -> str:
-    """The whole report in one file: tables, warnings, and the figures embedded as base64."""
-    metrics = evaluation.metrics
-    images = "".join(
-        f'<h3>{html.escape(name)}</h3><img alt="{html.escape(name)}" '
-        f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">' for name, path in figures.items())
-    summary_columns = [c for c in evaluation.summary.columns if c not in ("kind",)]
-    gain = pd.DataFrame([{"ensemble": e, "versus": versus.replace("_", " "), **values}
-                         for e, by in metrics["clip_level"]["gain"].items() for versus, values in by.items()])
-    members = evaluation.members[["member", "format", "weight", "feature_settings", "seed", "optimizer", "scheduler",
-                                  "learning_rate", "freeze", "best_epoch", "train_clips", "train_groups",
-                                  "shared_groups"]]
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table.t{border-collapse:collapse;font-size:12px}"
-             ".t td,.t th{border-bottom:1px solid #ddd;padding:3px 6px;text-align:right}.warn{color:#a00}"
-             "img{max-width:100%}")
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>mosquito-ast ensemble evaluation</title><style>{style}</style></head><body>
-<h1>Ensemble evaluation</h1>
-<p>{len(metrics['members'])} members from <code>{html.escape(metrics['models'])}</code> on
-<code>{html.escape(metrics['data'])}</code>: {metrics['clips']} clips, {metrics['recordings']} recordings
-(--group-by {html.escape(metrics['group_by'])}), precision {metrics['precision']}.
-Best member ({html.escape(metrics['clip_level']['best_member']['name'])}) chosen by
-{html.escape(metrics['clip_level']['best_member']['chosen_by'])}.
-Intervals: percentile bootstrap, {metrics['bootstrap']['resamples']} resamples, seed {metrics['bootstrap']['seed']}.</p>
-<p><b>{html.escape(metrics['coverage_headline'])}</b> (<code>coverage.csv</code>, figure below).</p>
-<h2 class="warn">Warnings</h2>{_list(metrics['warnings'])}
-<h2>Notes</h2>{_list(metrics['notes'])}
-<h2>Clips: members and ensembles</h2>{_table(evaluation.summary[summary_columns])}
-<h2>Ensemble gain (clips)</h2>{_table(gain)}
-<h2>Per class (clips)</h2>{_table(evaluation.per_class[evaluation.per_class.system.isin(ENSEMBLES)])}
-<h2>Recordings (clip probabilities averaged per group)</h2>{_table(evaluation.recording_summary[summary_columns])}
-<h2>Members and the recordings they were trained on</h2>{_table(members)}
-<h2>Skipped files</h2>{_list(metrics['skipped_files'])}
-<h2>Figures</h2>{images}
-</body></html>
-"""
-
-
 def write_outputs(evaluation: EnsembleEvaluation) -> Path:
     """predictions.csv, recordings.csv, members.csv, per_class.csv, coverage.csv, metrics.json, the figures and
-    report.html in `evaluation.output`; prints the summary table."""
+    report.html in `evaluation.output`; prints the summary table and the warnings."""
     out = evaluation.output
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "predictions.csv", evaluation.predictions.to_csv(index=False))
+    predictions = evaluation.predictions.assign(path=[shown_path(p, out) for p in evaluation.predictions.path])
+    atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
     atomic_write_text(out / "recordings.csv", evaluation.recordings.to_csv(index=False))
-    atomic_write_text(out / "members.csv", evaluation.members.to_csv(index=False))
+    atomic_write_text(out / "members.csv", portable_members(evaluation.members, out).to_csv(index=False))
     atomic_write_text(out / "coverage.csv", evaluation.coverage.to_csv(index=False))
     per_class = pd.concat([evaluation.per_class.assign(level="clip"),
                            evaluation.recording_per_class.assign(level="recording")], ignore_index=True)
     atomic_write_text(out / "per_class.csv", per_class.to_csv(index=False))
-    atomic_write_json(out / "metrics.json", json_safe(evaluation.metrics))
-    labels = evaluation.metrics["labels"]
-    figures = {
-        "confusion matrices": plot_confusion(evaluation.metrics, labels, out / FIGURES[0]),
-        "per-class metrics": plot_per_class(evaluation.per_class, out / FIGURES[1]),
-        "ROC curves": plot_roc(evaluation.predictions, labels, out / FIGURES[2]),
-        "members vs ensembles": plot_members_vs_ensemble(evaluation.summary, out / FIGURES[3]),
-        "accuracy against coverage": plot_coverage(evaluation.coverage, evaluation.metrics["coverage_headline"],
-                                                   out / FIGURES[4]),
-    }
-    atomic_write_text(out / "report.html", html_report(evaluation, figures))
+    warnings = result_warnings(evaluation)
+    metrics = portable_metrics(evaluation, warnings, datetime.now().astimezone().isoformat(timespec="seconds"))
+    atomic_write_json(out / "metrics.json", json_safe(metrics))
+    atomic_write_text(out / "report.html", html_report(evaluation, metrics, draw_figures(evaluation)))
     print(console_table(evaluation.summary))
     print(evaluation.metrics["coverage_headline"])
+    for line in warnings:
+        print(f"warning: {line}")
     print(f"report: {out / 'report.html'}")
     return out

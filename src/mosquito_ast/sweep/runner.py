@@ -4,6 +4,8 @@ backend, record every result as it arrives, then summarize and optionally compar
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,10 +57,21 @@ def run_state(run: Run, latest: dict[tuple[str, str], dict]) -> str:
     return "failed"
 
 
+def missing_inputs(run: Run) -> dict[str, str]:
+    """The folders a run reads that do not exist, by parameter: a dry run names them before anything
+    trains. An ssl_checkpoint counts when it is written as a path (., / or ~), not a hub id."""
+    params = run.params
+    inputs = {"train_dir": params.train_dir, "validation_dir": params.validation_dir}
+    if params.ssl_checkpoint and params.ssl_checkpoint.startswith((".", "/", "~")):
+        inputs["ssl_checkpoint"] = params.ssl_checkpoint
+    return {name: path for name, path in inputs.items() if path and not Path(path).expanduser().exists()}
+
+
 def plan_table(runs: list[Run], states: list[str], retry_failed: bool) -> pd.DataFrame:
     action = {"done": "skip", "pending": "run", "failed": "retry" if retry_failed else "skip (failed)"}
     rows = [{"dataset": r.dataset, "postfix": r.postfix, **{k: naming_value(v) for k, v in r.varied.items()},
-             "status": s, "action": action[s]} for r, s in zip(runs, states)]
+             "status": s, "action": action[s], "missing": ", ".join(missing_inputs(r))}
+            for r, s in zip(runs, states)]
     return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1))
 
 
@@ -200,6 +213,10 @@ def report(outcome: SweepOutcome, dry_run: bool = False) -> None:
         if dry_run:
             print(outcome.table.to_string())
             print(f"{len(outcome.runs)} runs; members go to {outcome.output}/<dataset>/best/<postfix>/")
+            missing = {(run.dataset, name, path) for run in outcome.runs for name, path in missing_inputs(run).items()}
+            for dataset, name, path in sorted(missing):
+                print(f"warning: dataset {dataset}: {name} {os.path.normpath(path)} does not exist; its runs would fail",
+                      file=sys.stderr)
             return
         shown = outcome.table.drop(columns=["log"]).fillna("")
         print(shown.to_string())

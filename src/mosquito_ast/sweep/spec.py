@@ -183,15 +183,15 @@ def _default(name: str) -> Any:
 
 
 def _resolve_paths(values: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Relative paths in a sweep file start at its folder (an SSL checkpoint only if it exists there,
-    since it may also be a Hugging Face id)."""
+    """Relative paths in a sweep file start at its folder (an SSL checkpoint only if it exists there or
+    is written ./ or ../, since it may also be a Hugging Face id)."""
     resolved = dict(values)
     for key in PATH_KEYS:
         value = resolved.get(key)
         if not value or Path(str(value)).expanduser().is_absolute():
             continue
         candidate = folder / str(value)
-        if key != "ssl_checkpoint" or candidate.exists():
+        if key != "ssl_checkpoint" or candidate.exists() or str(value).startswith("."):
             resolved[key] = str(candidate)
     return resolved
 

@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from .. import __version__
+from ..checkpoints import model_folders
 from ..checkpoints.classifier import save_member
 from ..config import ConfigError, DistillParams
 from ..data import DatasetError, Sample, discover
@@ -40,9 +41,10 @@ from ..hardware import resolve_precision, use_physical_cores
 from ..models.classifier import ASTClassifier
 from ..models.encoder import build_encoder, encoder_config
 from .datasets import ClipDataModule, ClipSet, load_clip_set
-from .loop import fit_run, run_checkpoint
+from .loop import exclusive_run, fit_run, run_checkpoint
 from .optim import optimizer_steps
 from .pretrain import load_unlabeled
+from .recipes import distill_defaults, values_in_effect
 from .train import ClassifierModule, augment_features, balanced_class_weights
 
 SMALLEST_PROBABILITY = 1e-12  # floor before the log: a float32 softmax can underflow to 0
@@ -116,7 +118,7 @@ def load_teachers(params: DistillParams) -> tuple[list[Member], np.ndarray]:
     keys = {m.features.extraction_key() for m in members}
     if len(keys) > 1:
         listing = "; ".join(f"{m.name}: {m.features.extraction_key()}" for m in members)
-        raise ConfigError(f"{params.models}: the teachers differ in feature settings ({listing}); distil from "
+        raise ConfigError(f"{', '.join(params.models)}: the teachers differ in feature settings ({listing}); distil from "
                           f"members of one feature setting")
     return members, parse_weights(params.weights, [m.name for m in members])
 
@@ -174,12 +176,20 @@ def training_groups(members: Sequence[Member], samples: list[Sample] | None) -> 
 def distill(params: DistillParams, callbacks: Sequence[Callback] = ()) -> Path:
     """Train one student on the soft votes of the members under `params.models`; returns its folder."""
     member_dir, run_dir = Path(params.output), working_folder(params.output)
-    if member_dir.resolve().is_relative_to(Path(params.models).resolve()):
-        raise ConfigError(f"--output {member_dir} lies inside --models {params.models}: the student would be "
+    inside = [root for root in model_folders(params.models) if member_dir.resolve().is_relative_to(root.resolve())]
+    if inside:
+        raise ConfigError(f"--output {member_dir} lies inside --models {inside[0]}: the student would be "
                           f"taken for a teacher; put it elsewhere")
-    last_checkpoint = run_checkpoint(member_dir, run_dir, params.overwrite, params.resume)
-    if last_checkpoint is None:
-        return member_dir
+    with exclusive_run(run_dir):
+        last_checkpoint = run_checkpoint(member_dir, run_dir, params.overwrite, params.resume)
+        if last_checkpoint is None:
+            return member_dir
+        return fit_student(params, callbacks, member_dir, run_dir, last_checkpoint)
+
+
+def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir: Path, run_dir: Path,
+                last_checkpoint: Path) -> Path:
+    """`distill`'s work once the run folder is this process's own."""
     precision = resolve_precision(params.precision)
     threads = use_physical_cores()
     members, weights = load_teachers(params)
@@ -188,6 +198,8 @@ def distill(params: DistillParams, callbacks: Sequence[Callback] = ()) -> Path:
     samples = labelled_samples(params.data, params.use_labels, labels, params.group_by)
     print(f"distill: {len(members)} teachers -> {params.preset} student, T {params.temperature:g}, "
           f"alpha {params.alpha:g}, precision {precision}, {threads} CPU threads")
+    stats = f"mean {teacher_settings.norm_mean:.4g}, std {teacher_settings.norm_std:.4g}"
+    print(values_in_effect(params, distill_defaults(), {"norm_stats": stats} if params.norm_stats == "teachers" else {}))
     L.seed_everything(params.seed, verbose=False)
 
     if samples is not None:
@@ -250,7 +262,7 @@ def distill(params: DistillParams, callbacks: Sequence[Callback] = ()) -> Path:
         "distillation": {
             "teachers": [{"name": m.name, "folder": str(m.folder), "weight": float(w)}
                          for m, w in zip(members, weights)],
-            "models": str(params.models), "data": str(params.data), "temperature": params.temperature,
+            "models": params.models, "data": str(params.data), "temperature": params.temperature,
             "alpha": alpha, "alpha_requested": params.alpha, "labelled": samples is not None,
             "soft_targets": "softmax(log(weighted mean of member probabilities) / T), computed once on the "
                             "un-augmented clips",

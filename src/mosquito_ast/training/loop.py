@@ -1,22 +1,43 @@
-"""What fine-tuning and pretraining share in their Lightning modules."""
+"""What fine-tuning and pretraining share in their Lightning modules, and the console of every run."""
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import lightning as L
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback, Checkpoint
+from huggingface_hub import utils as hub_utils
+from lightning.pytorch.callbacks import Callback, Checkpoint, ProgressBar
 from torch import nn
+from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
 
 from ..checkpoints import CheckpointError
 from ..checkpoints.encoder import first_nonfinite
 from ..io import atomic_path, atomic_write_text
 from .optim import build_optimizer, build_scheduler
+
+
+def quiet_libraries() -> None:
+    """Keep a run's console to its own lines: Lightning's start-up notes (GPU/TPU available, a logging
+    tip, the AMP in use, why fit stopped) go below warning level, and transformers draws no bar per model
+    it loads or saves (an ensemble drew one per member); the hub's download bars stay."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    downloads = not hub_utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # turns the hub's off too
+    if downloads:
+        hub_utils.enable_progress_bars()
+
+
+quiet_libraries()
 
 
 class EpochModule(L.LightningModule):
@@ -143,18 +164,87 @@ class FiniteGuard(Callback):
         self._check(trainer, module)
 
 
+class EpochProgress(ProgressBar):
+    """Lightning's progress bars, replaced: a bar per training epoch counted from 1 ("epoch 3/30", as the
+    history, the checkpoints and the messages count), then one line with the epoch's metrics. The line
+    is printed without the bar too (`bar=False`), so a sweep's logs get one line per epoch."""
+
+    def __init__(self, bar: bool) -> None:
+        super().__init__()
+        self.bar = bar
+        self._enabled = True
+        self._progress: tqdm | None = None
+        self._started = 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def epoch_label(self, trainer: L.Trainer) -> str:
+        return f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+        if self._enabled and self.bar:
+            self._progress = tqdm(total=self.total_train_batches, desc=self.epoch_label(trainer), unit="batch",
+                                  leave=False, dynamic_ncols=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_index: int) -> None:
+        if self._progress is not None:
+            self._progress.update()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """Runs after the epoch's validation, so its metrics are in."""
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        if self._enabled:
+            metrics = "  ".join(f"{name} {value:.4g}" for name, value in trainer.progress_bar_metrics.items())
+            print(f"{self.epoch_label(trainer)}  {metrics}  {time.perf_counter() - self._started:.1f} s")
+
+
 def make_trainer(params: Any, precision: str, run_dir: Path, callbacks: list[Callback],
                  validate: bool = True) -> L.Trainer:
     """The one Lightning Trainer of `train` and `pretrain`: one device, no logger (the modules keep their
-    own history), dataloaders rebuilt every epoch so the batch-size schedule applies, clipping and
-    accumulation from the parameters; `validate=False` skips validation (no validation set)."""
+    own history), our own progress lines, dataloaders rebuilt every epoch so the batch-size schedule
+    applies, clipping and accumulation from the parameters; `validate=False` skips validation."""
     return L.Trainer(
         max_epochs=params.epochs, precision=precision, accelerator="auto", devices=1, logger=False,
-        callbacks=callbacks, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
-        limit_val_batches=1.0 if validate else 0,
+        callbacks=[*callbacks, EpochProgress(params.progress)], reload_dataloaders_every_n_epochs=1,
+        num_sanity_val_steps=0, limit_val_batches=None if validate else 0,
         gradient_clip_val=params.max_grad_norm or None, accumulate_grad_batches=params.grad_accumulation,
-        enable_progress_bar=params.progress, enable_model_summary=False, default_root_dir=run_dir,
+        enable_progress_bar=True, enable_model_summary=False, default_root_dir=run_dir,
     )
+
+
+@contextmanager
+def exclusive_run(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir` for this process: two runs with one --output and --postfix used to interleave their
+    epochs in one `best-candidate` and `last.ckpt`. The lock dies with its process, so a killed run can
+    be resumed at once."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as handle:
+        try:
+            lock_file(handle)
+        except OSError:
+            raise FileExistsError(f"{run_dir}: another run with this --output and --postfix is running; "
+                                  "wait for it or choose another --postfix") from None
+        yield
+
+
+def lock_file(handle: Any) -> None:
+    """An exclusive, non-blocking lock on an open file (OSError when another process holds it)."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def run_checkpoint(member_dir: Path, run_dir: Path, overwrite: bool, resume: bool) -> Path | None:

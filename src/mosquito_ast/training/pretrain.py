@@ -200,7 +200,7 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
     datamodule = ClipDataModule(train_x, torch.zeros(len(train_x)), val_x, torch.zeros(len(val_x)),
                                 params.batch_size_for, params.seed)
     module = PretrainModule(model, params, total_steps, output / "history.csv")
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch}", monitor="val_loss", mode="min",
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
                            save_top_k=1, save_weights_only=True)
     internal: list[Callback] = [FiniteGuard("pretrain"), best, LastCheckpoint(last_checkpoint)]
     if params.patience > 0:

@@ -7,6 +7,8 @@ on both sides. The same probe on a randomly initialised encoder of the same shap
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -19,6 +21,7 @@ from transformers import ASTModel
 from ..config import DataParams
 from ..data import DatasetError, label_names
 from ..features import FeatureSettings, normalize
+from ..hardware import inference_dtype, resolve_precision
 from ..models.classifier import ASTClassifier
 from ..models.encoder import build_encoder
 from .datasets import load_clip_set
@@ -26,11 +29,15 @@ from .datasets import load_clip_set
 MAX_FOLDS = 5
 
 
-@torch.no_grad()
-def embed_clips(encoder: ASTModel, features: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """(clips, hidden) mean-pooled embeddings of normalized features (clips, T, mel)."""
+@torch.inference_mode()
+def embed_clips(encoder: ASTModel, features: np.ndarray, batch_size: int = 64,
+                dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """(clips, hidden) float32 mean-pooled embeddings of normalized features (clips, T, mel), computed
+    with `dtype` weights on a copy of the encoder: `pretrain` saves the encoder after probing it."""
+    if dtype != encoder.dtype:
+        encoder = copy.deepcopy(encoder).to(dtype)
     model = ASTClassifier(encoder, ["_"]).eval()
-    chunks = [model.embed(torch.from_numpy(features[i:i + batch_size])).float().numpy()
+    chunks = [model.embed(torch.from_numpy(features[i:i + batch_size]).to(dtype)).float().numpy()
               for i in range(0, len(features), batch_size)]
     return np.concatenate(chunks)
 
@@ -55,7 +62,8 @@ def compare_probes(encoder: ASTModel, source: str, params: DataParams, settings:
     groups = [s.group for s in clips.samples]
     torch.manual_seed(seed)
     random_encoder = build_encoder(encoder.config)
+    dtype = inference_dtype(resolve_precision(params.precision, cuda=False))  # the probe runs on the CPU
     return {"source": str(source), "clips": len(labels), "classes": label_names(clips.samples),
             "groups": len(set(groups)), "probe": "standardized logistic regression, group k-fold",
-            "pretrained": probe_score(embed_clips(encoder.eval(), features), labels, groups, seed),
-            "random": probe_score(embed_clips(random_encoder.eval(), features), labels, groups, seed)}
+            "pretrained": probe_score(embed_clips(encoder, features, dtype=dtype), labels, groups, seed),
+            "random": probe_score(embed_clips(random_encoder, features, dtype=dtype), labels, groups, seed)}

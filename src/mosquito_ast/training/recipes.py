@@ -1,29 +1,103 @@
-"""Training recipes: parameter values a `train --preset` fills in for every parameter left unset.
+"""The values `train` fills in for every recipe-set parameter left unset, by how the run starts: from
+scratch, from a checkpoint that stores its normalization (a `pretrain` output or a member), or from a
+Hugging Face AST or old-notebook checkpoint (trained on AudioSet's normalization). A value the user
+states is never replaced; the README's "Defaults by start" table documents each start.
 
 Imported by `config.py` (the parameters), so it stays free of torch and Lightning.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..checkpoints import MEMBER_FORMAT, PRETRAINED_FORMAT, checkpoint_format, read_config
+
+SCRATCH = "scratch"
+PRETRAINED = "pretrained"
+AUDIOSET_AST = "audioset-ast"
+START_NAMES = {SCRATCH: "scratch", PRETRAINED: "a `pretrain` output or member",
+               AUDIOSET_AST: "a Hugging Face AST or old-notebook checkpoint"}
+SOURCES = ("recipe", "checkpoint", "teachers", "user")  # the order of a run's first lines
+
+
+def _recipe(epochs: int, batch_size: int, learning_rate: float, norm_stats: str) -> dict[str, Any]:
+    """One start's values. Every start shares the rest: classes weigh alike, in the loss as in the metric;
+    masks against over-fitting a few recordings; the last epoch kept, so nothing is chosen on the clips
+    that later score the member."""
+    return {"epochs": epochs, "batch_sizes": [batch_size], "learning_rate": learning_rate, "norm_stats": norm_stats,
+            "class_weight": "balanced", "augment": ["mask"], "metric": "balanced_accuracy", "select": "last"}
+
 
 RECIPES: dict[str, dict[str, Any]] = {
-    # Cross-session recipe for a few hundred clips without pretrained weights; README and
-    # benchmarks/quality.py give the numbers behind each choice.
-    "small-data": {"encoder": "tiny", "norm_stats": "dataset", "learning_rate": 1e-3, "epochs": 30,
-                   "batch_sizes": [16], "metric": "balanced_accuracy", "class_weight": "balanced",
-                   "augment": ["mask"], "select": "last"},
+    # the small-data recipe: README and benchmarks/quality.py give the numbers behind each choice
+    SCRATCH: _recipe(30, 16, 1e-3, "dataset"),
+    # our encoders are small and pretrained on the same few recordings: the same budget as from scratch
+    PRETRAINED: _recipe(30, 16, 1e-3, "checkpoint"),
+    # AST-base on AudioSet: the AST paper's fine-tuning rate on the input statistics its weights expect
+    AUDIOSET_AST: _recipe(5, 8, 5e-5, "audioset"),
 }
-# Values of the parameters a recipe sets when neither the user nor the recipe gives one. These
-# parameters default to None so that a value the user states, even this one, is never overridden.
-PLAIN_DEFAULTS: dict[str, Any] = {"norm_stats": "audioset", "learning_rate": 5e-5, "epochs": 5,
-                                  "batch_sizes": [8], "metric": "accuracy", "class_weight": "none", "augment": [],
-                                  "select": "best"}
+RECIPE_PARAMETERS = tuple(RECIPES[SCRATCH])
+# Parameters whose start value the checkpoint defines rather than the recipe.
+FROM_CHECKPOINT = {PRETRAINED: ("norm_stats",), AUDIOSET_AST: ("norm_stats",)}
+# From scratch, --preset names the encoder; small-data (the recipe's old name) and auto build the tiny one.
+SCRATCH_ENCODERS = {"auto": "tiny", "small-data": "tiny"}
 
 
-def recipe_defaults(preset: str) -> dict[str, Any]:
-    """The value of each recipe-set parameter under `preset`: the recipe's, else the plain default
-    (fresh lists, so a run may change its own)."""
-    recipe = RECIPES.get(preset, {})
-    values = {name: recipe.get(name, plain) for name, plain in PLAIN_DEFAULTS.items()}
-    return {name: list(value) if isinstance(value, list) else value for name, value in values.items()}
+def checkpoint_config(source: str | Path | None) -> dict[str, Any]:
+    """The config.json of a local checkpoint folder (or of the folder of a weights file); {} for a hub id,
+    a path that does not exist (loading reports it) or a folder without one (old notebooks)."""
+    if not source:
+        return {}
+    path = Path(source)
+    folder = path.parent if path.is_file() else path
+    return read_config(folder) if folder.is_dir() else {}
+
+
+def start_of(source: str | Path | None) -> str:
+    """How a run with this --ssl-checkpoint starts: SCRATCH, PRETRAINED (a checkpoint of ours, which
+    stores the normalization its encoder learned on) or AUDIOSET_AST (anything else)."""
+    if not source:
+        return SCRATCH
+    if checkpoint_format(checkpoint_config(source)) in (MEMBER_FORMAT, PRETRAINED_FORMAT):
+        return PRETRAINED
+    return AUDIOSET_AST
+
+
+def start_defaults(start: str) -> dict[str, tuple[Any, str]]:
+    """Each recipe-set parameter's value at this start and where it comes from (recipe or checkpoint);
+    lists are fresh, so a run may change its own."""
+    defined = FROM_CHECKPOINT.get(start, ())
+    return {name: (list(value) if isinstance(value, list) else value, "checkpoint" if name in defined else "recipe")
+            for name, value in RECIPES[start].items()}
+
+
+def distill_defaults() -> dict[str, tuple[Any, str]]:
+    """`distill`'s recipe-set values: its student starts from scratch, normalized as its teachers."""
+    scratch = start_defaults(SCRATCH)
+    return {"epochs": scratch["epochs"], "batch_sizes": scratch["batch_sizes"],
+            "learning_rate": scratch["learning_rate"], "norm_stats": ("teachers", "teachers"),
+            "class_weight": scratch["class_weight"], "augment": scratch["augment"]}
+
+
+def shown(value: Any) -> str:
+    """A parameter value as a flag would take it: lists comma-separated, none for an empty one."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def values_in_effect(params: Any, defaults: Mapping[str, tuple[Any, str]],
+                     details: Mapping[str, str] | None = None) -> str:
+    """The block a run prints first: every recipe-set value, one line per source. A value equal to its
+    default is shown under the default's source, as no record of what was typed survives a sweep or a
+    notebook; any other value is the user's. `details` adds a note after a value (e.g. the stats)."""
+    details = details or {}
+    lines: dict[str, list[str]] = {}
+    for name, (default, source) in defaults.items():
+        value = getattr(params, name)
+        origin = source if value == default else "user"
+        note = f" ({details[name]})" if name in details else ""
+        lines.setdefault(origin, []).append(f"{name} {shown(value)}{note}")
+    width = max(map(len, lines))
+    return "\n".join(f"  {origin.ljust(width)}  {', '.join(lines[origin])}" for origin in SOURCES if origin in lines)

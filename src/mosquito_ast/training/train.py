@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -19,14 +20,14 @@ from ..checkpoints.encoder import encoder_from_checkpoint
 from ..config import TrainParams
 from ..data import check_validation_labels, label_names
 from ..ensemble.metrics import classification_metrics
-from ..features import FeatureSettings, dataset_stats, normalize
+from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
 from ..models.classifier import ASTClassifier, apply_freezing
 from ..models.encoder import build_encoder, encoder_config
 from .datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
-from .loop import EpochModule, fit_run, run_checkpoint
+from .loop import EpochModule, exclusive_run, fit_run, run_checkpoint
 from .optim import optimizer_steps
-from .recipes import RECIPES
+from .recipes import PRETRAINED, START_NAMES, checkpoint_config, start_defaults, start_of, values_in_effect
 
 LOWER_IS_BETTER = {"loss"}
 
@@ -164,21 +165,58 @@ def run_paths(params: TrainParams) -> tuple[Path, Path]:
     return run_folders(params.output, params.postfix)
 
 
+def checkpoint_stats(source: str | Path) -> tuple[float, float]:
+    """The mean/std the checkpoint's encoder learned on: stored by `pretrain` and in members, AudioSet's
+    for Hugging Face AST and old-notebook checkpoints (whose feature extractor used them)."""
+    if start_of(source) != PRETRAINED:
+        return AUDIOSET_MEAN, AUDIOSET_STD
+    stored = FeatureSettings.from_dict(checkpoint_config(source).get("features", {}))
+    return stored.norm_mean, stored.norm_std
+
+
+def normalization_warning(norm_stats: str, stored: tuple[float, float] | None) -> str | None:
+    """A loud line when the features are normalized with other stats than the checkpoint's encoder learned
+    on, as every input it sees then shifts; None when they agree or there is no checkpoint."""
+    if stored is None or norm_stats == "checkpoint" or (norm_stats == "audioset" and
+                                                        stored == (AUDIOSET_MEAN, AUDIOSET_STD)):
+        return None
+    return (f"--norm-stats {norm_stats} replaces the normalization the checkpoint's encoder learned on (mean "
+            f"{stored[0]:.4g}, std {stored[1]:.4g}), so every input it sees is shifted from what it learned; "
+            f"leave --norm-stats unset (checkpoint) unless you mean it")
+
+
+def start_block(params: TrainParams, stored: tuple[float, float] | None, precision: str, threads: int) -> str:
+    """What a run prints first: its start, precision, threads and every recipe-set value with its source."""
+    start = (f"{params.ssl_checkpoint} ({START_NAMES[params.start]})" if params.ssl_checkpoint else
+             f"{START_NAMES[params.start]} ({params.encoder_size} encoder)")
+    details = {"norm_stats": f"mean {stored[0]:.4g}, std {stored[1]:.4g}"} if params.norm_stats == "checkpoint" else {}
+    return (f"train {params.postfix} from {start}: precision {precision}, {threads} CPU threads\n"
+            + values_in_effect(params, start_defaults(params.start), details))
+
+
 def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
     """Fine-tune one member and export its best epoch to `<output>/best/<postfix>/`.
 
     Extra Lightning `callbacks` (loggers, custom hooks) run beside the built-in ones.
     """
     member_dir, run_dir = run_paths(params)
-    last_checkpoint = run_checkpoint(member_dir, run_dir, params.overwrite, params.resume)
-    if last_checkpoint is None:
-        return member_dir
+    with exclusive_run(run_dir):
+        last_checkpoint = run_checkpoint(member_dir, run_dir, params.overwrite, params.resume)
+        if last_checkpoint is None:
+            return member_dir
+        return fine_tune(params, callbacks, member_dir, run_dir, last_checkpoint)
+
+
+def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Path, run_dir: Path,
+              last_checkpoint: Path) -> Path:
+    """`train`'s work once the run folder is this process's own."""
     precision = resolve_precision(params.precision)
     threads = use_physical_cores()
-    print(f"train {params.postfix}: precision {precision}, {threads} CPU threads")
-    if params.preset in RECIPES:
-        in_effect = ", ".join(f"{name} {getattr(params, name)}" for name in RECIPES[params.preset] if name != "encoder")
-        print(f"  preset {params.preset}: {params.encoder_size} encoder, {in_effect}")
+    stored = checkpoint_stats(params.ssl_checkpoint) if params.ssl_checkpoint else None
+    print(start_block(params, stored, precision, threads))
+    warning = normalization_warning(params.norm_stats, stored)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     L.seed_everything(params.seed, verbose=False)
 
     settings = feature_settings(params)
@@ -189,6 +227,8 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
     check_validation_labels(labels, val_set.samples)
     if params.norm_stats == "dataset":
         settings = settings.with_stats(*dataset_stats(train_set.features))
+    elif params.norm_stats == "checkpoint":
+        settings = settings.with_stats(*stored)
 
     if params.ssl_checkpoint:
         encoder = encoder_from_checkpoint(params.ssl_checkpoint, settings, params.dropout)

@@ -1,0 +1,94 @@
+"""A member as a Hugging Face transformers folder: `config.json` (with id2label/label2id),
+`model.safetensors`, `preprocessor_config.json` for `ASTFeatureExtractor`, and the remote code
+`modeling_mosquito_ast.py`.
+
+Two ways to load it, both offline from the folder:
+- faithful: `AutoModelForAudioClassification.from_pretrained(folder, trust_remote_code=True)` builds
+  `MosquitoASTForAudioClassification`, whose logits are the member's (mean over all tokens, linear layer);
+- plain: `ASTForAudioClassification.from_pretrained(folder)` loads the same weights without missing keys,
+  but pools (token 0 + token 1) / 2 through a LayerNorm (stored at weight 1, bias 0) the member never
+  trained with: its probabilities are not the member's. It is a starting point for fine-tuning with
+  transformers' tools, not a copy of the member.
+
+`ASTFeatureExtractor` frames 400 samples every 160 up to Nyquist: the member's own features exactly
+at 16 kHz, 25 ms window, 10 ms hop and a full band. Other settings are written too
+(`mosquito_ast_features`), with a warning that the extractor will not reproduce them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from torch import nn
+from transformers import ASTConfig, ASTFeatureExtractor
+
+from ..features import FeatureSettings
+from ..io import atomic_directory
+from ..models.classifier import ASTClassifier
+from .classifier import load_member
+from .encoder import config_to_dict
+from .modeling_mosquito_ast import MosquitoASTForAudioClassification
+
+AUTO_CLASS = "AutoModelForAudioClassification"
+
+
+def save_for_transformers(member_dir: str | Path, output_dir: str | Path, labels: Sequence[str] | None = None,
+                          overwrite: bool = False) -> Path:
+    """Write the member in `member_dir` as a transformers folder (see the module docstring); `labels` are
+    the old id order an old-notebook member needs.
+
+    >>> save_for_transformers("runs/best/tiny", "hf/tiny")  # doctest: +SKIP
+    >>> AutoModelForAudioClassification.from_pretrained("hf/tiny", trust_remote_code=True)  # doctest: +SKIP
+    """
+    model, config = load_member(member_dir, list(labels) if labels else None)
+    return write_transformers_folder(model, FeatureSettings.from_dict(config["features"]), output_dir, overwrite)
+
+
+def write_transformers_folder(model: ASTClassifier, features: FeatureSettings, output_dir: str | Path,
+                              overwrite: bool = False) -> Path:
+    """Write a loaded member as a transformers folder, atomically; an existing non-empty folder is
+    replaced only with `overwrite`."""
+    output = Path(output_dir)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise FileExistsError(f"{output}: not empty (pass overwrite=True to replace it)")
+    if not extractor_matches(features):
+        print(f"warning: {output}: ASTFeatureExtractor frames 25 ms every 10 ms at 16 kHz up to Nyquist; this "
+              f"member uses {features.extraction_key()}, so compute its features with mosquito_ast.features "
+              f"(settings in preprocessor_config.json, mosquito_ast_features)")
+    with atomic_directory(output) as staging:
+        transformers_model(model).save_pretrained(staging)
+        feature_extractor(features).save_pretrained(staging)
+    return output
+
+
+def transformers_model(model: ASTClassifier) -> MosquitoASTForAudioClassification:
+    """The member's weights in transformers' layout: the encoder under `audio_spectrogram_transformer`,
+    the linear layer as `classifier.dense`, `classifier.layernorm` at LayerNorm's defaults."""
+    labels = list(model.labels)
+    config = ASTConfig(**config_to_dict(model.encoder.config), id2label=dict(enumerate(labels)),
+                       label2id={name: i for i, name in enumerate(labels)})
+    MosquitoASTForAudioClassification.register_for_auto_class(AUTO_CLASS)
+    converted = MosquitoASTForAudioClassification(config)
+    converted.audio_spectrogram_transformer.load_state_dict(model.encoder.state_dict())
+    converted.classifier.dense.load_state_dict(model.classifier.state_dict())
+    nn.init.ones_(converted.classifier.layernorm.weight)
+    nn.init.zeros_(converted.classifier.layernorm.bias)
+    return converted.eval()
+
+
+def feature_extractor(features: FeatureSettings) -> ASTFeatureExtractor:
+    """`ASTFeatureExtractor` at the member's rate, mel bins, frames and normalization mean/std."""
+    with warnings.catch_warnings():  # 128 Kaldi mel bins at 16 kHz leave one empty filter, as in AST itself
+        warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+        return ASTFeatureExtractor(sampling_rate=features.sample_rate, num_mel_bins=features.num_mel_bins,
+                                   max_length=features.max_length, mean=features.norm_mean,
+                                   std=features.norm_std, do_normalize=True, mosquito_ast_features=features.to_dict())
+
+
+def extractor_matches(features: FeatureSettings) -> bool:
+    """Whether `ASTFeatureExtractor` (400-sample window, 160-sample hop, band to Nyquist) computes the
+    member's own fbank."""
+    framing = (features.sample_rate, features.window_ms, features.hop_ms, features.top_frequency)
+    return framing == (16000, 25.0, 10.0, 8000)
