@@ -42,6 +42,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--validation-clips", type=int, default=16, help="validation clips of the train() run")
     parser.add_argument("--batch-size", type=int, default=8, help="training batch size of the tool and bare model")
     parser.add_argument("--eval-batch-size", type=int, default=32, help="inference batch size")
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="epochs of the tool's train() run")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                        help="train()'s --checkpoint-minutes (0: a resumable last.ckpt after every epoch but the last)")
     parser.add_argument("--steps", type=int, default=3, help="timed bare-model steps per round and case")
     parser.add_argument("--old-steps", type=int, default=1, help="timed old-way steps per round")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (each runs every case once)")
@@ -57,7 +61,8 @@ def main() -> None:
               f"{args.rounds} rounds\n")
         train_runs: list[TrainRun] = []
         params = TrainParams(train_dir=str(train_dir), validation_dir=str(validation_dir), output=str(root / "runs"),
-                             postfix="auto", preset="base", epochs=1, batch_sizes=[args.batch_size],
+                             postfix="auto", preset="base", epochs=args.epochs, batch_sizes=[args.batch_size],
+                             checkpoint_minutes=args.checkpoint_minutes,
                              precision="auto", no_cache=True, progress=False, overwrite=True)
         wavs = sorted(str(p) for p in train_dir.rglob("*.wav"))
         tallies = interleave(cases(args, params, train_runs, wavs), args.rounds)

@@ -37,7 +37,7 @@ def tiny_params(tmp_path, synth_split, feature_cache_dir):
     def make(**overrides) -> TrainParams:
         values = dict(train_dir=str(synth_split[0]), validation_dir=str(synth_split[1]), output=str(tmp_path / "out"),
                       preset="tiny", epochs=2, batch_sizes=[8], learning_rate=1e-3, precision="32",
-                      progress=False, cache_dir=str(feature_cache_dir), seed=7)
+                      progress=False, cache_dir=str(feature_cache_dir), seed=7, checkpoint_minutes=0)
         values.update(overrides)
         return TrainParams(**values)
 

@@ -66,8 +66,22 @@ def test_predict_refuses_an_output_it_cannot_create_before_predicting(tiny_membe
     blocker.write_text("not a folder")
     result = CliRunner().invoke(app, ["predict", "--models", str(tiny_member), str(synth_split[1]),
                                       "--output", str(blocker / "out" / "p.csv"), "--no-progress"])
-    assert result.exit_code == 2 and "cannot create the output folder" in result.output
+    assert result.exit_code == 2 and "cannot write the output here" in result.output
     assert "files:" not in result.output  # refused before any file was predicted
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "pretrain"])
+def test_every_long_command_refuses_an_unwritable_output_before_working(command, tiny_member, synth_split, tmp_path):
+    """train used to fail only after its first epoch; a read-only mount or a path under a file alike."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    output = str(blocker / "out")
+    arguments = {"train": ["--train-dir", str(synth_split[0]), "--output", output, "--epochs", "1"],
+                 "evaluate": ["--models", str(tiny_member), "--data", str(synth_split[1]), "--output", output],
+                 "pretrain": ["--data", str(synth_split[1]), "--output", output, "--epochs", "1"]}[command]
+    result = CliRunner().invoke(app, [command, *arguments, "--no-progress"])
+    assert result.exit_code == 2 and "cannot write the output here" in result.output, result.output
+    assert "epoch 1" not in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("fault", ["cache path is a file", "disk full"])

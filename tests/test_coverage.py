@@ -35,3 +35,14 @@ def test_headline_names_the_widest_coverage_at_the_target():
                           "accuracy": [0.7, 0.91, 0.97], "balanced_accuracy": [0.6, 0.9, 0.95]})
     assert headline(table).startswith("90% accuracy at 64% coverage")
     assert "not reached" in headline(table.assign(accuracy=[0.5, 0.6, 0.7]))
+
+
+def test_headline_ignores_thresholds_that_keep_too_few_clips():
+    """Perfect accuracy on the 3 surest clips of 100 is no coverage a deployment can use."""
+    table = pd.DataFrame({"system": "soft vote", "confidence": "top probability", "threshold": [0.0, 0.5, 0.95],
+                          "coverage": [1.0, 0.4, 0.03], "clips_kept": [100, 40, 3],
+                          "accuracy": [0.6, 0.8, 1.0], "balanced_accuracy": [0.6, 0.8, 1.0]})
+    line = headline(table)
+    assert "not reached at any threshold keeping 20 clips or more" in line and "best 80% at 40% coverage" in line
+    small = table.assign(clips_kept=[10, 4, 1])  # a set smaller than 20 clips counts all of them
+    assert "best 60% at 100% coverage" in headline(small)

@@ -1,5 +1,6 @@
 """`distill`: a student member trained on an ensemble's soft votes."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -156,3 +157,43 @@ def test_parameters_are_checked():
     params = DistillParams(models="m", data="d", output="o")
     assert (params.epochs, params.batch_sizes, params.learning_rate, params.augment, params.preset) == \
         (30, [16], 1e-3, ["mask"], "tiny")
+
+
+def test_a_manifest_with_some_labels_uses_them_and_the_rest_unlabelled(teachers, synth_split, feature_cache_dir,
+                                                                        tmp_path):
+    from mosquito_ast.training.distill import packed_targets
+
+    packed = packed_targets(np.full((3, 2), 0.5), torch.tensor([1, -1, 0]), 2)
+    np.testing.assert_allclose(packed[:, 2:].numpy(), [[0, 1, 1], [0, 0, 0], [1, 0, 1]])
+    clips = sorted(synth_split[0].rglob("*.wav"))[::3]
+    labels = [clip.parent.name if index % 2 == 0 else "" for index, clip in enumerate(clips)]
+    manifest = tmp_path / "field.csv"
+    pd.DataFrame({"path": [str(c) for c in clips], "label": labels}).to_csv(manifest, index=False)
+    student = distill(distill_params(teachers, manifest, tmp_path / "student", feature_cache_dir, epochs=1))
+    config = json.loads((student / "config.json").read_text())
+    assert config["data"]["train_clips"] == len(clips) == 20
+    assert config["data"]["labelled_clips"] == sum(bool(label) for label in labels) == 10
+    assert config["distillation"]["labelled"] is True and config["distillation"]["alpha"] < 1.0
+
+
+def test_a_killed_distillation_resumes_at_the_next_epoch(teachers, synth_split, feature_cache_dir, tmp_path):
+    from helpers import CrashAtEpoch
+    from lightning.pytorch.callbacks import Callback
+
+    class EpochsRun(Callback):
+        def __init__(self) -> None:
+            self.epochs: list[int] = []
+
+        def on_train_epoch_start(self, trainer, module) -> None:
+            self.epochs.append(trainer.current_epoch + 1)
+
+    params = distill_params(teachers, synth_split[0], tmp_path / "student", feature_cache_dir, epochs=3,
+                            checkpoint_minutes=0)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        distill(params, callbacks=[CrashAtEpoch(2)])
+    assert not (tmp_path / "student").exists()
+    seen = EpochsRun()
+    student = distill(dataclasses.replace(params, resume=True), callbacks=[seen])
+    assert seen.epochs == [3]  # epochs 1 and 2 are not trained again
+    history = json.loads((student / "config.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3]

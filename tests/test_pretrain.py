@@ -31,7 +31,7 @@ def pretrain_params(tmp_path, synth_split, feature_cache_dir):
     def make(**overrides) -> PretrainParams:
         values = dict(data=str(synth_split[1]), output=str(tmp_path / "pretrained"), preset="tiny", epochs=3,
                       learning_rate=1e-3, precision="32", progress=False, cache_dir=str(feature_cache_dir),
-                      validation_fraction=0.2, seed=5)
+                      validation_fraction=0.2, seed=5, checkpoint_minutes=0)
         values.update(overrides)
         return PretrainParams(**values)
 

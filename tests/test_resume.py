@@ -1,4 +1,4 @@
-"""`--resume` really resumes: `last.ckpt` after every epoch, a killed run continues at the next epoch
+"""`--resume` really resumes: `last.ckpt` after every epoch (--checkpoint-minutes 0), a killed run continues at the next epoch
 with the weights an uninterrupted run reaches, and a damaged checkpoint is refused by name."""
 
 import dataclasses
@@ -77,11 +77,23 @@ def test_killed_run_resumes_at_the_next_epoch_with_the_same_weights(tiny_params,
     assert json.loads((resumed / "config.json").read_text())["best_epoch"] == expected["best_epoch"]
     for name, tensor in weights(whole).items():
         torch.testing.assert_close(weights(resumed)[name], tensor, rtol=1e-4, atol=1e-5)
-    final = [torch.load(run_paths(p)[1] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-             for p in (params, whole_params)]
-    assert final[0]["epoch"] == final[1]["epoch"] == 2  # 0-based: the last of 3 epochs
-    for name, tensor in final[1]["state_dict"].items():  # the weights after epoch 3, whatever the best epoch
-        torch.testing.assert_close(final[0]["state_dict"][name], tensor, rtol=1e-4, atol=1e-5)
+    for finished in (params, whole_params):  # a finished run keeps no checkpoint to resume from
+        assert not (run_paths(finished)[1] / "checkpoints" / "last.ckpt").exists()
+    again = EpochsRun()
+    train(dataclasses.replace(params, resume=True), callbacks=[again])
+    assert again.epochs == []  # --resume on a finished run: nothing to do
+
+
+def test_checkpoints_are_written_once_the_interval_has_passed(tiny_params, tmp_path):
+    """Short epochs do not pay a full checkpoint each: with 60 minutes between checkpoints a run stopped
+    after 2 quick epochs has none, so --resume starts again at epoch 1."""
+    params = tiny_params(output=str(tmp_path / "sparse"), epochs=3, checkpoint_minutes=60)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(params, callbacks=[CrashAtEpoch(2)])
+    assert not (run_paths(params)[1] / "checkpoints" / "last.ckpt").exists()
+    seen = EpochsRun()
+    train(dataclasses.replace(params, resume=True), callbacks=[seen])
+    assert seen.epochs == [1, 2, 3]
 
 
 def test_pretrain_resumes_at_the_next_epoch(tmp_path, synth_split, feature_cache_dir):
@@ -89,7 +101,7 @@ def test_pretrain_resumes_at_the_next_epoch(tmp_path, synth_split, feature_cache
 
     params = PretrainParams(data=str(synth_split[1]), output=str(tmp_path / "pre"), preset="tiny", epochs=2,
                             learning_rate=1e-3, precision="32", progress=False, cache_dir=str(feature_cache_dir),
-                            validation_fraction=0.2, seed=5)
+                            validation_fraction=0.2, seed=5, checkpoint_minutes=0)
     with pytest.raises(RuntimeError, match="simulated crash"):
         pretrain(params, callbacks=[CrashAtEpoch(1)])
     assert (tmp_path / "pre" / "run" / "checkpoints" / "last.ckpt").is_file()

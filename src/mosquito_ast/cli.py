@@ -33,7 +33,7 @@ COMMANDS: dict[str, type[Params]] = {}
 # Errors about the user's input, as (module, class): printed as one line, exit code 2, no traceback.
 USER_ERRORS = (("mosquito_ast.params", "ConfigError"), ("mosquito_ast.data", "DatasetError"),
                ("mosquito_ast.audio", "AudioError"), ("mosquito_ast.ensemble.aggregate", "WeightsError"),
-               ("mosquito_ast.checkpoints", "CheckpointError"), ("mosquito_ast.training.loop", "DivergedError"),
+               ("mosquito_ast.checkpoints", "CheckpointError"), ("mosquito_ast.io", "OutputFolderError"), ("mosquito_ast.training.loop", "DivergedError"),
                ("yaml", "YAMLError"), ("builtins", "FileExistsError"), ("builtins", "FileNotFoundError"))
 
 
@@ -209,7 +209,9 @@ def _sweep(params: SweepParams) -> int:
 def _evaluate(params: EvaluateParams) -> None:
     from .ensemble.evaluate import evaluate
     from .ensemble.report import write_outputs
+    from .io import check_writable
 
+    check_writable(params.output)
     write_outputs(evaluate(params))
 
 

@@ -81,13 +81,17 @@ def group_of(path: Path, class_dir: Path | None, rule: str, row: dict | None = N
     raise DatasetError(f"unknown --group-by rule {rule!r}. {GROUP_RULE_HELP}")
 
 
-def discover(source: str | Path, group_by: str = "auto") -> list[Sample]:
-    """Labeled clips under a folder-per-class tree (class = first folder level) or in a manifest CSV."""
+UNLABELLED = ""  # the label of a manifest row left empty, where a command takes unlabelled clips (distill)
+
+
+def discover(source: str | Path, group_by: str = "auto", unlabelled: bool = False) -> list[Sample]:
+    """Labeled clips under a folder-per-class tree (class = first folder level) or in a manifest CSV;
+    with `unlabelled`, manifest rows with an empty label are clips labelled UNLABELLED, not an error."""
     source = Path(source)
     if not source.exists():
         raise DatasetError(f"{source}: no such file or directory")
     if source.is_file():
-        return _from_manifest(source, group_by)
+        return _from_manifest(source, group_by, unlabelled)
     samples = []
     empty = []
     for class_dir in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -103,7 +107,7 @@ def discover(source: str | Path, group_by: str = "auto") -> list[Sample]:
     return samples
 
 
-def _from_manifest(manifest: Path, group_by: str) -> list[Sample]:
+def _from_manifest(manifest: Path, group_by: str, unlabelled: bool = False) -> list[Sample]:
     with open(manifest, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows or not {"path", "label"} <= set(rows[0]):
@@ -112,7 +116,7 @@ def _from_manifest(manifest: Path, group_by: str) -> list[Sample]:
     for line, row in enumerate(rows, start=2):
         path = Path(row["path"])
         path = path if path.is_absolute() else manifest.parent / path
-        if not row["label"]:
+        if not row["label"] and not unlabelled:
             raise DatasetError(f"{manifest}:{line}: empty label for {row['path']}")
         samples.append(Sample(str(path), row["label"], group_of(path, None, group_by, row)))
     return samples

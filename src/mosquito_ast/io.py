@@ -1,4 +1,5 @@
-"""Atomic writes: a reader or an interrupted run sees the old file (or folder) or the new one, never half."""
+"""Atomic writes: a reader or an interrupted run sees the old file (or folder) or the new one, never half;
+and the check that an output folder can be written, made before any expensive work."""
 
 from __future__ import annotations
 
@@ -9,6 +10,26 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+
+class OutputFolderError(ValueError):
+    """An output folder that cannot be created or written; the message names it."""
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Make sure `folder` can be created (where missing) and written, so a run fails at its start rather
+    than after hours of work (a read-only mount, a path under a file, a full disk). Nothing is created:
+    the test file goes to the nearest folder that exists."""
+    folder = Path(folder)
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise OutputFolderError(f"{folder}: cannot write the output here ({error.strerror or error})") from None
+    return folder
 
 
 def default_mode(directory: bool = False) -> int:

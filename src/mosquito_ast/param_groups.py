@@ -75,6 +75,7 @@ class LoopParams(Params):
     patience: int = option(0, "Stop after N epochs without a better --metric on the validation set; the best epoch is kept (0 = run every epoch).", group=LOOP)
     norm_stats: str = option("audioset", "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std).", NORM_STATS, group=DATA)
     resume: bool = option(False, "Continue an interrupted run from its last checkpoint.", group=OUTPUT)
+    checkpoint_minutes: float = option(5.0, "Write the resumable last.ckpt after an epoch once this many minutes have passed since the run (or the last one) started: an interruption loses at most that much work (0 = after every epoch; AST-base writes about 1 GB each time).", group=OUTPUT)
     overwrite: bool = option(False, "Replace an existing member at <output>/best/<postfix>/.", group=OUTPUT)
     progress: bool = progress_option()
 

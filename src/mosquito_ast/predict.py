@@ -8,7 +8,6 @@ mean over its windows.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +21,7 @@ from .ensemble.aggregate import parse_weights, soft_vote
 from .ensemble.members import Member, ensemble_labels, load_members, score_features
 from .features import FeatureSettings, fbank, make_extractor
 from .hardware import resolve_precision, use_physical_cores
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, check_writable
 from .lite.runtime import UNCERTAIN, decide, expand_inputs, window_starts
 
 
@@ -115,16 +114,6 @@ def check_inputs_exist(inputs: Sequence[str]) -> None:
     missing = [item for item in inputs if not Path(item).exists()]
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)}: no such file or folder")
-
-
-def check_writable(folder: Path) -> None:
-    """Refuse an output folder that cannot be written before any prediction is made."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"{folder}: cannot create the output folder ({error.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"{folder}: output folder is not writable")
 
 
 def predict(params: PredictParams) -> Predictions:

@@ -17,6 +17,7 @@ from .results import BEST, HARD, SOFT
 
 THRESHOLDS = np.round(np.linspace(0, 1, 101), 2)
 TARGET_ACCURACY = 0.9
+MIN_CLIPS_KEPT = 20  # "100% accuracy" on the 2 surest clips says nothing a deployment can use
 TOP_PROBABILITY, AGREEMENT = "top probability", "member agreement"
 
 
@@ -55,14 +56,17 @@ def coverage_table(y_true: np.ndarray, member_probabilities: np.ndarray, weights
     return table[["system", "confidence", *[c for c in table.columns if c not in ("system", "confidence")]]]
 
 
-def headline(table: pd.DataFrame, target: float = TARGET_ACCURACY) -> str:
-    """The widest coverage of the soft vote (top probability) at `target` accuracy, in one line."""
+def headline(table: pd.DataFrame, target: float = TARGET_ACCURACY, min_clips: int = MIN_CLIPS_KEPT) -> str:
+    """The widest coverage of the soft vote (top probability) at `target` accuracy, in one line; only
+    thresholds that keep at least `min_clips` clips (all of them on a smaller set) count."""
     curve = table[(table.system == SOFT) & (table.confidence == TOP_PROBABILITY)]
+    curve = curve[curve.clips_kept >= min(min_clips, int(curve.clips_kept.max()))]
     reached = curve[curve.accuracy >= target]
     if reached.empty:
         best = curve.loc[curve.accuracy.idxmax()]
-        return (f"{target:.0%} accuracy is not reached at any threshold (soft vote, top probability); "
-                f"best {best.accuracy:.0%} at {best.coverage:.0%} coverage (threshold {best.threshold:.2f})")
+        return (f"{target:.0%} accuracy is not reached at any threshold keeping {min_clips} clips or more (soft vote, "
+                f"top probability); best {best.accuracy:.0%} at {best.coverage:.0%} coverage (threshold "
+                f"{best.threshold:.2f}, {int(best.clips_kept)} clips)")
     row = reached.loc[reached.coverage.idxmax()]
     return (f"{target:.0%} accuracy at {row.coverage:.0%} coverage (soft vote, top probability >= "
             f"{row.threshold:.2f}: {row.accuracy:.1%} accuracy on {int(row.clips_kept)} clips kept)")

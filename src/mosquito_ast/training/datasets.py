@@ -13,7 +13,7 @@ import torch
 
 from ..audio import AudioError
 from ..config import ConfigError, DataParams
-from ..data import Sample, discover, label_names
+from ..data import UNLABELLED, Sample, discover, label_names
 from ..features import FeatureSettings, check_bad_files, compute_features, open_cache
 
 
@@ -26,7 +26,8 @@ class ClipSet:
     bad: list[AudioError] = field(default_factory=list)
 
     def targets(self, labels: list[str]) -> torch.Tensor:
-        index = {name: i for i, name in enumerate(labels)}
+        """Class ids in `labels` order; -1 for an unlabelled clip."""
+        index = {name: i for i, name in enumerate(labels)} | {UNLABELLED: -1}
         return torch.tensor([index[s.label] for s in self.samples], dtype=torch.long)
 
     def groups(self) -> list[str]:
@@ -43,15 +44,16 @@ def feature_settings(params: DataParams) -> FeatureSettings:
 
 
 def load_clip_set(source: str | Path, params: DataParams, settings: FeatureSettings,
-                  progress: bool = True) -> ClipSet:
-    samples = discover(source, params.group_by)
+                  progress: bool = True, unlabelled: bool = False) -> ClipSet:
+    """The readable clips of `source` and their features (`unlabelled`: manifest rows may lack a label)."""
+    samples = discover(source, params.group_by, unlabelled)
     table = compute_features([s.path for s in samples], settings, open_cache(params.cache_dir, params.no_cache),
                              num_workers=params.num_workers, description=f"features {Path(source).name}",
                              progress=progress)
     check_bad_files(source, table.bad, len(samples), params.max_bad_fraction)
     readable = set(table.paths)
     kept = [s for s in samples if s.path in readable]
-    lost = sorted(set(label_names(samples)) - set(label_names(kept)))
+    lost = sorted(set(label_names(samples)) - set(label_names(kept)) - {UNLABELLED})
     if lost:
         print(f"warning: {source}: every file of class(es) {', '.join(lost)} was skipped as unusable, so the "
               "data set has no such class", file=sys.stderr)

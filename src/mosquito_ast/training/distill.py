@@ -33,7 +33,7 @@ from .. import __version__
 from ..checkpoints import model_folders
 from ..checkpoints.classifier import save_member
 from ..config import ConfigError, DistillParams
-from ..data import DatasetError, Sample, discover
+from ..data import UNLABELLED, DatasetError, Sample, discover
 from ..ensemble.aggregate import parse_weights, soft_vote
 from ..ensemble.members import Member, ensemble_labels, load_members, score_features
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_stats, normalize
@@ -41,7 +41,7 @@ from ..hardware import resolve_precision, use_physical_cores
 from ..models.classifier import ASTClassifier
 from ..models.encoder import build_encoder, encoder_config
 from .datasets import ClipDataModule, ClipSet, load_clip_set
-from .loop import exclusive_run, fit_run, run_checkpoint
+from .loop import drop_checkpoint, exclusive_run, fit_run, run_checkpoint
 from .optim import optimizer_steps
 from .pretrain import load_unlabeled
 from .recipes import distill_defaults, values_in_effect
@@ -84,14 +84,13 @@ def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, hard: torch.T
 
 def packed_targets(teacher: np.ndarray, targets: torch.Tensor | None, num_classes: int) -> torch.Tensor:
     """One float row per clip: [teacher targets at T (C), one-hot true label or zeros (C), labelled flag],
-    so the datamodule batches them and mixup blends them together with the clips."""
-    count = len(teacher)
-    hard = torch.zeros(count, num_classes)
-    flag = torch.zeros(count, 1)
-    if targets is not None:
-        hard = torch.nn.functional.one_hot(targets, num_classes).float()
-        flag[:] = 1.0
-    return torch.cat([torch.from_numpy(teacher.astype(np.float32)), hard, flag], dim=1)
+    so the datamodule batches them and mixup blends them together with the clips. `targets`: class ids,
+    -1 for an unlabelled clip; None when no clip has a label."""
+    if targets is None:
+        targets = torch.full((len(teacher),), -1, dtype=torch.long)
+    labelled = targets >= 0
+    hard = torch.nn.functional.one_hot(targets.clamp(min=0), num_classes).float() * labelled.unsqueeze(1)
+    return torch.cat([torch.from_numpy(teacher.astype(np.float32)), hard, labelled.float().unsqueeze(1)], dim=1)
 
 
 class DistillModule(ClassifierModule):
@@ -124,8 +123,9 @@ def load_teachers(params: DistillParams) -> tuple[list[Member], np.ndarray]:
 
 
 def labelled_samples(source: str | Path, use_labels: str, labels: Sequence[str], group_by: str) -> list[Sample] | None:
-    """The labelled clips of `source`, or None when its clips are used unlabelled (see --use-labels).
-    A labelled clip of a class the teachers do not know is an error naming the class."""
+    """The clips of `source` with their labels (a manifest's rows with an empty label are unlabelled clips
+    among them), or None when its clips are used unlabelled (see --use-labels). A labelled clip of a class
+    the teachers do not know is an error naming the class."""
     source = Path(source)
     if use_labels == "no":
         return None
@@ -143,8 +143,8 @@ def labelled_samples(source: str | Path, use_labels: str, labels: Sequence[str],
         if not folders & set(labels):
             print(f"distill: no sub-folder of {source} is named after a teacher class; its audio is used unlabelled")
             return None
-    samples = discover(source, group_by)
-    unknown = sorted({s.label for s in samples} - set(labels))
+    samples = discover(source, group_by, unlabelled=True)
+    unknown = sorted({s.label for s in samples} - set(labels) - {UNLABELLED})
     if unknown:
         raise DatasetError(f"{source}: classes the teachers do not know: {', '.join(unknown)} "
                            f"(teachers know {', '.join(labels)})")
@@ -203,8 +203,9 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
     L.seed_everything(params.seed, verbose=False)
 
     if samples is not None:
-        train_set = load_clip_set(params.data, params, teacher_settings, params.progress)
+        train_set = load_clip_set(params.data, params, teacher_settings, params.progress, unlabelled=True)
         train_targets = train_set.targets(labels)
+        train_targets = train_targets if bool((train_targets >= 0).any()) else None
     else:
         paths, features = load_unlabeled(params.data, params, teacher_settings)
         train_set, train_targets = ClipSet([Sample(p, "", "") for p in paths], features), None
@@ -224,8 +225,10 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
     vote = soft_vote(probabilities, weights)
     teacher = tempered(vote, params.temperature)
     if train_targets is not None:
-        agreement = float((vote.argmax(1) == train_targets.numpy()).mean())
-        print(f"  soft vote agrees with {agreement:.1%} of the {len(train_targets)} labels of {params.data}")
+        known = train_targets.numpy() >= 0
+        agreement = float((vote.argmax(1)[known] == train_targets.numpy()[known]).mean())
+        print(f"  soft vote agrees with {agreement:.1%} of the {int(known.sum())} labels of {params.data}"
+              + (f" ({int((~known).sum())} clips unlabelled)" if not known.all() else ""))
 
     settings = student_settings(params, teacher_settings, train_set.features)
     model = ASTClassifier(build_encoder(encoder_config(params.preset, settings, params.dropout)), labels)
@@ -233,7 +236,7 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
     total_steps = optimizer_steps(len(train_set.features), schedule, params.grad_accumulation)
     class_weights = None
     if params.class_weight == "balanced" and train_targets is not None:
-        class_weights = balanced_class_weights(train_targets, len(labels))
+        class_weights = balanced_class_weights(train_targets[train_targets >= 0], len(labels))
         class_weights[~torch.isfinite(class_weights)] = 0.0  # a class without labelled clips
     datamodule = ClipDataModule(
         torch.from_numpy(normalize(train_set.features, settings)), packed_targets(teacher, train_targets, len(labels)),
@@ -246,7 +249,7 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
     data = {"train": str(params.data) if samples is not None else "",
             "validation": str(params.validation_dir or ""),
             "train_clips": len(train_set.features),
-            "labelled_clips": 0 if train_targets is None else len(train_targets),
+            "labelled_clips": 0 if train_targets is None else int((train_targets >= 0).sum()),
             "validation_clips": len(val_set.samples),
             "validation_groups": val_set.groups(),
             "skipped_files": [str(e) for e in train_set.bad + val_set.bad]}
@@ -263,7 +266,7 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
             "teachers": [{"name": m.name, "folder": str(m.folder), "weight": float(w)}
                          for m, w in zip(members, weights)],
             "models": params.models, "data": str(params.data), "temperature": params.temperature,
-            "alpha": alpha, "alpha_requested": params.alpha, "labelled": samples is not None,
+            "alpha": alpha, "alpha_requested": params.alpha, "labelled": train_targets is not None,
             "soft_targets": "softmax(log(weighted mean of member probabilities) / T), computed once on the "
                             "un-augmented clips",
         },
@@ -272,6 +275,7 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
         "best_metric": {"name": "balanced_accuracy", "value": value},
     }
     save_member(module.model, member_dir, settings, extra)
+    drop_checkpoint(last_checkpoint)
     shown = f"validation balanced accuracy {value:.4f}" if value is not None else "no validation set"
     print(f"last epoch {len(module.history)}: {shown} -> {member_dir}")
     return member_dir

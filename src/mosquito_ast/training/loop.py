@@ -21,7 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from ..checkpoints import CheckpointError
 from ..checkpoints.encoder import first_nonfinite
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_path, atomic_write_text, check_writable
 from .optim import build_optimizer, build_scheduler
 
 
@@ -73,21 +73,39 @@ class EpochModule(L.LightningModule):
 
 
 class LastCheckpoint(Checkpoint):
-    """Write `last.ckpt` at the end of every training epoch, atomically, so `--resume` continues after
-    the last finished epoch. Lightning 2.6's `ModelCheckpoint(save_last=True, save_top_k=0)` writes it
-    only when training ends (its `last` copy follows top-k saves, and there are none), so a killed run
-    left nothing to resume from. The file is written beside itself and renamed over the old one: a kill
-    or a full disk mid-write leaves the previous epoch's checkpoint, never a torn one.
+    """Write `last.ckpt` at the end of a training epoch, atomically, so `--resume` continues after that
+    epoch: after every epoch once `every_seconds` have passed since the fit (or the last write) began,
+    so an interruption loses at most that much work while short epochs do not pay a full checkpoint
+    (about 1 GB for AST-base with its optimizer state) each. The last epoch writes none: the member
+    export follows. Lightning 2.6's `ModelCheckpoint(save_last=True, save_top_k=0)` writes it only when
+    training ends, so a killed run left nothing to resume from. The file is written beside itself and
+    renamed over the old one: a kill or a full disk mid-write leaves the previous checkpoint, never a
+    torn one.
 
     A `Checkpoint` subclass, so Lightning adds no default `ModelCheckpoint` and runs this after the other
     callbacks' (EarlyStopping, ModelCheckpoint, KeepBest) epoch-end hooks, whose state it then includes."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, every_seconds: float = 0.0) -> None:
         self.path = Path(path)
+        self.every_seconds = every_seconds
+        self.since = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.since = time.monotonic()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        final = trainer.current_epoch + 1 >= trainer.max_epochs
+        if final or time.monotonic() - self.since < self.every_seconds:
+            return
         with atomic_path(self.path, suffix=".ckpt") as temporary:
             trainer.save_checkpoint(temporary, weights_only=False)
+        self.since = time.monotonic()
+
+
+def drop_checkpoint(path: Path) -> None:
+    """Delete a finished run's `last.ckpt` once its output is written: `--resume` then finds the run
+    finished, and a sweep of AST-base members does not keep about 1 GB per member it will never read."""
+    path.unlink(missing_ok=True)
 
 
 def resume_checkpoint(path: str | Path) -> Path | None:
@@ -202,8 +220,14 @@ class EpochProgress(ProgressBar):
             self._progress.close()
             self._progress = None
         if self._enabled:
-            metrics = "  ".join(f"{name} {value:.4g}" for name, value in trainer.progress_bar_metrics.items())
+            shown = sorted(trainer.progress_bar_metrics.items(), key=lambda item: not item[0].startswith("train"))
+            metrics = "  ".join(f"{name} {metric_text(value)}" for name, value in shown)
             print(f"{self.epoch_label(trainer)}  {metrics}  {time.perf_counter() - self._started:.1f} s")
+
+
+def metric_text(value: float) -> str:
+    """Three decimals, so the epoch lines align; scientific below 0.01, where they would say nothing."""
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.2e}"
 
 
 def make_trainer(params: Any, precision: str, run_dir: Path, callbacks: list[Callback],
@@ -225,7 +249,7 @@ def exclusive_run(run_dir: Path) -> Iterator[None]:
     """Hold `run_dir` for this process: two runs with one --output and --postfix used to interleave their
     epochs in one `best-candidate` and `last.ckpt`. The lock dies with its process, so a killed run can
     be resumed at once."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(run_dir).mkdir(parents=True, exist_ok=True)
     with open(run_dir / ".lock", "a+") as handle:
         try:
             lock_file(handle)
@@ -264,7 +288,8 @@ def fit_run(module: EpochModule, datamodule: L.LightningDataModule, params: Any,
     """Fit with the NaN guard first and a `last.ckpt` after every epoch last, resuming from it with
     `params.resume`; the per-epoch history is written to `run_dir/history.csv` and returned."""
     trainer = make_trainer(params, precision, run_dir,
-                           [FiniteGuard(name), *callbacks, LastCheckpoint(last_checkpoint)], validate=validate)
+                           [FiniteGuard(name), *callbacks, LastCheckpoint(last_checkpoint, 60 * params.checkpoint_minutes)],
+                           validate=validate)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(last_checkpoint) if params.resume else None)
     if trainer.interrupted:
         raise KeyboardInterrupt(f"{name} interrupted; continue it with --resume")

@@ -30,11 +30,11 @@ from ..config import PretrainParams
 from ..data import DatasetError, files_under, group_of
 from ..features import FeatureSettings, check_bad_files, compute_features, dataset_stats, normalize, open_cache
 from ..hardware import resolve_precision, use_physical_cores
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, check_writable
 from ..models.encoder import build_encoder, encoder_config
 from ..models.ssl import SSLModel, build_ssl_model
 from .datasets import ClipDataModule, feature_settings
-from .loop import EpochModule, FiniteGuard, LastCheckpoint, make_trainer, resume_checkpoint
+from .loop import EpochModule, FiniteGuard, LastCheckpoint, drop_checkpoint, make_trainer, resume_checkpoint
 from .optim import optimizer_steps
 
 
@@ -137,7 +137,7 @@ class PretrainModule(EpochModule):
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         features = batch[0]
         loss = self.model.loss(features)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(features))
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(features))
         self._train_losses.append(float(loss.detach()))
         self._largest_batch = max(self._largest_batch, len(features))
         return loss
@@ -180,6 +180,7 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
         return output
     if finished and not params.overwrite:
         raise FileExistsError(f"{output}: a pretrained model already exists (use --overwrite to replace it)")
+    check_writable(output)
     resuming = params.resume and resume_checkpoint(last_checkpoint) is not None
     if not resuming:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -202,7 +203,7 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
     module = PretrainModule(model, params, total_steps, output / "history.csv")
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
                            save_top_k=1, save_weights_only=True)
-    internal: list[Callback] = [FiniteGuard("pretrain"), best, LastCheckpoint(last_checkpoint)]
+    internal: list[Callback] = [FiniteGuard("pretrain"), best, LastCheckpoint(last_checkpoint, 60 * params.checkpoint_minutes)]
     if params.patience > 0:
         internal.append(EarlyStopping(monitor="val_loss", mode="min", patience=params.patience,
                                       min_delta=params.min_delta))
@@ -232,5 +233,6 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
         print(f"linear probe balanced accuracy: pretrained {extra['probe']['pretrained']['balanced_accuracy']:.3f}, "
               f"random encoder {extra['probe']['random']['balanced_accuracy']:.3f}")
     save_pretrained(model, output, settings, extra)
+    drop_checkpoint(last_checkpoint)
     print(f"best epoch {best_row['epoch']}: val_loss {best_row['val_loss']:.5f} -> {output}")
     return output

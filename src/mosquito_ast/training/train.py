@@ -25,7 +25,7 @@ from ..hardware import resolve_precision, use_physical_cores
 from ..models.classifier import ASTClassifier, apply_freezing
 from ..models.encoder import build_encoder, encoder_config
 from .datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
-from .loop import EpochModule, exclusive_run, fit_run, run_checkpoint
+from .loop import EpochModule, drop_checkpoint, exclusive_run, fit_run, run_checkpoint
 from .optim import optimizer_steps
 from .recipes import PRETRAINED, START_NAMES, checkpoint_config, start_defaults, start_of, values_in_effect
 
@@ -48,7 +48,7 @@ class ClassifierModule(EpochModule):
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         features, targets = batch
         loss = self.batch_loss(features, targets)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(targets))
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(targets))
         self._largest_batch = max(self._largest_batch, len(targets))
         self._train_losses.append(float(loss.detach()))
         return loss
@@ -272,6 +272,7 @@ def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Pa
         chosen, value = keep_best.best_epoch, keep_best.best
     promote_member(candidate, member_dir, {"history": module.history, "best_epoch": chosen, "selected": params.select,
                                            "best_metric": {"name": params.metric, "value": value}})
+    drop_checkpoint(last_checkpoint)
     shown = f"{params.metric} {value:.4f}" if value is not None else "no validation set"
     print(f"{params.select} epoch {chosen}: {shown} -> {member_dir}")
     return member_dir
