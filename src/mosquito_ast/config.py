@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .param_groups import (DataParams, LoopParams, NORM_STATS, OPTIMIZERS, PRECISIONS, SCHEDULERS, ReadParams,
                            precision_option, progress_option)
 from .params import DATA, LOOP, MODEL, OUTPUT, SYSTEM, ConfigError, Params, base_type, coerce, option, restate
-from .training.recipes import DISTILL_AUGMENT, RECIPES, SCRATCH, SCRATCH_ENCODERS, start_defaults, start_of
+from .training.recipes import DISTILL_AUGMENT, PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, start_defaults, start_of
 
 __all__ = ["AUGMENTATIONS", "CheckSplitParams", "ConfigError", "DataParams", "DemoParams", "DistillParams", "ENCODER_SIZES",
            "EvaluateParams", "ExportParams", "GROUP_HELP", "LoopParams", "METRICS", "NORM_STATS", "OPTIMIZERS",
@@ -216,7 +216,7 @@ class DemoParams(Params):
     recordings_per_species: int = option(6, "Generated recordings (sessions) per species.", group=DATA)
     clips_per_recording: int = option(8, "Generated 1 s clips per recording.", group=DATA)
     members: int = option(3, "Ensemble members per split.", group=MODEL)
-    epochs: int = option(8, "Fine-tuning epochs per member.", group=LOOP)
+    epochs: int = option(RECIPES[PRETRAINED]["epochs"], "Fine-tuning epochs per member (default: the recipe's).", group=LOOP)
     pretrain_epochs: int = option(4, "Pretraining epochs.", group=LOOP)
     precision: str = precision_option()
     cache_dir: str | None = option(None, "Feature cache folder (default: <output>/cache).", group=SYSTEM)
