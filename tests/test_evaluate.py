@@ -23,7 +23,8 @@ from mosquito_ast.config import EvaluateParams, TrainParams
 from mosquito_ast.data import DatasetError
 from mosquito_ast.ensemble.evaluate import evaluate
 from mosquito_ast.ensemble.members import find_member_folders, load_members, predict_probabilities
-from mosquito_ast.ensemble.report import FIGURES, write_outputs
+from mosquito_ast.ensemble.figures import FIGURES
+from mosquito_ast.ensemble.report import write_outputs
 from mosquito_ast.features import FeatureSettings, fbank, normalize
 from mosquito_ast.models import encoder as encoder_module
 from mosquito_ast.models.classifier import ASTClassifier
