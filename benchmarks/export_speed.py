@@ -144,7 +144,8 @@ def main() -> None:
 
         sizes = dict(zip(systems, (sum(folder_size(m.folder) for m in members), folder_size(member[0].folder),
                                    folder_size(onnx_dir / "model.onnx"), folder_size(onnx_dir / "model.int8.onnx"))))
-        reference = predict_probabilities(member, clips, ReadParams(no_cache=True, precision="32"), args.batch_size,
+        fresh = load_members(member[0].folder)  # the timed copy holds bf16 weights now
+        reference = predict_probabilities(fresh, clips, ReadParams(no_cache=True, precision="32"), args.batch_size,
                                           progress=False, device="cpu").probabilities[0]
         median = {name: statistics.median(tally.rates) for name, tally in tallies.items()}
         rows = []
