@@ -285,7 +285,7 @@ def run_checkpoint(member_dir: Path, run_dir: Path, overwrite: bool, resume: boo
 
 def fit_run(module: EpochModule, datamodule: L.LightningDataModule, params: Any, precision: str, run_dir: Path,
             name: str, callbacks: list[Callback], last_checkpoint: Path, validate: bool) -> pd.DataFrame:
-    """Fit with the NaN guard first and a `last.ckpt` after every epoch last, resuming from it with
+    """Fit with the NaN guard first and `LastCheckpoint` (every `params.checkpoint_minutes`) last, resuming from it with
     `params.resume`; the per-epoch history is written to `run_dir/history.csv` and returned."""
     trainer = make_trainer(params, precision, run_dir,
                            [FiniteGuard(name), *callbacks, LastCheckpoint(last_checkpoint, 60 * params.checkpoint_minutes)],
