@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import platformdirs
 import torch
+import transformers
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
 from .audio import AudioError, cut_short, load_clip
@@ -32,6 +33,7 @@ KALDI_MEL_FLOOR = 1.192092955078125e-07
 LOWEST_MEL_HZ = 20.0
 # Raise when this module's fbank output changes, so caches filled by an earlier computation are not reused.
 FBANK_REVISION = 2
+COMPUTATION_KEY = f"fbank-r{FBANK_REVISION}-transformers{transformers.__version__}"
 
 
 @dataclass(frozen=True)
@@ -167,12 +169,6 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def computation_key() -> str:
-    import transformers
-
-    return f"fbank-r{FBANK_REVISION}-transformers{transformers.__version__}"
-
-
 class FeatureCache:
     """Content-addressed `.npy` store; entries are written atomically so processes can share it."""
 
@@ -183,7 +179,7 @@ class FeatureCache:
         """Keyed by the file's content, the settings, and the code that computes the fbank (this module's
         revision and the transformers release whose audio utilities it calls)."""
         digest = file_digest(path)
-        return self.root / computation_key() / settings.extraction_key() / digest[:2] / f"{digest}.npy"
+        return self.root / COMPUTATION_KEY / settings.extraction_key() / digest[:2] / f"{digest}.npy"
 
     def load(self, entry: Path, settings: FeatureSettings | None = None) -> np.ndarray | None:
         """The stored features, or None (computed anew and stored again) when the entry is missing, empty,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 from tqdm.auto import tqdm
 
 from .audio import AudioError, load_audio
@@ -50,17 +51,6 @@ class LeakageReport:
                 "near_duplicates": [list(d) for d in self.near_duplicates], "leaks": self.leaks}
 
 
-def audio_digest(path: str | Path) -> str:
-    """Hash of the decoded samples at the file's own rate (so a re-encoded or renamed copy matches);
-    files that do not decode to usable audio are hashed by their bytes."""
-    try:
-        rate = sf.info(str(path)).samplerate
-        wave = load_audio(path, rate)
-        return hashlib.sha256(np.int32(rate).tobytes() + wave.tobytes()).hexdigest()
-    except (AudioError, RuntimeError, sf.LibsndfileError):
-        return "bytes:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 # An mp3 or resampled, louder copy of a clip correlates above 0.99 with its source; distinct clips of the
 # shared wingbeat corpus reach at most 0.85 (206 clips, each against its 3 closest in average spectrum).
 SAME_AUDIO_CORRELATION = 0.95
@@ -77,16 +67,26 @@ class Fingerprint:
     spectrum: np.ndarray | None
 
 
-def fingerprint(path: str) -> Fingerprint:
-    try:
-        wave = load_audio(path, FINGERPRINT_RATE)
-    except (AudioError, RuntimeError, sf.LibsndfileError):
-        return Fingerprint(path, None, None)
+def fingerprint(path: str, wave: np.ndarray) -> Fingerprint:
     wave = (wave - wave.mean()) / (wave.std() + 1e-12)
     frames = np.lib.stride_tricks.sliding_window_view(np.pad(wave, (0, max(0, 256 - len(wave)))), 256)[::128]
     spectrum = np.log(np.abs(np.fft.rfft(frames * np.hanning(256), axis=1)) ** 2 + 1e-8).mean(axis=0)
     spectrum = (spectrum - spectrum.mean()) / (spectrum.std() + 1e-12)
     return Fingerprint(path, wave, spectrum)
+
+
+def examine(path: str) -> tuple[str, Fingerprint]:
+    """From one decoding: a hash of the samples at the file's own rate (so a renamed or losslessly
+    re-encoded copy matches), and the fingerprint that finds lossy copies. Files that do not decode to
+    usable audio are hashed by their bytes and have no fingerprint."""
+    try:
+        rate = sf.info(str(path)).samplerate
+        wave = load_audio(path, rate)
+    except (AudioError, RuntimeError, sf.LibsndfileError):
+        return "bytes:" + hashlib.sha256(Path(path).read_bytes()).hexdigest(), Fingerprint(path, None, None)
+    digest = hashlib.sha256(np.int32(rate).tobytes() + wave.tobytes()).hexdigest()
+    common = wave if rate == FINGERPRINT_RATE else soxr.resample(wave, rate, FINGERPRINT_RATE, quality="HQ")
+    return digest, fingerprint(path, np.asarray(common, np.float32))
 
 
 def waveform_similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -124,15 +124,15 @@ def check_split(train_dir: str | Path, validation_dir: str | Path, group_by: str
     validation_groups = Counter(s.group for s in validation)
     shared = {g: {"train": train_groups[g], "validation": validation_groups[g]}
               for g in sorted(set(train_groups) & set(validation_groups))}
+    train_seen = [examine(s.path) for s in tqdm(train, desc="read train", unit="file", disable=not progress)]
+    validation_seen = [examine(s.path) for s in tqdm(validation, desc="read validation", unit="file",
+                                                      disable=not progress)]
     digests: dict[str, str] = {}
-    for sample in tqdm(train, desc="hash train", unit="file", disable=not progress):
-        digests.setdefault(audio_digest(sample.path), sample.path)
-    duplicates = []
-    for sample in tqdm(validation, desc="hash validation", unit="file", disable=not progress):
-        match = digests.get(audio_digest(sample.path))
-        if match is not None:
-            duplicates.append((match, sample.path))
-    train_prints = [fingerprint(s.path) for s in tqdm(train, desc="fingerprint train", unit="file", disable=not progress)]
-    validation_prints = [fingerprint(s.path) for s in validation]
+    for sample, (digest, _) in zip(train, train_seen):
+        digests.setdefault(digest, sample.path)
+    duplicates = [(digests[digest], sample.path) for sample, (digest, _) in zip(validation, validation_seen)
+                  if digest in digests]
+    train_prints = [seen[1] for seen in train_seen]
+    validation_prints = [seen[1] for seen in validation_seen]
     near = re_encoded_copies(train_prints, validation_prints, {path for _, path in duplicates}, progress)
     return LeakageReport(len(train), len(validation), shared, duplicates, near)

@@ -41,7 +41,7 @@ from ..hardware import resolve_precision, use_physical_cores
 from ..models.classifier import ASTClassifier
 from ..models.encoder import build_encoder, encoder_config
 from .datasets import ClipDataModule, ClipSet, load_clip_set
-from .loop import drop_checkpoint, exclusive_run, fit_run, run_checkpoint
+from .loop import claimed_run, drop_checkpoint, fit_run
 from .optim import optimizer_steps
 from .pretrain import load_unlabeled
 from .recipes import distill_defaults, values_in_effect
@@ -180,11 +180,8 @@ def distill(params: DistillParams, callbacks: Sequence[Callback] = ()) -> Path:
     if inside:
         raise ConfigError(f"--output {member_dir} lies inside --models {inside[0]}: the student would be "
                           f"taken for a teacher; put it elsewhere")
-    with exclusive_run(run_dir):
-        last_checkpoint = run_checkpoint(member_dir, run_dir, params.overwrite, params.resume)
-        if last_checkpoint is None:
-            return member_dir
-        return fit_student(params, callbacks, member_dir, run_dir, last_checkpoint)
+    return claimed_run(member_dir, run_dir, params.overwrite, params.resume,
+                       lambda last_checkpoint: fit_student(params, callbacks, member_dir, run_dir, last_checkpoint))
 
 
 def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir: Path, run_dir: Path,

@@ -8,7 +8,7 @@ import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import lightning as L
 import pandas as pd
@@ -269,6 +269,15 @@ def lock_file(handle: Any) -> None:
         import fcntl
 
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def claimed_run(member_dir: Path, run_dir: Path, overwrite: bool, resume: bool,
+                work: Callable[[Path], Path]) -> Path:
+    """Hold `run_dir` for this process (`exclusive_run`), then `work(last_checkpoint)`, unless `--resume`
+    finds the run finished: the one way `train` and `distill` start a run."""
+    with exclusive_run(run_dir):
+        last_checkpoint = run_checkpoint(member_dir, run_dir, overwrite, resume)
+        return member_dir if last_checkpoint is None else work(last_checkpoint)
 
 
 def run_checkpoint(member_dir: Path, run_dir: Path, overwrite: bool, resume: bool) -> Path | None:

@@ -25,7 +25,7 @@ from ..hardware import resolve_precision, use_physical_cores
 from ..models.classifier import ASTClassifier, apply_freezing
 from ..models.encoder import build_encoder, encoder_config
 from .datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
-from .loop import EpochModule, drop_checkpoint, exclusive_run, fit_run, run_checkpoint
+from .loop import EpochModule, claimed_run, drop_checkpoint, fit_run
 from .optim import optimizer_steps
 from .recipes import PRETRAINED, START_NAMES, checkpoint_config, start_defaults, start_of, values_in_effect
 
@@ -200,11 +200,8 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
     Extra Lightning `callbacks` (loggers, custom hooks) run beside the built-in ones.
     """
     member_dir, run_dir = run_paths(params)
-    with exclusive_run(run_dir):
-        last_checkpoint = run_checkpoint(member_dir, run_dir, params.overwrite, params.resume)
-        if last_checkpoint is None:
-            return member_dir
-        return fine_tune(params, callbacks, member_dir, run_dir, last_checkpoint)
+    return claimed_run(member_dir, run_dir, params.overwrite, params.resume,
+                       lambda last_checkpoint: fine_tune(params, callbacks, member_dir, run_dir, last_checkpoint))
 
 
 def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Path, run_dir: Path,
