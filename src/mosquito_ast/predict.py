@@ -25,7 +25,6 @@ from .io import atomic_write_json, atomic_write_text, check_writable
 from .lite.runtime import UNCERTAIN, decide, expand_inputs, window_starts
 
 
-
 @dataclass
 class Predictions:
     files: pd.DataFrame  # one row per input file (unreadable files too, with their error)
