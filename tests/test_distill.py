@@ -156,7 +156,7 @@ def test_parameters_are_checked():
         DistillParams(models="m", data="d", output="o", patience=3)
     params = DistillParams(models="m", data="d", output="o")
     assert (params.epochs, params.batch_sizes, params.learning_rate, params.augment, params.preset) == \
-        (30, [16], 1e-3, ["mask", "mixup"], "tiny")
+        (30, [16], 1e-3, ["mask"], "tiny")
 
 
 def test_a_manifest_with_some_labels_uses_them_and_the_rest_unlabelled(teachers, synth_split, feature_cache_dir,

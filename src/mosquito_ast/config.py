@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .param_groups import (DataParams, LoopParams, NORM_STATS, OPTIMIZERS, PRECISIONS, SCHEDULERS, ReadParams,
                            precision_option, progress_option)
 from .params import DATA, LOOP, MODEL, OUTPUT, SYSTEM, ConfigError, Params, base_type, coerce, option, restate
-from .training.recipes import DISTILL_AUGMENT, PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, start_defaults, start_of
+from .training.recipes import PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, start_defaults, start_of
 
 __all__ = ["AUGMENTATIONS", "CheckSplitParams", "ConfigError", "DataParams", "DemoParams", "DistillParams", "ENCODER_SIZES",
            "EvaluateParams", "ExportParams", "GROUP_HELP", "LoopParams", "METRICS", "NORM_STATS", "OPTIMIZERS",
@@ -318,7 +318,7 @@ class DistillParams(LoopParams, ReadParams):
     patience: int = restate(LoopParams, "patience", 0, "Unused: distill runs every epoch and keeps the last (must stay 0).")
     overwrite: bool = restate(LoopParams, "overwrite", help="Replace an existing student at --output.")
     class_weight: str = restate(TrainParams, "class_weight", RECIPES[SCRATCH]["class_weight"], "Class weights of the cross-entropy term: none, or balanced (inverse to each class's labelled clips).")
-    augment: list[str] = restate(TrainParams, "augment", DISTILL_AUGMENT, f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}; none turns them off (mixup blends the teachers' targets too).")
+    augment: list[str] = restate(TrainParams, "augment", RECIPES[SCRATCH]["augment"], f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}; none turns them off (mixup blends the teachers' targets too).")
     gain_db: float = restate(TrainParams, "gain_db")
     frequency_scale: float = restate(TrainParams, "frequency_scale")
     mask_fraction: float = restate(TrainParams, "mask_fraction")

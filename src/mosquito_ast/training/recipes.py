@@ -72,20 +72,12 @@ def start_defaults(start: str) -> dict[str, tuple[Any, str]]:
             for name, value in RECIPES[start].items()}
 
 
-# Mixup blends clips and their teachers' targets alike, so the student learns the ensemble's function
-# between the training clips too: on the honest session folds (`benchmarks/quality.py --distill`, 3 student
-# seeds) it lifted the tiny student from 0.463 +- 0.017 pooled balanced accuracy (masks alone, 4 seeds) to
-# 0.485 +- 0.008 (0.496 / 0.470 per fold; soft vote 0.491 / 0.499). Teachers scoring every augmented batch
-# instead of the clean clips once ("consistent teaching") gave 0.507 / 0.458: no better, and dearer.
-DISTILL_AUGMENT = ["mask", "mixup"]
-
-
 def distill_defaults() -> dict[str, tuple[Any, str]]:
     """`distill`'s recipe-set values: its student starts from scratch, normalized as its teachers."""
     scratch = start_defaults(SCRATCH)
     return {"epochs": scratch["epochs"], "batch_sizes": scratch["batch_sizes"],
             "learning_rate": scratch["learning_rate"], "norm_stats": ("teachers", "teachers"),
-            "class_weight": scratch["class_weight"], "augment": (list(DISTILL_AUGMENT), "recipe")}
+            "class_weight": scratch["class_weight"], "augment": scratch["augment"]}
 
 
 def shown(value: Any) -> str:
