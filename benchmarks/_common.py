@@ -172,9 +172,10 @@ def random_batch(batch_size: int, frames: int, seed: int = 0) -> tuple[torch.Ten
 
 
 def training_step(model: ASTClassifier, batch: tuple[torch.Tensor, torch.Tensor], bf16: bool = False,
-                  learning_rate: float = 1e-5) -> Callable[[], None]:
-    """Plain forward + backward + AdamW step, as the old notebooks did (fp32) or under bf16 autocast."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+                  learning_rate: float = 1e-5, fused: bool = True) -> Callable[[], None]:
+    """Plain forward + backward + AdamW step, fp32 or under bf16 autocast; AdamW fused as the tool's, or
+    per tensor as the old notebooks' (`fused=False`)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, fused=fused)
     features, targets = batch
 
     def step() -> None:
@@ -210,7 +211,7 @@ class PhaseClock(Callback):
     def __init__(self) -> None:
         self.marks: dict[str, float] = {}
         self.loop = self.validation = 0.0
-        self.clips = self.steps = 0
+        self.clips = self.steps = self.validation_clips = 0
         self._epoch_start = self._last_batch = self._validation_start = 0.0
 
     def on_fit_start(self, trainer, module) -> None:
@@ -227,6 +228,9 @@ class PhaseClock(Callback):
     def on_validation_start(self, trainer, module) -> None:
         self.loop += self._last_batch - self._epoch_start
         self._validation_start = time.perf_counter()
+
+    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_index, dataloader_index=0) -> None:
+        self.validation_clips += len(batch[1])
 
     def on_validation_end(self, trainer, module) -> None:
         self.validation += time.perf_counter() - self._validation_start
@@ -246,6 +250,7 @@ class TrainRun:
     loop: float  # training batches (data loading, forward, backward, optimizer)
     validation: float
     saving: float  # everything else: checkpoint and member writes after validation, final export, teardown
+    validation_clips: int = 0
 
 
 def timed_train(params: TrainParams) -> TrainRun:
@@ -256,7 +261,8 @@ def timed_train(params: TrainParams) -> TrainRun:
     whole = time.perf_counter() - started
     setup = clock.marks["fit_start"] - started
     return TrainRun(clips=clock.clips, steps=clock.steps, whole=whole, setup=setup, loop=clock.loop,
-                    validation=clock.validation, saving=whole - setup - clock.loop - clock.validation)
+                    validation=clock.validation, saving=whole - setup - clock.loop - clock.validation,
+                    validation_clips=clock.validation_clips)
 
 
 def quiet_lightning() -> None:

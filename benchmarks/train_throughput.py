@@ -44,7 +44,7 @@ def main() -> None:
 
         runs: dict[str, list[TrainRun]] = {}
         cases = {"old way": timed_steps(
-            training_step(old_notebook_model(), random_batch(args.batch_size, OLD_NOTEBOOK_MAX_LENGTH)),
+            training_step(old_notebook_model(), random_batch(args.batch_size, OLD_NOTEBOOK_MAX_LENGTH), fused=False),
             steps=args.old_steps, clips_per_step=args.batch_size, warmup=0)}
         for precision in args.precisions.split(","):
             cases[f"tool {precision}"] = tool_case(precision, train_dir, validation_dir, root / "runs",

@@ -17,7 +17,7 @@ from helpers import CrashAtEpoch
 from mosquito_ast.checkpoints import CheckpointError
 from mosquito_ast.cli import app
 from mosquito_ast.training.train import run_paths, train
-from mosquito_ast.training.loop import resume_checkpoint
+from mosquito_ast.training.loop import FileCheckpointIO, resume_checkpoint
 from mosquito_ast.training.pretrain import pretrain
 
 KILL_AT_SECOND_EPOCH = textwrap.dedent("""
@@ -134,3 +134,13 @@ def test_damaged_checkpoint_is_refused_by_name(tiny_params, tmp_path):
     assert result.exit_code == 2
     assert "last.ckpt: damaged checkpoint" in result.output and "Traceback" not in result.output
     assert last.read_bytes() == data[:len(data) // 2]  # kept for the user to decide
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    writer = FileCheckpointIO()
+    writer.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, last)
+    with pytest.raises(Exception):  # the write fails, as on a full disk
+        writer.save_checkpoint({"epoch": 2, "w": torch.zeros(3), "unpicklable": lambda: None}, last)
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
