@@ -3,6 +3,7 @@ with the weights an uninterrupted run reaches, and a damaged checkpoint is refus
 
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -144,3 +145,29 @@ def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
         writer.save_checkpoint({"epoch": 2, "w": torch.zeros(3), "unpicklable": lambda: None}, last)
     assert torch.load(last, weights_only=True)["epoch"] == 1
     assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
+
+
+class CtrlC(Callback):
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_how_to_resume_and_leaves_ctrl_c_working(tiny_params, monkeypatch):
+    """Lightning turns Ctrl+C into sys.exit(1) and ignores SIGINT from then on."""
+    params = tiny_params(epochs=3)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt, match=f"training of {params.postfix} interrupted; continue it with --resume"):
+        train(params, callbacks=[CtrlC()])
+    assert signal.getsignal(signal.SIGINT) is before
+    seen = EpochsRun()
+    train(dataclasses.replace(params, resume=True), callbacks=[seen])
+    assert seen.epochs == [2, 3]
+
+    def interrupted(params):
+        raise KeyboardInterrupt("training of x interrupted; continue it with --resume")
+
+    monkeypatch.setattr("mosquito_ast.training.train.train", interrupted)
+    result = CliRunner().invoke(app, ["train", "--train-dir", params.train_dir, "--output", params.output])
+    assert result.exit_code == 130
+    assert "training of x interrupted; continue it with --resume" in result.output

@@ -50,9 +50,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 @contextmanager
 def reported_errors() -> Iterator[None]:
-    """The one error mapping of every command: a user error becomes `error: ...` and exit code 2."""
+    """The one error mapping of every command: a user error becomes `error: ...` and exit code 2; Ctrl+C
+    prints what to do next (a run says how to resume) and exits 130, as shells expect."""
     try:
         yield
+    except KeyboardInterrupt as interrupt:
+        typer.echo(str(interrupt) or "interrupted", err=True)
+        raise typer.Exit(130) from None
     except Exception as error:
         if not isinstance(error, user_errors()):
             raise

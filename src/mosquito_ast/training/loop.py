@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import time
 import zipfile
 from contextlib import contextmanager
@@ -266,6 +268,22 @@ def make_trainer(params: Any, precision: str, run_dir: Path, callbacks: list[Cal
     )
 
 
+def fit_interruptibly(trainer: L.Trainer, message: str, **fit_arguments: Any) -> None:
+    """`trainer.fit`, where Ctrl+C raises `KeyboardInterrupt(message)` and Ctrl+C keeps working afterwards.
+    Lightning 2.6 turns Ctrl+C into `sys.exit(1)` after setting the process to ignore it: the hint to
+    `--resume` was never printed, and a sweep running members in its own process could not be stopped."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(**fit_arguments)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        raise KeyboardInterrupt(message) from None
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
+
+
 @contextmanager
 def exclusive_run(run_dir: Path) -> Iterator[None]:
     """Hold `run_dir` for this process: two runs with one --output and --postfix used to interleave their
@@ -321,9 +339,8 @@ def fit_run(module: EpochModule, datamodule: L.LightningDataModule, params: Any,
     trainer = make_trainer(params, precision, run_dir,
                            [FiniteGuard(name), *callbacks, LastCheckpoint(last_checkpoint, 60 * params.checkpoint_minutes)],
                            validate=validate)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(last_checkpoint) if params.resume else None)
-    if trainer.interrupted:
-        raise KeyboardInterrupt(f"{name} interrupted; continue it with --resume")
+    fit_interruptibly(trainer, f"{name} interrupted; continue it with --resume", model=module, datamodule=datamodule,
+                      ckpt_path=resume_checkpoint(last_checkpoint) if params.resume else None)
     history = pd.DataFrame(module.history)
     atomic_write_text(run_dir / "history.csv", history.to_csv(index=False))
     return history

@@ -34,7 +34,8 @@ from ..io import atomic_write_json, atomic_write_text, check_writable
 from ..models.encoder import build_encoder, encoder_config
 from ..models.ssl import SSLModel, build_ssl_model
 from .datasets import ClipDataModule, feature_settings
-from .loop import EpochModule, FiniteGuard, LastCheckpoint, drop_checkpoint, make_trainer, resume_checkpoint
+from .loop import (EpochModule, FiniteGuard, LastCheckpoint, drop_checkpoint, fit_interruptibly, make_trainer,
+                   resume_checkpoint)
 from .optim import optimizer_steps
 
 
@@ -208,9 +209,8 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
         internal.append(EarlyStopping(monitor="val_loss", mode="min", patience=params.patience,
                                       min_delta=params.min_delta))
     trainer = make_trainer(params, precision, run_dir, [*callbacks, *internal])
-    trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint if resuming else None)
-    if trainer.interrupted:
-        raise KeyboardInterrupt(f"pretraining interrupted; continue it with --resume --output {output}")
+    fit_interruptibly(trainer, f"pretraining interrupted; continue it with --resume --output {output}", model=module,
+                      datamodule=datamodule, ckpt_path=last_checkpoint if resuming else None)
 
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
