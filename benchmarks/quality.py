@@ -12,9 +12,15 @@ the scored clips and is shown only as the hindsight ceiling of a single member.
 `--distill`: per fold, a tiny "student" (`mosquito-ast distill`) learns from that fold's members' soft
 vote on that fold's training clips (never the scored ones), and is scored beside them.
 
+`--unseen DIR`: labelled sessions outside `--data` (e.g. a new site's), scored once more: every fold's
+members together (the ensemble a cross-fit `sweep` deploys: together they trained on all of `--data`),
+their votes, and the spectrum baselines fitted on all of `--data`. This is the measurement that matters
+(DESIGN, "Measuring quality honestly"): nothing was chosen on those sessions.
+
     python benchmarks/quality.py                      # wingbeats, default recipe, 3 members per fold
     python benchmarks/quality.py --data DIR --group-by parent --members 5 --set augment=mask,roll
     python benchmarks/quality.py --distill --distill-set temperature=4   # plus a distilled student per fold
+    python benchmarks/quality.py --unseen NEW_SITE_DIR --set augment=mask,mixup  # a variant on unseen sessions
 
 Writes quality.csv, quality.md and quality.png to --output.
 """
@@ -101,6 +107,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     samples = discover(args.data, args.group_by)
     labels = label_names(samples)
     k = len(labels)
+    if args.unseen:
+        check_unseen(args, samples, labels)
     sides = session_folds(samples, args.folds, args.seed)
     base = {"preset": args.preset, "select": "last", "precision": args.precision, "progress": False,
             "cache_dir": str(output / "cache"), "clip_seconds": args.clip_seconds, "group_by": args.group_by}
@@ -140,9 +148,35 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     y_all = np.concatenate(pooled_truth)
     both = {s: np.concatenate(v) for s, v in pooled.items() if len(v) == len(sides)}
     rows += fold_rows("both folds", y_all, both, k)
+    if args.unseen:
+        rows += unseen_rows(args, output, [output / "members" / f"fold{f}" / "best" for f in range(len(sides))], labels)
     table = pd.DataFrame(rows)
     write_outputs(table, output, args, time.perf_counter() - started)
     return table
+
+
+def check_unseen(args: argparse.Namespace, samples: list, labels: list[str]) -> None:
+    """Refuse, before any training, unseen sessions that are not unseen or hold classes --data lacks."""
+    unseen = discover(args.unseen, args.group_by)
+    shared = sorted({s.group for s in samples} & {s.group for s in unseen})
+    if shared:
+        raise SystemExit(f"{args.unseen}: {len(shared)} recording(s) also in --data ({', '.join(shared[:3])}"
+                         f"{', ...' if len(shared) > 3 else ''}); unseen sessions must lie outside it")
+    unknown = sorted({s.label for s in unseen} - set(labels))
+    if unknown:
+        raise SystemExit(f"{args.unseen}: classes not in --data: {', '.join(unknown)}")
+
+
+def unseen_rows(args: argparse.Namespace, output: Path, member_folders: list[Path], labels: list[str]) -> list[dict]:
+    """All folds' members as one ensemble on `--unseen`; `evaluate` fits the baselines on the union of the
+    members' training clips, which is all of `--data`."""
+    evaluation = evaluate(EvaluateParams(models=[str(f) for f in member_folders], data=args.unseen,
+                                         output=str(output / "unseen"), precision=args.precision,
+                                         cache_dir=str(output / "cache"), bootstrap=0, progress=False,
+                                         group_by=args.group_by, seed=args.seed))
+    write_report(evaluation)
+    y_true = evaluation.predictions["true_label"].map(labels.index).to_numpy()
+    return fold_rows("unseen sessions", y_true, member_and_vote_labels(evaluation.predictions, labels), len(labels))
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -164,13 +198,13 @@ def write_outputs(table: pd.DataFrame, output: Path, args: argparse.Namespace, s
     (output / "quality.md").write_text(header + markdown(table) + "\n")
     pivot = table.pivot(index="system", columns="fold", values="balanced_accuracy")
     order = [s for s in SYSTEMS if s in pivot.index]
-    figure = Figure(figsize=(8, 4))
+    figure = Figure(figsize=(9, 4))
     FigureCanvasAgg(figure)
     axes = figure.subplots()
     pivot.loc[order].plot.barh(ax=axes)
     axes.axvline(1 / len(label_names(discover(args.data, args.group_by))), color="grey", linestyle=":", label="chance")
     axes.set_xlabel("balanced accuracy on sessions not used for training")
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     figure.tight_layout()
     figure.savefig(output / "quality.png", dpi=110)
     print(header + table.round(3).to_string(index=False))
@@ -191,6 +225,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="Any other `train` parameter for every member, e.g. augment=roll,gain")
+    parser.add_argument("--unseen", default=None, metavar="DIR",
+                        help="Labelled sessions outside --data, scored by all folds' members together and by the "
+                             "baselines fitted on all of --data")
     parser.add_argument("--distill", action="store_true",
                         help="Also distil a tiny student per fold from its members, on its training clips")
     parser.add_argument("--distill-set", action="append", default=[], metavar="KEY=VALUE",
