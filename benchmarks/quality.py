@@ -10,7 +10,9 @@ predictions of every clip); members as mean ± sd over seeds. "best member" is p
 the scored clips and is shown only as the hindsight ceiling of a single member.
 
 `--distill`: per fold, a tiny "student" (`mosquito-ast distill`) learns from that fold's members' soft
-vote on that fold's training clips (never the scored ones), and is scored beside them.
+vote on that fold's training clips (never the scored ones), and is scored beside them. With
+`--distill-scored-audio` it also learns the soft vote on the scored sessions' audio, without their labels:
+what a user does who distils on the unlabelled recordings of the site the device will stand at.
 
 `--unseen DIR`: labelled sessions outside `--data` (e.g. a new site's), scored once more: every fold's
 members together (the ensemble a cross-fit `sweep` deploys: together they trained on all of `--data`),
@@ -37,7 +39,7 @@ from _common import cpu_model
 
 from mosquito_ast.baseline import BASELINES
 from mosquito_ast.config import DistillParams, EvaluateParams
-from mosquito_ast.data import discover, label_names
+from mosquito_ast.data import UNLABELLED, discover, label_names
 from mosquito_ast.ensemble.evaluate import evaluate
 from mosquito_ast.ensemble.report import write_outputs as write_report
 from mosquito_ast.ensemble.members import load_members, predict_probabilities
@@ -86,6 +88,11 @@ def member_and_vote_labels(predictions: pd.DataFrame, labels: list[str]) -> dict
 def student_labels(args: argparse.Namespace, output: Path, fold: str, train_manifest: str, scored: list[str],
                    labels: list[str]) -> np.ndarray:
     """Distil a tiny student from the fold's members on the fold's training clips; its class ids on `scored`."""
+    if args.distill_scored_audio:
+        frame = pd.concat([pd.read_csv(train_manifest, keep_default_na=False),
+                           pd.read_csv(output / f"{fold}_scored.csv", keep_default_na=False).assign(label=UNLABELLED)])
+        train_manifest = str(output / f"{fold}_train_and_scored_audio.csv")
+        frame.to_csv(train_manifest, index=False)
     options = {"models": str(output / "members" / fold / "best"), "data": train_manifest,
                "output": str(output / "students" / fold), "precision": args.precision, "progress": False,
                "cache_dir": str(output / "cache"), "group_by": args.group_by, "overwrite": True}
@@ -230,6 +237,8 @@ def main() -> None:
                              "baselines fitted on all of --data")
     parser.add_argument("--distill", action="store_true",
                         help="Also distil a tiny student per fold from its members, on its training clips")
+    parser.add_argument("--distill-scored-audio", action="store_true",
+                        help="The students also learn the soft vote on the scored sessions' audio (not their labels)")
     parser.add_argument("--distill-set", action="append", default=[], metavar="KEY=VALUE",
                         help="Any `distill` parameter of the students, e.g. temperature=4 or alpha=0.9")
     run(parser.parse_args())
