@@ -24,17 +24,24 @@ their votes, and the spectrum baselines fitted on all of `--data`. This is the m
     python benchmarks/quality.py --distill --distill-set temperature=4   # plus a distilled student per fold
     python benchmarks/quality.py --unseen NEW_SITE_DIR --set augment=mask,mixup  # a variant on unseen sessions
 
+`--variants FILE`: a YAML map of variant name -> `train` parameters; the recipe as it ships and each variant
+run through the same folds, seeds and `--unseen` sessions, each in its own sub-folder, and one table of
+them all (variants.csv, variants.md): the way to send candidate recipes to new sessions in one command,
+e.g. `--variants benchmarks/unseen_candidates.yaml --unseen NEW_SESSIONS`.
+
 Writes quality.csv, quality.md and quality.png to --output.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from _common import cpu_model
 
 from mosquito_ast.baseline import BASELINES
@@ -95,7 +102,7 @@ def student_labels(args: argparse.Namespace, output: Path, fold: str, train_mani
         frame.to_csv(train_manifest, index=False)
     options = {"models": str(output / "members" / fold / "best"), "data": train_manifest,
                "output": str(output / "students" / fold), "precision": args.precision, "progress": False,
-               "cache_dir": str(output / "cache"), "group_by": args.group_by, "overwrite": True}
+               "cache_dir": cache_dir(args), "group_by": args.group_by, "overwrite": True}
     for item in args.distill_set:
         key, value = item.split("=", 1)
         options[key] = value
@@ -105,6 +112,48 @@ def student_labels(args: argparse.Namespace, output: Path, fold: str, train_mani
     assert predicted.paths == list(scored), "the student could not read every scored clip"
     index = [labels.index(name) for name in student[0].labels]
     return np.asarray(index)[predicted.probabilities[0].argmax(axis=1)]
+
+
+def cache_dir(args: argparse.Namespace) -> str:
+    """One feature cache for every variant of a run."""
+    return str(Path(args.cache_dir or Path(args.output) / "cache").resolve())
+
+
+def load_variants(path: str) -> dict[str, list[str]]:
+    """Variant name -> `KEY=VALUE` items (as --set takes them) from a YAML map of maps."""
+    loaded = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
+        raise SystemExit(f"{path}: expected a map of variant name -> map of train parameters")
+    return {str(name): [f"{key}={as_option(value)}" for key, value in values.items()] for name, values in loaded.items()}
+
+
+def as_option(value) -> str:
+    """A YAML value as --set writes it: lists comma-separated."""
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def run_variants(args: argparse.Namespace) -> pd.DataFrame:
+    """The recipe and every variant of `--variants` on the same folds, seeds and unseen sessions."""
+    output = Path(args.output).resolve()
+    variants = {"recipe": [], **load_variants(args.variants)}
+    tables = []
+    for name, items in variants.items():
+        print(f"\n=== variant {name}: {' '.join(items) or 'the recipe as it ships'}")
+        folder = output / (re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "variant")
+        options = argparse.Namespace(**{**vars(args), "output": str(folder), "set": [*args.set, *items],
+                                        "cache_dir": cache_dir(args)})
+        tables.append(run(options).assign(variant=name, parameters=" ".join(items)))
+    combined = pd.concat(tables, ignore_index=True)
+    combined.to_csv(output / "variants.csv", index=False)
+    recipe_baselines = (combined["variant"] == "recipe") & combined["system"].isin(BASELINES)  # alike in every variant
+    shown = combined[combined["system"].isin(["mean member", "soft vote"]) | recipe_baselines]
+    pivot = shown.pivot_table(index=["variant", "system"], columns="fold", values="balanced_accuracy", sort=False)
+    header = (f"Balanced accuracy by variant ({args.members} members per fold, last epoch; {cpu_model()}); "
+              f"sd over seeds of the mean member in variants.csv\n\n")
+    (output / "variants.md").write_text(header + markdown(pivot.reset_index()) + "\n")
+    print("\n" + header + pivot.round(3).to_string())
+    print(f"-> {output / 'variants.csv'}, {output / 'variants.md'}")
+    return combined
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
@@ -118,7 +167,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         check_unseen(args, samples, labels)
     sides = session_folds(samples, args.folds, args.seed)
     base = {"preset": args.preset, "select": "last", "precision": args.precision, "progress": False,
-            "cache_dir": str(output / "cache"), "clip_seconds": args.clip_seconds, "group_by": args.group_by}
+            "cache_dir": cache_dir(args), "clip_seconds": args.clip_seconds, "group_by": args.group_by}
     for item in args.set:
         key, value = item.split("=", 1)
         base[key] = value
@@ -140,7 +189,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         name = f"fold{fold}"
         evaluation = evaluate(EvaluateParams(models=str(output / "members" / name / "best"),
                                              data=datasets[name]["validation"], output=str(output / name),
-                                             precision=args.precision, cache_dir=str(output / "cache"),
+                                             precision=args.precision, cache_dir=cache_dir(args),
                                              bootstrap=0, progress=False, group_by=args.group_by, seed=args.seed))
         write_report(evaluation)
         y_true = evaluation.predictions["true_label"].map(labels.index).to_numpy()
@@ -179,7 +228,7 @@ def unseen_rows(args: argparse.Namespace, output: Path, member_folders: list[Pat
     members' training clips, which is all of `--data`."""
     evaluation = evaluate(EvaluateParams(models=[str(f) for f in member_folders], data=args.unseen,
                                          output=str(output / "unseen"), precision=args.precision,
-                                         cache_dir=str(output / "cache"), bootstrap=0, progress=False,
+                                         cache_dir=cache_dir(args), bootstrap=0, progress=False,
                                          group_by=args.group_by, seed=args.seed))
     write_report(evaluation)
     y_true = evaluation.predictions["true_label"].map(labels.index).to_numpy()
@@ -235,13 +284,20 @@ def main() -> None:
     parser.add_argument("--unseen", default=None, metavar="DIR",
                         help="Labelled sessions outside --data, scored by all folds' members together and by the "
                              "baselines fitted on all of --data")
+    parser.add_argument("--variants", default=None, metavar="FILE",
+                        help="YAML map of variant name -> train parameters, each run beside the recipe")
+    parser.add_argument("--cache-dir", default=None, help="Feature cache (default: <output>/cache)")
     parser.add_argument("--distill", action="store_true",
                         help="Also distil a tiny student per fold from its members, on its training clips")
     parser.add_argument("--distill-scored-audio", action="store_true",
                         help="The students also learn the soft vote on the scored sessions' audio (not their labels)")
     parser.add_argument("--distill-set", action="append", default=[], metavar="KEY=VALUE",
                         help="Any `distill` parameter of the students, e.g. temperature=4 or alpha=0.9")
-    run(parser.parse_args())
+    args = parser.parse_args()
+    if args.variants:
+        run_variants(args)
+    else:
+        run(args)
 
 
 if __name__ == "__main__":
