@@ -94,7 +94,8 @@ def member_and_vote_labels(predictions: pd.DataFrame, labels: list[str]) -> dict
 
 def student_labels(args: argparse.Namespace, output: Path, fold: str, train_manifest: str, scored: list[str],
                    labels: list[str]) -> np.ndarray:
-    """Distil a tiny student from the fold's members on the fold's training clips; its class ids on `scored`."""
+    """Distil a tiny student from the fold's members on the fold's training clips (and the scored clips'
+    audio, unlabelled, with --distill-scored-audio); its class ids on `scored`."""
     if args.distill_scored_audio:
         frame = pd.concat([pd.read_csv(train_manifest, keep_default_na=False),
                            pd.read_csv(output / f"{fold}_scored.csv", keep_default_na=False).assign(label=UNLABELLED)])
