@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from helpers import CrashAtEpoch
 from mosquito_ast.checkpoints.classifier import load_member
@@ -233,3 +234,48 @@ def test_a_run_prints_only_its_own_lines_with_epochs_counted_from_one(synth_spli
     assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
     assert "train_loss" in epoch_lines[0]
     assert "last epoch 2:" in result.stdout and "epoch 0" not in result.stdout + result.stderr
+
+
+class StepWeights(Callback):
+    """The model's weights after every optimizer step from epoch `from_epoch` (1-based) on."""
+
+    def __init__(self, from_epoch: int) -> None:
+        self.from_epoch = from_epoch
+        self.steps: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_index) -> None:
+        if trainer.current_epoch + 1 >= self.from_epoch:
+            self.steps.append({k: v.detach().clone() for k, v in module.model.named_parameters()})
+
+
+def test_averaged_weights_are_the_mean_of_every_step_from_the_epoch_asked(tiny_params):
+    seen = StepWeights(from_epoch=2)
+    member = train(tiny_params(epochs=3, average_from_epoch=2, postfix="averaged"), callbacks=[seen])
+    model, config = load_member(member)
+    exported = dict(model.named_parameters())
+    for name, tensor in seen.steps[0].items():
+        expected = torch.stack([step[name] for step in seen.steps]).mean(dim=0)
+        torch.testing.assert_close(exported[name], expected, rtol=1e-5, atol=1e-6)
+    assert config["best_metric"]["value"] is None  # no epoch's validation scored the average
+    assert config["training"]["average_from_epoch"] == 2
+
+
+def test_an_interrupted_averaging_run_resumes_the_same_average(tiny_params, tmp_path):
+    whole = train(tiny_params(output=str(tmp_path / "whole"), epochs=3, average_from_epoch=2))
+    parts = tiny_params(output=str(tmp_path / "parts"), epochs=3, average_from_epoch=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(parts, callbacks=[CrashAtEpoch(2)])  # after epoch 2: half of the average is in last.ckpt
+    resumed = train(tiny_params(output=str(tmp_path / "parts"), epochs=3, average_from_epoch=2, resume=True))
+    for (name, expected), (_, got) in zip(load_member(whole)[0].named_parameters(),
+                                          load_member(resumed)[0].named_parameters()):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(average_from_epoch=2, select="best"), "needs --select last"),
+    (dict(average_from_epoch=5, epochs=3), "an epoch of the run"),
+    (dict(average_from_epoch=-1), "an epoch of the run"),
+])
+def test_averaging_options_are_checked(tiny_params, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_params(**overrides)

@@ -57,6 +57,7 @@ class TrainParams(LoopParams, DataParams):
     noise_std: float = option(0.05, "noise: std of Gaussian noise added to the normalized features.", group=LOOP)
     select: str | None = option(None, "Which epoch becomes the member: best (by --metric on --validation-dir) or last (after --epochs; the validation set, optional then, only reports). last is honest when the validation clips also score the member, and trains on every labelled recording (default: last).", SELECTIONS, group=LOOP)
     metric: str | None = option(None, "Validation metric that picks the best epoch and is reported (default: balanced_accuracy).", METRICS, group=LOOP)
+    average_from_epoch: int = option(0, "Export the average of the weights after every step from this epoch (1-based) on, instead of the last weights (0 = off; needs --select last). With --scheduler constant_with_warmup this is SWAD-style averaging, a candidate for recording sessions never heard (see benchmarks/unseen_candidates.yaml); not a default.", group=LOOP)
 
     def resolve(self) -> None:
         for name, (value, _) in start_defaults(self.start).items():
@@ -83,6 +84,12 @@ class TrainParams(LoopParams, DataParams):
             raise ConfigError("--validation-dir is required to pick the best epoch (or keep the last: --select last)")
         if self.select == "last" and self.patience:
             raise ConfigError("--patience stops on the validation metric; it needs --select best")
+        if self.average_from_epoch and self.select != "last":
+            raise ConfigError("--average-from-epoch exports averaged weights, which no epoch's validation picked; "
+                              "it needs --select last")
+        if not 0 <= self.average_from_epoch <= (self.epochs or self.average_from_epoch):
+            raise ConfigError(f"average_from_epoch: must be 0 (off) or an epoch of the run (1-{self.epochs}), "
+                              f"got {self.average_from_epoch}")
         self.check_loop()
         if self.patience < 0:
             raise ConfigError(f"patience: must be 0 (off) or more, got {self.patience}")

@@ -19,6 +19,7 @@ from huggingface_hub import utils as hub_utils
 from lightning.pytorch.callbacks import Callback, Checkpoint, ProgressBar
 from lightning.pytorch.plugins import TorchCheckpointIO
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
@@ -123,6 +124,41 @@ class FileCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage options")
         with atomic_path(path, suffix=".ckpt") as temporary:
             torch.save(checkpoint, temporary)
+
+
+class WeightAverage(Callback):
+    """The running mean of the weights after every optimizer step from epoch `from_epoch` (1-based) on
+    (Izmailov et al. 2018, SWA; Cha et al. 2021, SWAD, for unseen domains). Its state goes into
+    `last.ckpt`, so `--resume` continues the same average."""
+
+    def __init__(self, from_epoch: int) -> None:
+        self.from_epoch = from_epoch
+        self.average: AveragedModel | None = None
+        self._restored: dict[str, Any] | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_index: int) -> None:
+        if trainer.current_epoch + 1 < self.from_epoch:
+            return
+        if self.average is None:
+            self.average = AveragedModel(module.model)
+            if self._restored is not None:
+                self.average.load_state_dict(self._restored)
+        self.average.update_parameters(module.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.average is None else self.average.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = state_dict or None
+
+    def apply_to(self, model: nn.Module) -> None:
+        """Put the averaged weights into `model` (the one the average was taken of)."""
+        if self.average is None:
+            raise RuntimeError(f"no step was averaged: the run ended before epoch {self.from_epoch}")
+        with torch.no_grad():
+            for target, averaged in zip(model.parameters(), self.average.module.parameters()):
+                target.copy_(averaged)
 
 
 def drop_checkpoint(path: Path) -> None:

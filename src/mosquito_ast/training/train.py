@@ -25,7 +25,7 @@ from ..hardware import resolve_precision, use_physical_cores
 from ..models.classifier import ASTClassifier, apply_freezing
 from ..models.encoder import build_encoder, encoder_config
 from .datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
-from .loop import EpochModule, claimed_run, drop_checkpoint, fit_run
+from .loop import EpochModule, WeightAverage, claimed_run, drop_checkpoint, fit_run
 from .optim import optimizer_steps
 from .recipes import PRETRAINED, START_NAMES, checkpoint_config, start_defaults, start_of, values_in_effect
 
@@ -260,16 +260,22 @@ def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Pa
     candidate = run_dir / "best-candidate"
     keep_best = KeepBest(params.metric, candidate, settings, extra, params.patience)
     selection = [keep_best] if params.select == "best" else []
+    averaging = [WeightAverage(params.average_from_epoch)] if params.average_from_epoch else []
     fit_run(module, datamodule, params, precision, run_dir, f"training of {params.postfix}",
-            [*callbacks, *selection], last_checkpoint, validate=bool(val_set.samples))
+            [*callbacks, *selection, *averaging], last_checkpoint, validate=bool(val_set.samples))
     if params.select == "last":
-        save_member(module.model, candidate, settings, extra)
         chosen, value = len(module.history), module.history[-1].get(params.metric)
+        if averaging:
+            averaging[0].apply_to(module.model)
+            value = None  # each epoch's validation scored that epoch's own weights, not their average
+        save_member(module.model, candidate, settings, extra)
     else:
         chosen, value = keep_best.best_epoch, keep_best.best
     promote_member(candidate, member_dir, {"history": module.history, "best_epoch": chosen, "selected": params.select,
                                            "best_metric": {"name": params.metric, "value": value}})
     drop_checkpoint(last_checkpoint)
     shown = f"{params.metric} {value:.4f}" if value is not None else "no validation set"
+    if averaging:
+        shown = f"weights averaged over epochs {params.average_from_epoch}-{chosen}, not validated"
     print(f"{params.select} epoch {chosen}: {shown} -> {member_dir}")
     return member_dir
