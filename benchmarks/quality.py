@@ -26,7 +26,7 @@ their votes, and the spectrum baselines fitted on all of `--data`. This is the m
 
 `--variants FILE`: a YAML map of variant name -> `train` parameters; the recipe as it ships and each variant
 run through the same folds, seeds and `--unseen` sessions, each in its own sub-folder, and one table of
-them all (variants.csv, variants.md): the way to send candidate recipes to new sessions in one command,
+them all (variants.csv, variants.md, variants.png): the way to send candidate recipes to new sessions in one command,
 e.g. `--variants benchmarks/unseen_candidates.yaml --unseen NEW_SESSIONS`.
 
 Writes quality.csv, quality.md and quality.png to --output.
@@ -152,9 +152,35 @@ def run_variants(args: argparse.Namespace) -> pd.DataFrame:
     header = (f"Balanced accuracy by variant ({args.members} members per fold, last epoch; {cpu_model()}); "
               f"sd over seeds of the mean member in variants.csv\n\n")
     (output / "variants.md").write_text(header + markdown(pivot.reset_index()) + "\n")
+    plot_variants(combined, output / "variants.png", recipe_baselines)
     print("\n" + header + pivot.round(3).to_string())
-    print(f"-> {output / 'variants.csv'}, {output / 'variants.md'}")
+    print(f"-> {output / 'variants.csv'}, {output / 'variants.md'}, {output / 'variants.png'}")
     return combined
+
+
+def plot_variants(combined: pd.DataFrame, path: Path, baselines: pd.Series) -> None:
+    """Soft vote per variant and fold, the recipe's line and the best baseline's to read them against."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    votes = combined[combined["system"] == "soft vote"].pivot_table(index="variant", columns="fold",
+                                                                   values="balanced_accuracy", sort=False)
+    best_baseline = combined[baselines].groupby("fold")["balanced_accuracy"].max()
+    folds = list(votes.columns)
+    figure = Figure(figsize=(4 + 2 * len(folds), 1.2 + 0.35 * len(votes)))
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(1, len(folds), sharey=True, squeeze=False)[0]
+    for axes, fold in zip(panels, folds):
+        axes.barh(range(len(votes)), votes[fold], color=["tab:blue" if v == "recipe" else "tab:gray" for v in votes.index])
+        axes.axvline(votes.loc["recipe", fold], color="tab:blue", linestyle="--", linewidth=1, label="recipe")
+        axes.axvline(best_baseline[fold], color="tab:red", linestyle=":", linewidth=1, label="best baseline")
+        axes.set_title(fold, fontsize=9)
+        axes.set_xlabel("soft vote balanced accuracy", fontsize=8)
+    panels[0].set_yticks(range(len(votes)), votes.index, fontsize=8)
+    panels[0].invert_yaxis()  # shared: the recipe on top in every panel
+    panels[-1].legend(loc="lower right", fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
