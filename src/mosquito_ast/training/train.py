@@ -274,8 +274,9 @@ def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Pa
     promote_member(candidate, member_dir, {"history": module.history, "best_epoch": chosen, "selected": params.select,
                                            "best_metric": {"name": params.metric, "value": value}})
     drop_checkpoint(last_checkpoint)
-    shown = f"{params.metric} {value:.4f}" if value is not None else "no validation set"
     if averaging:
         shown = f"weights averaged over epochs {params.average_from_epoch}-{chosen}, not validated"
+    else:
+        shown = f"{params.metric} {value:.4f}" if value is not None else "no validation set"
     print(f"{params.select} epoch {chosen}: {shown} -> {member_dir}")
     return member_dir
