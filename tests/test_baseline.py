@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import soundfile as sf
 
-from mosquito_ast.baseline import BASELINES, WELCH_POINTS, baseline_probabilities, spectrum_features
+import pytest
+
+from mosquito_ast.audio import AudioError
+from mosquito_ast.baseline import (BASELINES, WELCH_BASELINES, WELCH_POINTS, baseline_probabilities,
+                                   mel_spectrum_features, spectrum_features)
 from mosquito_ast.data import discover, label_names
+from mosquito_ast.features import FeatureSettings, compute_features
+
+TONE_FEATURES = FeatureSettings(sample_rate=8000, clip_seconds=0.5)
 
 
 def test_spectrum_is_read_at_the_lowest_native_rate(tmp_path):
@@ -38,7 +45,8 @@ def tones(folder, seed: int) -> tuple[list[str], list[int]]:
 def test_baselines_separate_tones(tmp_path):
     train_paths, train_targets = tones(tmp_path, 0)
     scored_paths, truth = tones(tmp_path, 1)
-    probabilities = baseline_probabilities(train_paths, train_targets, scored_paths, 3, seed=0)
+    probabilities = baseline_probabilities(train_paths, train_targets, scored_paths, 3, seed=0,
+                                           settings=TONE_FEATURES)
     assert set(probabilities) == set(BASELINES)
     for name, p in probabilities.items():
         assert p.shape == (len(scored_paths), 3)
@@ -54,3 +62,24 @@ def test_a_class_missing_from_training_gets_probability_zero(synth_split):
                                            [s.path for s in scored], len(labels))
     for p in probabilities.values():
         assert np.all(p[:, 0] == 0)
+
+
+def test_without_feature_settings_only_welch_baselines_run(tmp_path):
+    train_paths, train_targets = tones(tmp_path, 0)
+    assert set(baseline_probabilities(train_paths, train_targets, train_paths[:2], 3)) == set(WELCH_BASELINES)
+
+
+def test_mel_spectrum_is_the_members_fbank_averaged_over_time(tmp_path):
+    paths, _ = tones(tmp_path, 0)
+    expected = compute_features(paths[:3], TONE_FEATURES, progress=False).features.mean(axis=1)
+    features = mel_spectrum_features(paths[:3], TONE_FEATURES)
+    assert features.shape == (3, TONE_FEATURES.num_mel_bins)
+    np.testing.assert_allclose(features, expected)
+
+
+def test_an_unreadable_training_clip_is_named(tmp_path):
+    paths, targets = tones(tmp_path, 0)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really")
+    with pytest.raises(AudioError, match="broken.wav"):
+        mel_spectrum_features([*paths, str(broken)], TONE_FEATURES)

@@ -119,8 +119,8 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
     assert result.summary.set_index("system").loc[list(BASELINES), "kind"].eq("baseline").all()
     baseline_p = predictions[[f"{BASELINES[1]}:p:{s}" for s in SPECIES]].to_numpy()
     np.testing.assert_allclose(baseline_p.sum(1), 1, atol=1e-6)
-    # (2 members + 2 ensembles + 2 baselines) x 4 classes x 2 levels
-    assert len(pd.read_csv(out / "per_class.csv")) == 2 * 6 * 4
+    # (2 members + 2 ensembles + 4 baselines) x 4 classes x 2 levels
+    assert len(pd.read_csv(out / "per_class.csv")) == 2 * 8 * 4
     assert pd.read_csv(out / "members.csv").weight.tolist() == [0.25, 0.75]
     text = (out / "metrics.json").read_text()
     metrics = json.loads(text)

@@ -22,7 +22,8 @@ from mosquito_ast.config import ConfigError, ExportParams
 from mosquito_ast.data import discover
 from mosquito_ast.ensemble.aggregate import soft_vote
 from mosquito_ast.ensemble.members import load_members, score_features
-from mosquito_ast.export import FORMAT, INT8_NAME, JSON_NAME, ONNX_NAME, export
+import mosquito_ast.export as export_module
+from mosquito_ast.export import FORMAT, INT8_NAME, JSON_NAME, METADATA_KEY, ONNX_NAME, export
 from mosquito_ast.features import FeatureSettings, compute_features
 
 runner = CliRunner()
@@ -94,8 +95,12 @@ def test_one_member_exports_fbank_to_probabilities(tiny_member, synth_split, fea
     assert check["clips"] == 12 and check["same_label"] == 1.0 and check["max_probability_difference"] < 1e-4
     assert "training clips" in check["source"]
 
+    assert info["files"] == [ONNX_NAME, JSON_NAME]
     model = onnx.load(str(out / ONNX_NAME))
     onnx.checker.check_model(model)
+    metadata = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])  # the graph says what it is
+    assert metadata["labels"] == member.labels and metadata["features"] == member.features.to_dict()
+    assert metadata["members"] == [member.name] and metadata["tool_version"] == __version__
     (graph_input,), (graph_output,) = model.graph.input, model.graph.output
     assert graph_input.name == "fbank" and graph_output.name == "probabilities"
     assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -137,6 +142,29 @@ def test_ensemble_votes_inside_the_graph_and_int8_agrees(ensemble, synth_split, 
     export(params(ensemble, out, feature_cache_dir, overwrite=True))
     assert sorted(p.name for p in out.iterdir()) == [JSON_NAME, ONNX_NAME]
     assert json.loads((out / JSON_NAME).read_text())["weights"] == [0.5, 0.5]
+
+
+def test_weights_beyond_one_file_go_to_data_files_beside_the_graph(ensemble, synth_split, feature_cache_dir,
+                                                                   tmp_path, monkeypatch):
+    """Ensembles over 2 GB (one protobuf file's limit): each graph keeps its weights in one .data file."""
+    out = tmp_path / "onnx"
+    monkeypatch.setattr(export_module, "MAX_ONNX_BYTES", 0)
+    result = export(params(ensemble, out, feature_cache_dir, int8=True))
+    data = [f"{ONNX_NAME}.data", f"{INT8_NAME}.data"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([JSON_NAME, ONNX_NAME, INT8_NAME, *data])
+    assert result.info["files"] == sorted([ONNX_NAME, INT8_NAME, *data]) + [JSON_NAME]
+    assert any("copy the whole folder" in line for line in result.lines)
+    for name in (ONNX_NAME, INT8_NAME):
+        assert (out / name).stat().st_size < (out / f"{name}.data").stat().st_size
+        metadata = {p.key: p.value for p in onnx.load(str(out / name)).metadata_props}
+        assert json.loads(metadata[METADATA_KEY])["members"] == ["a", "b"]
+    features = generated_clips(synth_split, feature_cache_dir, load_members(ensemble)[0].features)
+    np.testing.assert_allclose(run(out / ONNX_NAME, features), pytorch(ensemble, features), atol=1e-4)
+
+    monkeypatch.setattr(export_module, "MAX_ONNX_BYTES", 2 ** 40)
+    export(params(ensemble, out, feature_cache_dir, overwrite=True))  # the data files it no longer needs go
+    assert sorted(p.name for p in out.iterdir()) == [JSON_NAME, ONNX_NAME]
+    np.testing.assert_allclose(run(out / ONNX_NAME, features), pytorch(ensemble, features), atol=1e-4)
 
 
 def test_int8_of_members_with_equal_weights(tiny_member, feature_cache_dir, tmp_path):

@@ -358,17 +358,21 @@ def test_columns_and_labels_equal_predicts(tiny_member, recordings, tmp_path):
                                                [float(tool[x]) for x in member.labels], atol=1e-4)
 
 
-def test_runs_what_export_writes(tiny_member, recordings, feature_cache_dir, tmp_path):
+@pytest.mark.parametrize("external", [False, True], ids=["one file", "external data"])
+def test_runs_what_export_writes(tiny_member, recordings, feature_cache_dir, tmp_path, monkeypatch, external):
     """The folder `mosquito-ast export --int8` writes: lite runs its int8 graph (and with --fp32 the fp32 one),
-    and names the files as `predict` does."""
+    and names the files as `predict` does; also when the weights lie in .data files (ensembles over 2 GB)."""
     export_module = pytest.importorskip("mosquito_ast.export")
     from mosquito_ast.config import ExportParams, PredictParams
     from mosquito_ast.predict import predict
 
+    if external:
+        monkeypatch.setattr(export_module, "MAX_ONNX_BYTES", 0)
     folder = tmp_path / "export"
     export_module.export(ExportParams(models=str(tiny_member), output=str(folder), int8=True, check_clips=8,
                                       cache_dir=str(feature_cache_dir), progress=False))
     info = json.loads((folder / "model.json").read_text())
+    assert any(name.endswith(".data") for name in info["files"]) == external
     predict(PredictParams(inputs=[str(recordings)], models=str(tiny_member), output=str(tmp_path / "tool.csv"),
                           precision="32", progress=False))
     tool_columns, tool = read_csv(tmp_path / "tool.csv")

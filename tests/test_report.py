@@ -3,6 +3,7 @@ that warn, recipe columns, and every figure."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -47,11 +48,12 @@ def member_rows(tmp_path: Path, selected_on_evaluated: bool) -> pd.DataFrame:
         "shared_groups": ""} for seed, name in enumerate(NAMES)])
 
 
-def hand_built(tmp_path: Path, selected_on_evaluated: bool = True) -> EnsembleEvaluation:
+def hand_built(tmp_path: Path, selected_on_evaluated: bool = True,
+               baselines: dict[str, np.ndarray] | None = None) -> EnsembleEvaluation:
     y, probabilities, groups = collapsing_members()
     weights = np.full(3, 1 / 3)
     options = dict(resamples=200, seed=0, ece_bins=5)
-    clips = assess(y, probabilities, NAMES, weights, LABELS, **options)
+    clips = assess(y, probabilities, NAMES, weights, LABELS, **options, baselines=baselines)
     keys, pooled = pool_by_group(probabilities, groups)
     truth = np.array([dict(zip(groups, y))[g] for g in keys])
     recordings = assess(truth, pooled, NAMES, weights, LABELS, **options)
@@ -170,3 +172,22 @@ def test_number_and_path_formats():
     assert with_interval(0.5333, float("nan"), float("nan")) == "0.53"
     assert shown_text("fitted on /a/b/train, see https://x.org/y and 1/6", Path("/a/out")) == \
         "fitted on ../b/train, see https://x.org/y and 1/6"
+
+
+def test_the_report_answers_whether_the_transformers_beat_the_spectrum_baseline(tmp_path, capsys):
+    """A baseline right on 5 of 6 species (balanced accuracy 5/6) against the collapsing vote (1/3)."""
+    y = collapsing_members()[0]
+    right = np.eye(6)[np.where(y == 5, 0, y)]
+    evaluation = hand_built(tmp_path, baselines={"mel spectrum + random forest": right, "Welch spectrum + x": right / 2 + 1 / 12})
+    out = write_outputs(evaluation)
+    line = ("Soft vote against the best spectrum baseline (mel spectrum + random forest, fitted on the members' "
+            "training clips): balanced accuracy 0.333 vs 0.833 (-0.500)")
+    assert line in capsys.readouterr().out and html.escape(line) in (out / "report.html").read_text()
+    result_warnings = json.loads((out / "metrics.json").read_text())["result_warnings"]
+    assert ("the spectrum baseline mel spectrum + random forest (0.833) scores at least the soft vote (0.333): here "
+            "the transformers add nothing over a time-averaged spectrum") in result_warnings
+
+
+def test_no_baseline_no_comparison(written):
+    _, _, report = written
+    assert "best spectrum baseline" not in report

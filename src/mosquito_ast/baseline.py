@@ -1,9 +1,12 @@
-"""The spectrum baseline: a Welch log-power spectrum at each file's own rate and a scikit-learn classifier.
+"""The spectrum baselines: a time-averaged spectrum of each clip and a scikit-learn classifier.
 
 Flight tones are nearly stationary, so their time-averaged spectrum carries most of what separates
 species; a random forest or a logistic regression on it is the cheapest honest competitor of the
-transformer. Every evaluation fits it on the members' training clips and shows it beside them, and
-`benchmarks/quality.py` uses the same functions, so "is the transformer worth it here?" has one answer.
+transformer. Two spectra are used: Welch's at each file's own rate, and the members' own log-mel fbank
+averaged over time (the transformer's input, so "is the transformer worth it?" compares models, not
+features; on unseen recording sessions it was the strongest baseline found, issue 13). Every evaluation
+fits them on the members' training clips and shows them beside them, and `benchmarks/quality.py` uses
+the same functions.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .audio import AudioError, load_audio
+from .features import FeatureCache, FeatureSettings, compute_features
 
 WELCH_POINTS = 256
-BASELINES = ("spectrum + logistic regression", "spectrum + random forest")
+CLASSIFIERS = ("logistic regression", "random forest")
+WELCH_BASELINES = tuple(f"Welch spectrum + {c}" for c in CLASSIFIERS)
+MEL_BASELINES = tuple(f"mel spectrum + {c}" for c in CLASSIFIERS)
+BASELINES = (*WELCH_BASELINES, *MEL_BASELINES)
 
 
 def native_rate(path: str) -> int:
@@ -42,25 +49,48 @@ def spectrum_features(paths: Sequence[str], sample_rate: int | None = None) -> n
     return np.stack(rows).astype(np.float32)
 
 
-def baseline_models(seed: int) -> dict[str, object]:
+def mel_spectrum_features(paths: Sequence[str], settings: FeatureSettings, cache: FeatureCache | None = None,
+                          progress: bool = False) -> np.ndarray:
+    """(files, mel bins): the un-normalized log-mel fbank the members see, averaged over its frames.
+    A file that cannot be featurized raises its AudioError: a baseline fitted on fewer clips than the
+    members would not be comparable."""
+    table = compute_features(paths, settings, cache, description="baseline features", progress=progress)
+    if table.bad:
+        raise table.bad[0]
+    return table.features.mean(axis=1)
+
+
+def classifiers(seed: int) -> dict[str, object]:
     return {
-        BASELINES[0]: make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced")),
-        BASELINES[1]: RandomForestClassifier(n_estimators=500, class_weight="balanced", random_state=seed, n_jobs=-1),
+        CLASSIFIERS[0]: make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced")),
+        CLASSIFIERS[1]: RandomForestClassifier(n_estimators=500, class_weight="balanced", random_state=seed, n_jobs=-1),
     }
 
 
-def baseline_probabilities(train_paths: Sequence[str], train_targets: Sequence[int], scored_paths: Sequence[str],
-                           num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Each baseline fitted on the training clips: (scored clips, num_classes) probabilities.
-    Classes absent from the training clips get probability 0."""
-    rate = min(native_rate(p) for p in [*train_paths, *scored_paths])
-    train_x = spectrum_features(train_paths, rate)
-    scored_x = spectrum_features(scored_paths, rate)
-    targets = np.asarray(train_targets)
+def fit_and_score(train_x: np.ndarray, targets: np.ndarray, scored_x: np.ndarray, num_classes: int,
+                  seed: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each classifier (named by `names`, in CLASSIFIERS order) fitted on `train_x`: (scored, num_classes)
+    probabilities; classes absent from the training clips get probability 0."""
     probabilities = {}
-    for name, model in baseline_models(seed).items():
+    for name, model in zip(names, classifiers(seed).values()):
         model.fit(train_x, targets)
-        full = np.zeros((len(scored_paths), num_classes))
+        full = np.zeros((len(scored_x), num_classes))
         full[:, model.classes_] = model.predict_proba(scored_x)
         probabilities[name] = full
+    return probabilities
+
+
+def baseline_probabilities(train_paths: Sequence[str], train_targets: Sequence[int], scored_paths: Sequence[str],
+                           num_classes: int, seed: int = 0, settings: FeatureSettings | None = None,
+                           cache: FeatureCache | None = None) -> dict[str, np.ndarray]:
+    """Every baseline fitted on the training clips: name -> (scored clips, num_classes) probabilities.
+    The mel-spectrum baselines need the members' feature `settings`; without them only Welch's run."""
+    targets = np.asarray(train_targets)
+    rate = min(native_rate(p) for p in [*train_paths, *scored_paths])
+    probabilities = fit_and_score(spectrum_features(train_paths, rate), targets, spectrum_features(scored_paths, rate),
+                                  num_classes, seed, WELCH_BASELINES)
+    if settings is not None:
+        probabilities.update(fit_and_score(mel_spectrum_features(train_paths, settings, cache), targets,
+                                           mel_spectrum_features(scored_paths, settings, cache), num_classes,
+                                           seed, MEL_BASELINES))
     return probabilities

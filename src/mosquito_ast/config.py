@@ -152,7 +152,7 @@ class EvaluateParams(ReadParams):
     bootstrap: int = option(1000, "Bootstrap resamples for 95% intervals of accuracy and balanced accuracy (0 = off).", group=OUTPUT)
     seed: int = option(0, "Seed of the bootstrap resampling.", group=OUTPUT)
     ece_bins: int = option(15, "Equal-width confidence bins of the expected calibration error.", group=OUTPUT)
-    baseline: bool = option(True, "Also fit the spectrum baselines (Welch log spectrum + logistic regression / random forest) on the members' training clips and score them beside the members.", group=OUTPUT)
+    baseline: bool = option(True, "Also fit the spectrum baselines (Welch log spectrum or the members' time-averaged log-mel fbank, + logistic regression / random forest) on the members' training clips and score them beside the members.", group=OUTPUT)
     progress: bool = progress_option()
 
     def validate(self) -> None:

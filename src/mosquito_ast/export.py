@@ -11,11 +11,17 @@ only the fbank and onnxruntime.
 The export checks itself: onnxruntime and PyTorch (`score_features` + `soft_vote`, the path of
 `evaluate` and `predict`, in fp32) score the same clips, and the largest probability difference and the
 share of identical labels are printed and recorded in model.json.
+
+The ONNX file says what it is without model.json: its metadata (key `mosquito_ast`) holds the labels,
+feature settings, members and tool version. Weights beyond what one protobuf file holds (2 GB: about
+six AST-base members) go to one external data file beside the graph (`model.onnx.data`), which
+onnxruntime reads from the same folder; model.json lists every file of the export under "files".
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import tempfile
@@ -48,6 +54,7 @@ OPSET = 17
 QUANTIZED_OPS = ["MatMul", "Gemm"]
 WEIGHT_TYPES = ("QInt8", "QUInt8")  # dynamic quantization: both tried, the one agreeing more with PyTorch kept
 MAX_ONNX_BYTES = 2 * 1024 ** 3 - 64 * 1024 ** 2  # one protobuf file holds < 2 GiB; keep a margin for the graph
+METADATA_KEY = "mosquito_ast"
 FP32_TOLERANCE = 1e-3  # a larger fp32 difference means a broken export: warned about
 
 
@@ -115,16 +122,36 @@ def shared_features(members: Sequence[Member]) -> FeatureSettings:
     return reference.features
 
 
-def check_size(members: Sequence[Member]) -> None:
-    total = sum(p.numel() * 4 for m in members for p in m.model.parameters())
-    if total > MAX_ONNX_BYTES:
-        raise ConfigError(f"the {len(members)} members hold {total / 1e9:.1f} GB of fp32 weights, more than one "
-                          f"ONNX file can (2 GB): export fewer members, or distil them into one student first")
+def needs_external_data(members: Sequence[Member]) -> bool:
+    """Whether the members' fp32 weights exceed what one ONNX (protobuf) file can hold."""
+    return sum(p.numel() * 4 for m in members for p in m.model.parameters()) > MAX_ONNX_BYTES
+
+
+def data_name(onnx_name: str) -> str:
+    return f"{onnx_name}.data"
+
+
+def save_onnx(model, path: Path, external: bool) -> None:
+    """Save `model` at `path`, its weights in one `<name>.data` file beside it when `external`."""
+    import onnx
+
+    onnx.save_model(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
+                    location=data_name(path.name), size_threshold=1024)
+
+
+def write_onnx(traced: Path, path: Path, metadata: dict[str, Any], external: bool) -> None:
+    """The traced graph at `path` with `metadata` (JSON) under METADATA_KEY in the model's metadata."""
+    import onnx
+
+    model = onnx.load(str(traced))
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
+    save_onnx(model, path, external)
 
 
 def export_graph(module: nn.Module, path: Path, features: FeatureSettings) -> None:
     """Trace `module` to ONNX at `path` (TorchScript exporter, opset 17, dynamic batch axis). torch's newer
-    dynamo exporter needs onnxscript and writes graphs onnxruntime's quantizer cannot shape-infer."""
+    dynamo exporter needs onnxscript and writes graphs onnxruntime's quantizer cannot shape-infer. Beyond
+    2 GB the exporter writes each weight to its own file beside `path`."""
     example = torch.full((2, features.max_length, features.num_mel_bins), features.norm_mean)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
@@ -133,7 +160,7 @@ def export_graph(module: nn.Module, path: Path, features: FeatureSettings) -> No
                           opset_version=OPSET, do_constant_folding=True, dynamo=False)
 
 
-def untie_initializers(source: Path, target: Path) -> Path:
+def untie_initializers(source: Path, target: Path, external: bool) -> Path:
     """`source`, or a copy at `target` where every Gemm weight feeds one node only. The exporter stores
     equal weights once (members copied from one another), and onnxruntime's quantizer, turning a shared
     Gemm weight into a MatMul one, would transpose it for one node and break the other."""
@@ -158,20 +185,20 @@ def untie_initializers(source: Path, target: Path) -> Path:
     if not copies:
         return source
     model.graph.initializer.extend(copies)
-    onnx.save(model, str(target))
+    save_onnx(model, target, external)
     return target
 
 
-def quantize(source: Path, target: Path, weight_type: str) -> None:
+def quantize(source: Path, target: Path, weight_type: str, external: bool) -> None:
     """Dynamic int8 quantization: MatMul/Gemm weights stored in int8, activations quantized at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_logging():  # "consider pre-processing": shape inference adds nothing to these graphs
         quantize_dynamic(str(source), str(target), weight_type=QuantType[weight_type],
-                         op_types_to_quantize=QUANTIZED_OPS)
+                         op_types_to_quantize=QUANTIZED_OPS, use_external_data_format=external)
 
 
-def quantize_static(source: Path, target: Path, calibration: np.ndarray, batch_size: int) -> None:
+def quantize_static(source: Path, target: Path, calibration: np.ndarray, batch_size: int, external: bool) -> None:
     """Static int8 quantization (QDQ, MatMul/Gemm) with activation ranges calibrated on `calibration` fbank."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
@@ -187,7 +214,7 @@ def quantize_static(source: Path, target: Path, calibration: np.ndarray, batch_s
     with _quiet_logging():
         ort_quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=QUANTIZED_OPS)
+                            op_types_to_quantize=QUANTIZED_OPS, use_external_data_format=external)
 
 
 @contextlib.contextmanager
@@ -291,13 +318,16 @@ def pytorch_probabilities(members: Sequence[Member], features: np.ndarray, weigh
     return soft_vote(member_probabilities, weights).astype(np.float32)
 
 
-def _megabytes(path: Path) -> str:
-    return f"{path.stat().st_size / 1e6:.1f} MB"
+def _megabytes(folder: Path, onnx_name: str) -> str:
+    """Size of a graph with its external data file, if any."""
+    size = sum((folder / n).stat().st_size for n in (onnx_name, data_name(onnx_name)) if (folder / n).exists())
+    return f"{size / 1e6:.1f} MB"
 
 
 def export(params: ExportParams) -> ExportResult:
-    """Write `model.onnx` (+ `model.int8.onnx` with --int8) and `model.json` into `params.output`, each file
-    atomically (model.json last), after checking ONNX against PyTorch on a few clips."""
+    """Write `model.onnx` (+ `model.int8.onnx` with --int8, + their `.data` files beyond 2 GB) and `model.json`
+    into `params.output`, after checking ONNX against PyTorch on a few clips. The files are made in a scratch
+    folder and each moved in atomically, model.json last; files of an earlier export it no longer names go."""
     output = Path(params.output)
     if output.exists() and not output.is_dir():
         raise FileExistsError(f"{output}: exists and is not a folder")
@@ -308,7 +338,7 @@ def export(params: ExportParams) -> ExportResult:
     names = [m.name for m in members]
     weights = parse_weights(params.weights, names)
     settings = shared_features(members)
-    check_size(members)
+    external = needs_external_data(members)
     labels = ensemble_labels(members)
     for member in members:
         member.model.float().eval()
@@ -320,71 +350,86 @@ def export(params: ExportParams) -> ExportResult:
         lines.append(line)
         print(line)
 
-    output.mkdir(parents=True, exist_ok=True)
-    int8_target = contextlib.nullcontext() if not params.int8 else atomic_path(output / INT8_NAME, ".onnx")
-    with tempfile.TemporaryDirectory(prefix="mosquito-ast-export-") as scratch, \
-            atomic_path(output / JSON_NAME) as json_path, \
-            atomic_path(output / ONNX_NAME, ".onnx") as fp32_path, \
-            int8_target as int8_path:
+    info: dict[str, Any] = {
+        "format": FORMAT, "labels": labels, "features": settings.to_dict(), "members": names,
+        "weights": [float(w) for w in weights], "precision": "int8" if params.int8 else "fp32",
+        "onnx": INT8_NAME if params.int8 else ONNX_NAME,
+    }
+    with tempfile.TemporaryDirectory(prefix="mosquito-ast-export-") as scratch:
         workdir = Path(scratch)
-        export_graph(graph, fp32_path, settings)
+        made = workdir / "made"
+        (workdir / "traced").mkdir()
+        made.mkdir()
+        export_graph(graph, workdir / "traced" / ONNX_NAME, settings)
+        metadata = {**info, "tool_version": __version__}
+        del metadata["onnx"], metadata["precision"]
+        write_onnx(workdir / "traced" / ONNX_NAME, made / ONNX_NAME, metadata, external)
         paths, source = check_clips(members, params, workdir)
         features = clip_features(paths, settings, params, source)
         reference = pytorch_probabilities(members, features, weights, params.batch_size)
-        fp32 = compare(run_onnx(onnx_session(fp32_path), features, params.batch_size), reference)
+        fp32 = compare(run_onnx(onnx_session(made / ONNX_NAME), features, params.batch_size), reference)
         kind = f"ensemble of {len(members)} members" if len(members) > 1 else f"member {names[0]}"
-        say(f"export: {kind} -> {output / ONNX_NAME} (fp32, {_megabytes(fp32_path)})")
+        say(f"export: {kind} -> {output / ONNX_NAME} (fp32, {_megabytes(made, ONNX_NAME)})")
         say(f"self-check on {len(features)} clips ({source}), ONNX fp32 vs PyTorch: {fp32.line()}")
         if fp32.max_probability_difference > FP32_TOLERANCE:
             say(f"warning: the fp32 graph differs from PyTorch by more than {FP32_TOLERANCE:g}")
         self_check: dict[str, Any] = {"clips": len(features), "source": source, **fp32.to_dict(),
                                       "fp32": fp32.to_dict()}
-        info: dict[str, Any] = {
-            "format": FORMAT, "labels": labels, "features": settings.to_dict(), "members": names,
-            "weights": [float(w) for w in weights], "precision": "int8" if params.int8 else "fp32",
-            "onnx": INT8_NAME if params.int8 else ONNX_NAME,
-        }
         if params.int8:
             info["onnx_fp32"] = ONNX_NAME
-            quantization, int8 = _quantize_best(fp32_path, int8_path, workdir, features, reference, params, settings)
+            quantization, int8 = _quantize_best(made, workdir, features, reference, params, settings, external)
             info["quantization"] = quantization
             self_check.update(int8.to_dict())
             self_check["int8"] = int8.to_dict()
             say(f"int8 ({quantization['method']}, {quantization['weight_type']} weights) vs PyTorch: {int8.line()} "
-                f"-> {output / INT8_NAME} ({_megabytes(int8_path)})")
+                f"-> {output / INT8_NAME} ({_megabytes(made, INT8_NAME)})")
+        files = sorted(p.name for p in made.iterdir())
         info.update({
+            "files": [*files, JSON_NAME],
             "input": {"name": INPUT_NAME, "shape": ["batch", settings.max_length, settings.num_mel_bins],
                       "normalized": False},
             "output": {"name": OUTPUT_NAME, "shape": ["batch", len(labels)]},
             "member_features": {m.name: m.features.to_dict() for m in members},
             "opset": OPSET, "tool_version": __version__, "self_check": self_check,
         })
-        atomic_write_json(json_path, info)
-    if not params.int8 and (output / INT8_NAME).exists():
-        (output / INT8_NAME).unlink()  # left by an earlier --int8 export; model.json no longer names it
+        output.mkdir(parents=True, exist_ok=True)
+        for name in sorted(files, key=lambda n: not n.endswith(".data")):  # a graph never before its weights
+            with atomic_path(output / name, Path(name).suffix) as target:
+                shutil.move(made / name, target)
+        atomic_write_json(output / JSON_NAME, info)
+    for name in (ONNX_NAME, INT8_NAME, data_name(ONNX_NAME), data_name(INT8_NAME)):
+        if name not in files and (output / name).exists():
+            (output / name).unlink()  # left by an earlier export; model.json no longer names it
+    if external:
+        say(f"weights beyond 2 GB: stored in {', '.join(f for f in files if f.endswith('.data'))} beside the graph; "
+            f"copy the whole folder")
     say(f"wrote {output / JSON_NAME}")
     return ExportResult(output, info, lines)
 
 
-def _quantize_best(fp32_path: Path, int8_path: Path, workdir: Path, features: np.ndarray, reference: np.ndarray,
-                   params: ExportParams, settings: FeatureSettings) -> tuple[dict[str, Any], Check]:
-    """Quantize `fp32_path` into `int8_path`: statically with --calibration clips, else dynamically with the
-    weight type (QInt8, QUInt8) that agrees more with PyTorch on the self-check clips (then the smaller
-    largest difference)."""
-    source = untie_initializers(fp32_path, workdir / "model.untied.onnx")
+def _quantize_best(made: Path, workdir: Path, features: np.ndarray, reference: np.ndarray, params: ExportParams,
+                   settings: FeatureSettings, external: bool) -> tuple[dict[str, Any], Check]:
+    """Quantize `made`/model.onnx into `made`/model.int8.onnx: statically with --calibration clips, else
+    dynamically with the weight type (QInt8, QUInt8) that agrees more with PyTorch on the self-check clips
+    (then the smaller largest difference)."""
+    (workdir / "untied").mkdir()
+    source = untie_initializers(made / ONNX_NAME, workdir / "untied" / ONNX_NAME, external)
     if params.calibration:
         paths = spread(audio_files(params.calibration), params.calibration_clips)
         calibration = clip_features(paths, settings, params, str(params.calibration))
-        quantize_static(source, int8_path, calibration, params.batch_size)
-        check = compare(run_onnx(onnx_session(int8_path), features, params.batch_size), reference)
+        quantize_static(source, made / INT8_NAME, calibration, params.batch_size, external)
+        check = compare(run_onnx(onnx_session(made / INT8_NAME), features, params.batch_size), reference)
         return {"method": "static", "weight_type": "QInt8", "activation_type": "QInt8", "format": "QDQ",
                 "calibration_clips": len(calibration), "ops": QUANTIZED_OPS}, check
     candidates: dict[str, Check] = {}
     for weight_type in WEIGHT_TYPES:
-        candidate = workdir / f"model.{weight_type}.onnx"
-        quantize(source, candidate, weight_type)
-        candidates[weight_type] = compare(run_onnx(onnx_session(candidate), features, params.batch_size), reference)
+        folder = workdir / weight_type
+        folder.mkdir()
+        quantize(source, folder / INT8_NAME, weight_type, external)
+        candidates[weight_type] = compare(run_onnx(onnx_session(folder / INT8_NAME), features, params.batch_size),
+                                          reference)
     best = max(WEIGHT_TYPES, key=lambda t: (candidates[t].same_label, -candidates[t].max_probability_difference))
-    shutil.copyfile(workdir / f"model.{best}.onnx", int8_path)
+    for produced in (workdir / best).iterdir():
+        shutil.move(produced, made / produced.name)
     return {"method": "dynamic", "weight_type": best, "ops": QUANTIZED_OPS,
             "candidates": {t: c.to_dict() for t, c in candidates.items()}}, candidates[best]

@@ -18,7 +18,7 @@ from ..checkpoints import model_folders
 from ..baseline import baseline_probabilities
 from ..config import EvaluateParams
 from ..data import DatasetError, Sample, discover
-from ..features import check_bad_files
+from ..features import check_bad_files, open_cache
 from ..hardware import resolve_precision, use_physical_cores
 from .aggregate import hard_vote, parse_weights, pool_by_group, soft_vote, vote_shares
 from .members import Member, ensemble_labels, load_members, predict_probabilities
@@ -167,11 +167,13 @@ def fit_baselines(members: Sequence[Member], samples: Sequence[Sample], labels: 
     index = {name: i for i, name in enumerate(labels)}
     try:
         probabilities = baseline_probabilities([s.path for s in known], [index[s.label] for s in known],
-                                               [s.path for s in samples], len(labels), params.seed)
+                                               [s.path for s in samples], len(labels), params.seed,
+                                               members[0].features, open_cache(params.cache_dir, params.no_cache))
     except AudioError as error:
         return {}, f"spectrum baseline skipped: {error}"
-    return probabilities, (f"spectrum baselines (Welch log spectrum at the recordings' own rate) fitted on "
-                           f"{len(known)} training clips of {', '.join(sources)}")
+    return probabilities, (f"spectrum baselines (Welch log spectrum at the recordings' own rate; the members' "
+                           f"log-mel fbank averaged over time) fitted on {len(known)} training clips of "
+                           f"{', '.join(sources)}")
 
 
 def member_table(members: Sequence[Member], weights: np.ndarray, samples: Sequence[Sample],

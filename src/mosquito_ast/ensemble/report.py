@@ -260,9 +260,30 @@ def selected_here(members: pd.DataFrame) -> list[str]:
     return members.member[flags.eq(True)].tolist()
 
 
+def baseline_comparison(summary: pd.DataFrame) -> str | None:
+    """"Is the transformer worth it here?": the soft vote against the best spectrum baseline, or None
+    when no baseline was fitted."""
+    baselines = summary[summary.kind == "baseline"].set_index("system").balanced_accuracy
+    if baselines.empty:
+        return None
+    soft = summary.set_index("system").loc[SOFT, "balanced_accuracy"]
+    best = baselines.idxmax()
+    return (f"Soft vote against the best spectrum baseline ({best}, fitted on the members' training clips): "
+            f"balanced accuracy {soft:.3f} vs {baselines[best]:.3f} ({soft - baselines[best]:+.3f})")
+
+
+def baseline_warnings(summary: pd.DataFrame) -> list[str]:
+    baselines = summary[summary.kind == "baseline"].set_index("system").balanced_accuracy
+    soft = summary.set_index("system").loc[SOFT, "balanced_accuracy"]
+    if baselines.empty or baselines.max() < soft:
+        return []
+    return [f"the spectrum baseline {baselines.idxmax()} ({baselines.max():.3f}) scores at least the soft vote "
+            f"({soft:.3f}): here the transformers add nothing over a time-averaged spectrum"]
+
+
 def result_warnings(evaluation: EnsembleEvaluation) -> list[str]:
     metrics, labels = evaluation.metrics, evaluation.metrics["labels"]
-    found = [*vote_warnings(evaluation.summary, 1 / len(labels)),
+    found = [*vote_warnings(evaluation.summary, 1 / len(labels)), *baseline_warnings(evaluation.summary),
              *unpredicted_classes(metrics["clip_level"]["confusion_matrix"], labels),
              *small_set_warnings(evaluation.predictions, labels)]
     chosen = selected_here(evaluation.members)
@@ -324,6 +345,11 @@ def method_line(metrics: dict) -> str:
             f"</p>")
 
 
+def comparison_html(summary: pd.DataFrame) -> str:
+    line = baseline_comparison(summary)
+    return f"<p><b>{html.escape(line)}</b></p>" if line else ""
+
+
 def figure_html(figures: dict[str, tuple[Path, str]]) -> str:
     return "".join(
         f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
@@ -342,6 +368,7 @@ def html_report(evaluation: EnsembleEvaluation, metrics: dict, figures: dict[str
 {headline(metrics, evaluation.summary, evaluation.members)}
 {method_line(metrics)}
 <p><b>{html.escape(metrics['coverage_headline'])}</b> (<code>coverage.csv</code>, figure below).</p>
+{comparison_html(evaluation.summary)}
 <h2>Warnings</h2>{html_list(metrics['warnings'] + metrics['result_warnings'], "warn")}
 <h2>Notes</h2>{html_list(metrics['notes'])}
 <h2>Key metrics, clips</h2>{html_table(key_table(evaluation.summary, "clips"))}
@@ -381,6 +408,9 @@ def write_outputs(evaluation: EnsembleEvaluation) -> Path:
     atomic_write_text(out / "report.html", html_report(evaluation, metrics, draw_figures(evaluation)))
     print(console_table(evaluation.summary))
     print(evaluation.metrics["coverage_headline"])
+    comparison = baseline_comparison(evaluation.summary)
+    if comparison:
+        print(comparison)
     for line in warnings:
         print(f"warning: {line}")
     print(f"report: {out / 'report.html'}")
