@@ -127,3 +127,17 @@ def test_wingbeats_folds_train_on_one_session_and_score_the_other(wingbeats):
         for sample, side in zip(samples, sides):
             per_class[sample.label][side].add(sample.group)
         assert all(len(s["train"]) == 1 and len(s["validation"]) == 1 for s in per_class.values())
+
+
+def test_every_unseen_session_candidate_is_a_valid_train_recipe(tmp_path):
+    """benchmarks/unseen_candidates.yaml goes to the team's unseen sessions in one long run: a typo there
+    would fail it after the recipe's members, so each candidate is built here as `quality.py` builds it."""
+    import yaml
+    from pathlib import Path
+
+    candidates = yaml.safe_load((Path(__file__).parents[1] / "benchmarks" / "unseen_candidates.yaml").read_text())
+    assert len(candidates) >= 10
+    for name, values in candidates.items():
+        params = TrainParams(**{"train_dir": str(tmp_path), "preset": "auto", "select": "last", **values})
+        for key, value in values.items():
+            assert getattr(params, key) == value, (name, key)

@@ -279,3 +279,26 @@ def test_an_interrupted_averaging_run_resumes_the_same_average(tiny_params, tmp_
 def test_averaging_options_are_checked(tiny_params, overrides, message):
     with pytest.raises(ConfigError, match=message):
         tiny_params(**overrides)
+
+
+def time_rows(model) -> torch.Tensor:
+    """The patch position embeddings as (frequency rows, time steps, hidden)."""
+    from mosquito_ast.models.encoder import patch_grid
+
+    frequency, time = patch_grid(model.encoder.config)
+    return model.encoder.embeddings.position_embeddings[0, 2:].reshape(frequency, time, -1)
+
+
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
+def test_frequency_positions_stay_equal_over_time_and_load_as_any_member(tiny_params, tmp_path, precision):
+    """--positions frequency: each frequency row's embedding is the same at every time step after training
+    (exactly: AdamW and clipping act elementwise on equal values and equal gradients), differs between
+    rows, and the member is an ordinary AST member."""
+    tied = load_member(train(tiny_params(positions="frequency", postfix="tied", precision=precision)))
+    free = load_member(train(tiny_params(postfix="free", precision=precision)))
+    rows = time_rows(tied[0])
+    assert torch.equal(rows, rows[:, :1].expand_as(rows))
+    assert not torch.allclose(rows[0, 0], rows[1, 0])
+    assert tied[1]["training"]["positions"] == "frequency"
+    free_rows = time_rows(free[0])
+    assert not torch.allclose(free_rows, free_rows[:, :1].expand_as(free_rows))

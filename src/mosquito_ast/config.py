@@ -22,6 +22,7 @@ __all__ = ["AUGMENTATIONS", "CheckSplitParams", "ConfigError", "DataParams", "De
 
 AUGMENTATIONS = ("roll", "gain", "frequency", "mask", "mixup", "noise")
 ENCODER_SIZES = ("tiny", "small", "base")
+POSITIONS = ("time-frequency", "frequency")  # models.encoder.tie_positions_over_time makes the second
 METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "loss")
 SELECTIONS = ("best", "last")
 SPLIT_MODES = ("independent", "random", "kfold")  # splits.MODES, not imported: it would load numpy for --help
@@ -45,6 +46,7 @@ class TrainParams(LoopParams, DataParams):
     learning_rate: float | None = restate(LoopParams, "learning_rate", None, "Peak learning rate (default by start: 1e-3 from scratch or a pretrain output, 5e-5 from an AudioSet AST).")
     warmup_ratio: float = restate(LoopParams, "warmup_ratio", help="Share of steps used for linear warm-up (cosine, linear, constant_with_warmup).")
     norm_stats: str | None = option(None, "Feature normalization: audioset (AST's mean/std), dataset (training-set mean/std) or checkpoint (the mean/std the --ssl-checkpoint's encoder learned on: stored by pretrain and members, AudioSet's for other checkpoints) (default by start: dataset from scratch, checkpoint from a checkpoint of ours, audioset from an AudioSet AST).", (*NORM_STATS, "checkpoint"), group=DATA)
+    positions: str = option("time-frequency", "Patch position embeddings: time-frequency (AST's, one per patch) or frequency (one per frequency row, the same at every time step: the encoder sees where in the spectrum a patch lies, not when in the clip). frequency is a candidate for recording sessions never heard (benchmarks/unseen_candidates.yaml), not a default.", POSITIONS, group=MODEL)
     freeze: str = option("none", "What trains: none (everything), head (the new head only), last-n (last N encoder layers + head).", ("none", "head", "last-n"), group=MODEL)
     train_last_n_layers: int = option(0, "N for --freeze last-n.", group=MODEL)
     label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.", group=LOOP)

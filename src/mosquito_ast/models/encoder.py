@@ -44,6 +44,26 @@ def build_encoder(config: ASTConfig) -> ASTModel:
     return encoder
 
 
+def tie_positions_over_time(encoder: ASTModel) -> None:
+    """Make the patch position embeddings depend on the frequency row only, for the rest of training.
+
+    Each row's embedding becomes its mean over time, and a gradient hook averages every gradient over
+    time too: elementwise optimizers (AdamW, SGD, clipping, weight averaging) then keep the rows equal
+    exactly, so the weights stay an ordinary AST that loads and exports as any other. The encoder can
+    tell where in the spectrum a patch lies but not when in the clip (a tone's timing is a recording
+    artefact that may not carry over to other sessions)."""
+    frequency, time = patch_grid(encoder.config)
+
+    def tied(position: torch.Tensor) -> torch.Tensor:
+        grid = position[:, 2:].reshape(position.shape[0], frequency, time, -1).mean(dim=2, keepdim=True)
+        return torch.cat([position[:, :2], grid.expand(-1, -1, time, -1).flatten(1, 2)], dim=1)
+
+    position = encoder.embeddings.position_embeddings
+    with torch.no_grad():
+        position.copy_(tied(position))
+    position.register_hook(tied)
+
+
 def patch_grid(config: ASTConfig) -> tuple[int, int]:
     """(frequency patches, time patches) of a config."""
     frequency = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1

@@ -23,7 +23,7 @@ from ..ensemble.metrics import classification_metrics
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
 from ..models.classifier import ASTClassifier, apply_freezing
-from ..models.encoder import build_encoder, encoder_config
+from ..models.encoder import build_encoder, encoder_config, tie_positions_over_time
 from .datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
 from .loop import EpochModule, WeightAverage, claimed_run, drop_checkpoint, fit_run
 from .optim import optimizer_steps
@@ -231,6 +231,8 @@ def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Pa
         encoder = encoder_from_checkpoint(params.ssl_checkpoint, settings, params.dropout)
     else:
         encoder = build_encoder(encoder_config(params.encoder_size, settings, params.dropout))
+    if params.positions == "frequency":
+        tie_positions_over_time(encoder)
     model = ASTClassifier(encoder, labels)
     try:
         apply_freezing(model, params.freeze, params.train_last_n_layers)
