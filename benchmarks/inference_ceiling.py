@@ -14,6 +14,11 @@ present, else generated ones:
 - old way: how the old notebooks predicted: fp32, the clip padded to 1024 frames, one clip at a time
   from wav (decode, fbank, forward), on --old-clips clips per round.
 
+With --int8, also `evaluate --precision int8` (each member as an onnxruntime graph with int8 weights,
+`mosquito_ast.int8`; the graphs are built before the rounds, their build time printed), against the same
+bf16 ceiling, and its agreement with the bf16 path on the clips (same label, largest probability
+difference). Agreement means something only for trained members: pass them with --models DIR.
+
 All cases run interleaved in one process, round by round; the table takes each case's fastest round
 (the least disturbed on a shared machine). Then the cold start: `mosquito-ast predict` on one wav in a
 fresh process, seconds to its first output line and to its exit (fastest of --cold-runs). Training
@@ -21,6 +26,7 @@ against its ceiling is `precision.py`'s.
 
     python benchmarks/inference_ceiling.py                        # base, 32 clips, 8 files: about a minute on 2 cores
     python benchmarks/inference_ceiling.py --preset small --clips 128 --files 32 --rounds 5
+    python benchmarks/inference_ceiling.py --int8 --models runs/best --clips 206 --cold-runs 0
 """
 
 from __future__ import annotations
@@ -34,16 +40,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from _common import Tally, ast_classifier, inference_step, interleave, machine_report, print_table, timed_steps
 from mosquito_ast.audio import load_clip
 from mosquito_ast.checkpoints import CONFIG_NAME, OLD_NOTEBOOK_MAX_LENGTH, WEIGHTS_NAME
 from mosquito_ast.checkpoints.classifier import save_member
-from mosquito_ast.config import DataParams, PredictParams
+from mosquito_ast.config import EvaluateParams, PredictParams
 from mosquito_ast.ensemble.members import Member, load_members, predict_probabilities
 from mosquito_ast.features import FeatureSettings, compute_features, fbank, make_extractor, normalize
 from mosquito_ast.hardware import inference_dtype, resolve_precision, use_physical_cores
+from mosquito_ast.int8 import attach
+from mosquito_ast.models.classifier import ASTClassifier
 from mosquito_ast.models.encoder import PRESETS
 from mosquito_ast.predict import predict_files
 from mosquito_ast.synth import DEFAULT_SPECIES, generate_dataset
@@ -63,6 +72,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold-runs", type=int, default=2, help="fresh `mosquito-ast predict` processes (0: skip)")
     parser.add_argument("--data", type=Path, default=WINGBEATS, help="folder-per-class wav tree (default: wingbeats)")
+    parser.add_argument("--int8", action="store_true", help="also evaluate with --precision int8")
+    parser.add_argument("--models", type=Path, default=None,
+                        help="trained members to use instead of --members random ones of --preset")
     return parser.parse_args()
 
 
@@ -95,8 +107,8 @@ def save_members(folder: Path, preset: str, labels: list[str], count: int) -> Pa
     return folder
 
 
-def tool_evaluate(members: list[Member], paths: list[str], batch_size: int):
-    params = DataParams(no_cache=True, precision="auto")
+def tool_evaluate(members: list[Member], paths: list[str], batch_size: int, precision: str = "auto"):
+    params = EvaluateParams(models="members", data="clips", no_cache=True, precision=precision)
 
     def run() -> tuple[int, float, int]:
         started = time.perf_counter()
@@ -160,12 +172,21 @@ def cold_start(models: Path, wav: str, output: Path, runs: int) -> tuple[float, 
 def table(tallies: dict[str, Tally]) -> list[dict]:
     old = tallies["old way"].best_rate
     rows = []
-    for workload in ("evaluate", "predict"):
-        tool, ceiling = tallies[f"{workload}: this tool"].best_rate, tallies[f"{workload}: ceiling"].best_rate
+    for workload in ("evaluate", "evaluate int8", "predict"):
+        if f"{workload}: this tool" not in tallies:
+            continue
+        ceiling = tallies[f"{workload.split()[0]}: ceiling"].best_rate
+        tool = tallies[f"{workload}: this tool"].best_rate
         rows.append({"workload": workload, "this tool clips/s": tool, "ceiling clips/s": ceiling,
                      "tool/ceiling": f"{tool / ceiling:.0%}", "old way clips/s": old,
                      "vs old way": f"{tool / old:.1f}x"})
     return rows
+
+
+def agreement(bf16: np.ndarray, int8: np.ndarray) -> str:
+    """Same label and largest probability difference, over members and clips."""
+    same = (bf16.argmax(axis=-1) == int8.argmax(axis=-1)).mean()
+    return f"same label {same:.1%}, largest probability difference {np.abs(bf16 - int8).max():.3f}"
 
 
 def main() -> None:
@@ -177,11 +198,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="inference-ceiling-") as scratch:
         root = Path(scratch)
         paths, labels, source = wav_files(args.data, root, max(args.clips, args.files))
-        models = save_members(root / "models", args.preset, labels, args.members)
+        models = args.models or save_members(root / "models", args.preset, labels, args.members)
         members = load_members(models)
-        settings = members[0].features
+        labels, settings = members[0].labels, members[0].features
         ready = torch.from_numpy(normalize(compute_features(paths, settings, progress=False).features, settings))
-        bare = ast_classifier(args.preset, FRAMES, labels).to(dtype).eval()
+        bare = ASTClassifier.from_config(members[0].model.encoder.config, labels).to(dtype).eval()
         batch = ready[:args.batch_size]
         cases = {
             "evaluate: this tool": tool_evaluate(members, paths[:args.clips], args.batch_size),
@@ -192,7 +213,21 @@ def main() -> None:
         }
         cases["evaluate: this tool"]()  # warm-up: casts the members to the inference dtype, selects kernels
         cases["predict: this tool"]()
-        print(f"{args.members} {args.preset} member(s), {len(labels)} classes; clips: {source}; precision auto -> "
+        if args.int8:
+            quantized = load_members(models)  # fp32 weights to trace; the others are bf16 now
+            attach(quantized, None)  # graphs built once per member (kept on it), not cached on disk
+            cases["evaluate int8: this tool"] = tool_evaluate(quantized, paths[:args.clips], args.batch_size, "int8")
+            started = time.perf_counter()
+            cases["evaluate int8: this tool"]()  # builds each member's graph once
+            print(f"int8 graphs built in {time.perf_counter() - started:.1f} s for {len(quantized)} member(s)")
+            if args.models:  # agreement means something for trained members only
+                scored = {p: predict_probabilities(m, paths[:args.clips], EvaluateParams(
+                    models="members", data="clips", no_cache=True, precision=p), args.batch_size, progress=False).probabilities
+                    for p, m in (("auto", members), ("int8", quantized))}
+                print(f"int8 vs {precision} on {args.clips} clips x {len(members)} member(s): "
+                      f"{agreement(scored['auto'], scored['int8'])}")
+        kind = f"{len(members)} member(s) from {args.models}" if args.models else f"{args.members} {args.preset} member(s)"
+        print(f"{kind}, {len(labels)} classes; clips: {source}; precision auto -> "
               f"{precision} ({dtype} weights); evaluate {args.clips} clips, batch {args.batch_size}; predict "
               f"{args.files} files; old way {args.old_clips} clips per round at {OLD_NOTEBOOK_MAX_LENGTH} frames")
         tallies = interleave(cases, args.rounds)
@@ -201,7 +236,7 @@ def main() -> None:
                                      "old way clips/s", "vs old way"])
         if args.cold_runs:
             first, whole = cold_start(models, paths[0], root / "cold.csv", args.cold_runs)
-            print(f"\ncold start, `mosquito-ast predict` on one wav ({args.members} {args.preset} member(s), fastest "
+            print(f"\ncold start, `mosquito-ast predict` on one wav ({kind}, fastest "
                   f"of {args.cold_runs}): first output line {first:.2f} s, exit {whole:.2f} s")
 
 

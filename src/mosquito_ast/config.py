@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .param_groups import (DataParams, LoopParams, NORM_STATS, OPTIMIZERS, PRECISIONS, SCHEDULERS, ReadParams,
-                           precision_option, progress_option)
+                           inference_precision_option, precision_option, progress_option)
 from .params import DATA, LOOP, MODEL, OUTPUT, SYSTEM, ConfigError, Params, base_type, coerce, option, restate
 from .training.recipes import PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, start_defaults, start_of
 
@@ -154,6 +154,7 @@ class EvaluateParams(ReadParams):
     bootstrap: int = option(1000, "Bootstrap resamples for 95% intervals of accuracy and balanced accuracy (0 = off).", group=OUTPUT)
     seed: int = option(0, "Seed of the bootstrap resampling.", group=OUTPUT)
     ece_bins: int = option(15, "Equal-width confidence bins of the expected calibration error.", group=OUTPUT)
+    precision: str = inference_precision_option()
     baseline: bool = option(True, "Also fit the spectrum baselines (Welch log spectrum or the members' time-averaged log-mel fbank, + logistic regression / random forest) on the members' training clips and score them beside the members.", group=OUTPUT)
     progress: bool = progress_option()
 
@@ -179,7 +180,7 @@ class PredictParams(Params):
     labels: list[str] | None = option(None, "Class names in the old id order; needed for old-notebook members.", group=MODEL)
     weights: str | None = option(None, "Member weights, as for `evaluate`.", group=MODEL)
     batch_size: int = option(32, "Windows per inference batch.", group=SYSTEM)
-    precision: str = precision_option()
+    precision: str = inference_precision_option()
     progress: bool = progress_option()
 
     def validate(self) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from .params import DATA, LOOP, MODEL, OUTPUT, SYSTEM, ConfigError, Params, option
 
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
+INFERENCE_PRECISIONS = (*PRECISIONS, "int8")
 OPTIMIZERS = ("adamw", "rmsprop", "sgd")
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup", "constant")
 NORM_STATS = ("audioset", "dataset")
@@ -18,6 +19,10 @@ NORM_STATS = ("audioset", "dataset")
 
 def precision_option() -> Any:
     return option("auto", "auto (bf16-mixed on GPUs and CPUs with AMX/AVX512-BF16, else 32), 32, bf16-mixed, 16-mixed.", PRECISIONS, group=SYSTEM)
+
+
+def inference_precision_option() -> Any:
+    return option("auto", "auto (bf16 weights on GPUs and CPUs with AMX/AVX512-BF16, else 32), 32, bf16-mixed, 16-mixed, or int8 (CPU: each member as an onnxruntime graph with int8 weights, built once with a check against fp32 and cached; see README, Precision and speed).", INFERENCE_PRECISIONS, group=SYSTEM)
 
 
 def progress_option(help: str = "Show progress bars.") -> Any:

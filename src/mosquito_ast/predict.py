@@ -59,6 +59,10 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
     labels = ensemble_labels(members)
     weights = parse_weights(params.weights, [m.name for m in members])
     precision = resolve_precision(params.precision)
+    if precision == "int8":
+        from .int8 import attach, graph_folder
+
+        attach(list(members), graph_folder(None, False))
     settings_of = {m.features.extraction_key(): m.features for m in members}
     window_rows, file_rows = [], []
     for path in tqdm(files, desc="predict", disable=not params.progress):

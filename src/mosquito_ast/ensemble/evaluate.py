@@ -234,6 +234,10 @@ def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None) ->
     if unknown:
         raise DatasetError(f"{params.data}: classes no member knows: {', '.join(unknown)} "
                            f"(members know {', '.join(labels)})")
+    if precision == "int8":
+        from ..int8 import attach, graph_folder
+
+        attach(members, graph_folder(params.cache_dir, params.no_cache))
     predicted = predict_probabilities(members, [s.path for s in samples], params, params.batch_size, params.progress)
     check_bad_files(params.data, predicted.bad, len(samples), params.max_bad_fraction)
     readable = set(predicted.paths)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ class Member:
     model: ASTClassifier
     config: dict
     features: FeatureSettings
+    runtime: Any = None  # its int8 graph under --precision int8: (fbank, batch size) -> probabilities
 
     @property
     def labels(self) -> list[str]:
@@ -140,7 +141,8 @@ def score_features(members: Sequence[Member], features: dict[str, np.ndarray], p
     Each member normalizes per batch with its own statistics and runs under `torch.inference_mode`
     with the weights of the (already resolved) `precision` (`inference_model`: bf16 for bf16-mixed,
     cast in place); the softmax is taken in float32 after the head and columns follow
-    `ensemble_labels(members)`.
+    `ensemble_labels(members)`. `int8` runs each member's int8 onnxruntime graph on the CPU instead
+    (`member.runtime`, attached by `mosquito_ast.int8.attach`).
     """
     from tqdm.auto import tqdm
 
@@ -153,8 +155,15 @@ def score_features(members: Sequence[Member], features: dict[str, np.ndarray], p
     with torch.inference_mode():
         for index, member in enumerate(members):
             table = features[member.features.extraction_key()]
-            model = inference_model(member, dtype, device)
             order = [member.labels.index(name) for name in labels]
+            if precision == "int8":
+                if member.runtime is None:
+                    raise ValueError(f"member {member.name}: int8 runs its onnxruntime graph; attach the graphs "
+                                     f"first (mosquito_ast.int8.attach)")
+                result[index] = member.runtime(table, batch_size)[:, order]
+                bar.update(-(-count // batch_size))
+                continue
+            model = inference_model(member, dtype, device)
             for start in range(0, count, batch_size):
                 batch = torch.from_numpy(normalize(table[start:start + batch_size], member.features))
                 logits = model(batch.to(device=device, dtype=dtype))
@@ -162,6 +171,7 @@ def score_features(members: Sequence[Member], features: dict[str, np.ndarray], p
                 bar.update()
     bar.close()
     return result
+
 
 
 def predict_probabilities(members: Sequence[Member], paths: Sequence[str | Path], params: ReadParams,
