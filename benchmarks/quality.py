@@ -17,7 +17,9 @@ what a user does who distils on the unlabelled recordings of the site the device
 
 `--unseen DIR`: labelled sessions outside `--data` (e.g. a new site's), scored once more: every fold's
 members together (the ensemble a cross-fit `sweep` deploys: together they trained on all of `--data`),
-their votes, and the spectrum baselines fitted on all of `--data`. This is the measurement that matters
+their votes, and the spectrum baselines fitted on all of `--data`; then each fold's members alone (rows
+"unseen sessions, foldK only": what one train/validation split deploys), so the table also says what
+training on every labelled session buys. This is the measurement that matters
 (DESIGN, "Measuring quality honestly"): nothing was chosen on those sessions.
 
     python benchmarks/quality.py                      # wingbeats, default recipe, 3 members per fold
@@ -271,15 +273,21 @@ def check_unseen(args: argparse.Namespace, samples: list, labels: list[str]) -> 
 
 
 def unseen_rows(args: argparse.Namespace, output: Path, member_folders: list[Path], labels: list[str]) -> list[dict]:
-    """All folds' members as one ensemble on `--unseen`; `evaluate` fits the baselines on the union of the
-    members' training clips, which is all of `--data`."""
-    evaluation = evaluate(EvaluateParams(models=[str(f) for f in member_folders], data=args.unseen,
-                                         output=str(output / "unseen"), precision=args.precision,
-                                         cache_dir=cache_dir(args), bootstrap=0, progress=False,
-                                         group_by=args.group_by, seed=args.seed))
-    write_report(evaluation)
-    y_true = evaluation.predictions["true_label"].map(labels.index).to_numpy()
-    return fold_rows("unseen sessions", y_true, system_labels(evaluation, labels), len(labels))
+    """All folds' members as one ensemble on `--unseen` (the cross-fit ensemble: between them they trained on
+    every session of `--data`; `evaluate` fits the baselines on the union of their training clips, all of
+    `--data`), then each fold's members alone, as a single train/validation split would deploy them."""
+    rows = []
+    for name, folders in [("unseen sessions", member_folders),
+                          *((f"unseen sessions, {f.parent.name} only", [f]) for f in member_folders)]:
+        evaluation = evaluate(EvaluateParams(models=[str(f) for f in folders], data=args.unseen,
+                                             output=str(output / name.replace(", ", "-").replace(" ", "-")),
+                                             precision=args.precision, cache_dir=cache_dir(args), bootstrap=0,
+                                             progress=False, group_by=args.group_by, seed=args.seed))
+        write_report(evaluation)
+        y_true = evaluation.predictions["true_label"].map(labels.index).to_numpy()
+        found = fold_rows(name, y_true, system_labels(evaluation, labels), len(labels))
+        rows += found if folders == member_folders else [r for r in found if r["system"] in ("mean member", "soft vote")]
+    return rows
 
 
 def markdown(table: pd.DataFrame) -> str:
