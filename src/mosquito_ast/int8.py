@@ -62,8 +62,8 @@ def build_graph(member: Member, target: Path, check: np.ndarray) -> str:
             agreement = compare(run_onnx(onnx_session(written, torch.get_num_threads()), check),
                                 score_features([member], {member.features.extraction_key(): check}, "32",
                                                device="cpu")[0])
-    return (f"int8 graph of member {member.name} built, against its fp32 scores on {len(check)} clips: "
-            f"{agreement.line()}")
+    clips = f"{len(check)} clip{'s' if len(check) != 1 else ''}"
+    return f"int8 graph of member {member.name} built, against its fp32 scores on {clips}: {agreement.line()}"
 
 
 class MemberGraph:

@@ -173,7 +173,6 @@ def score_features(members: Sequence[Member], features: dict[str, np.ndarray], p
     return result
 
 
-
 def predict_probabilities(members: Sequence[Member], paths: Sequence[str | Path], params: ReadParams,
                           batch_size: int = 32, progress: bool = True,
                           device: str | torch.device | None = None) -> Probabilities:
