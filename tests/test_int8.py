@@ -39,6 +39,12 @@ def test_evaluate_int8_builds_each_graph_once_and_agrees_with_fp32(tiny_member, 
     assert graphs[0].stat().st_mtime_ns == built
     columns = [c for c in fp32.columns if c.startswith("a:p:")]
     np.testing.assert_array_equal(first[columns].to_numpy(), again[columns].to_numpy())
+
+    graphs[0].write_bytes(b"not a graph")  # a damaged cache entry is built again and replaced
+    repaired = evaluation(models, synth_split[1], tmp_path / "repaired", cache, "int8").predictions
+    printed = capsys.readouterr().out
+    assert "cannot be loaded" in printed and "built" in printed
+    np.testing.assert_array_equal(repaired[columns].to_numpy(), first[columns].to_numpy())
     np.testing.assert_allclose(first[columns].to_numpy(), fp32[columns].to_numpy(), atol=0.03)
     assert (first["a:label"] == fp32["a:label"]).mean() >= 0.9
 

@@ -78,11 +78,24 @@ class MemberGraph:
         if self.session is None:
             with tempfile.TemporaryDirectory(prefix="mosquito-ast-int8-") as scratch:
                 target = (self.graphs or Path(scratch)) / f"{graph_key(self.member)}.onnx"
-                if not target.is_file():
+                self.session = self.kept_session(target)
+                if self.session is None:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     print(build_graph(self.member, target, features[:CHECK_CLIPS]))
-                self.session = onnx_session(target, torch.get_num_threads())
+                    self.session = onnx_session(target, torch.get_num_threads())
         return run_onnx(self.session, features, batch_size)
+
+    def kept_session(self, target: Path):
+        """A session of the graph kept at `target`; None when there is none, or when it cannot be loaded
+        (a damaged cache entry is built again and replaced, as damaged features are)."""
+        if not target.is_file():
+            return None
+        try:
+            return onnx_session(target, torch.get_num_threads())
+        except Exception as error:  # onnxruntime raises its own exception types for invalid graphs
+            print(f"note: int8 graph of member {self.member.name} at {target} cannot be loaded "
+                  f"({str(error).strip().splitlines()[0][:120]}); building it again")
+            return None
 
 
 def attach(members: list[Member], graphs: Path | None) -> None:
