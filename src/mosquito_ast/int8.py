@@ -100,6 +100,8 @@ class MemberGraph:
 
 def attach(members: list[Member], graphs: Path | None) -> None:
     """Give every member its int8 graph (kept in `graphs`, see `graph_folder`), for `score_features`."""
+    if torch.cuda.is_available():
+        print("warning: --precision int8 runs on the CPU (onnxruntime); on this GPU, auto (bf16) is faster")
     for member in members:
         if member.runtime is None:
             member.runtime = MemberGraph(member, graphs)
