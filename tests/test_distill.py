@@ -197,3 +197,29 @@ def test_a_killed_distillation_resumes_at_the_next_epoch(teachers, synth_split, 
     assert seen.epochs == [3]  # epochs 1 and 2 are not trained again
     history = json.loads((student / "config.json").read_text())["history"]
     assert [row["epoch"] for row in history] == [1, 2, 3]
+
+
+def test_consistent_teaching_scores_each_batch_as_the_student_sees_it(teachers, synth_split, feature_cache_dir,
+                                                                       tmp_path):
+    """On clips left as they are, the teachers' vote on the student's (differently normalized) batch is the
+    fixed target of `fixed` teaching; a distillation with it runs and records its teaching."""
+    from mosquito_ast.ensemble.aggregate import soft_vote
+    from mosquito_ast.ensemble.members import score_features
+    from mosquito_ast.features import compute_features, normalize
+    from mosquito_ast.training.distill import TeacherVote
+
+    members = load_members(teachers)
+    paths = sorted(str(p) for p in synth_split[0].rglob("*.wav"))[:8]
+    raw = compute_features(paths, members[0].features, progress=False).features
+    weights = np.array([0.25, 0.75])
+    student = members[0].features.with_stats(-2.0, 3.0)  # not the teachers' normalization
+    vote = TeacherVote(members, weights, student, temperature=2.0)(torch.from_numpy(normalize(raw, student)))
+    expected = tempered(soft_vote(score_features(members, {members[0].features.extraction_key(): raw}, "32"),
+                                  weights), 2.0)
+    np.testing.assert_allclose(vote.numpy(), expected, atol=1e-5)
+
+    output = tmp_path / "student"
+    distill(distill_params(teachers, synth_split[0], output, feature_cache_dir, teaching="consistent",
+                           augment=["mask", "mixup"]))
+    config = json.loads((output / "config.json").read_text())
+    assert config["training"]["teaching"] == "consistent"

@@ -318,6 +318,7 @@ class DistillParams(LoopParams, ReadParams):
     preset: str = option("tiny", "Student encoder size, from scratch: tiny, small, base.", ENCODER_SIZES, group=MODEL)
     temperature: float = option(2.0, "Softmax temperature T of teachers and student in the KL term.", group=LOOP)
     alpha: float = option(0.5, "Weight of the KL term (times T^2); 1 - alpha weighs the cross-entropy with the true labels. Unlabelled data: KL alone.", group=LOOP)
+    teaching: str = option("fixed", "Where the soft targets come from: fixed (the teachers' vote on each clip as it is, computed once) or consistent (the teachers score every augmented batch the student sees, mixed clips included: function matching, Beyer et al. 2022; one teacher pass per batch).", ("fixed", "consistent"), group=LOOP)
     labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook teachers (weights only).", group=MODEL)
     weights: str | None = option(None, "Teacher weights in the soft vote, as for `evaluate` (comma list in member order or a member,weight CSV). Default: equal.", group=MODEL)
     # the student starts from scratch: the scratch recipe's values (training/recipes.py)

@@ -7,7 +7,9 @@ softmax(log p / T) of the (weighted) soft vote p, the vote `evaluate` scores. Fo
 exactly its tempered softmax: log softmax(z) = z - logsumexp(z) differs from the logits z by a constant
 per clip, which the softmax removes, so softmax(log p / T) = softmax(z / T). For several teachers it
 tempers their average, not the average of their tempered outputs; the two differ only through the
-members' own averaging. With mixup the targets are blended with their clips.
+members' own averaging. With mixup the targets are blended with their clips. With `--teaching consistent`
+the teachers instead score every augmented batch the student sees (`TeacherVote`), so the targets match
+the clips as augmented, mixed ones included.
 
 Loss per batch: alpha * T^2 * KL(targets || softmax(student logits / T)) (mean over clips) +
 (1 - alpha) * the cross-entropy of the student (at T = 1) with the true labels, averaged over the clips
@@ -93,17 +95,44 @@ def packed_targets(teacher: np.ndarray, targets: torch.Tensor | None, num_classe
     return torch.cat([torch.from_numpy(teacher.astype(np.float32)), hard, labelled.float().unsqueeze(1)], dim=1)
 
 
+class TeacherVote:
+    """The teachers' soft vote at temperature T on a batch as the student sees it (normalized with the
+    student's statistics, augmented): each teacher gets the batch in its own normalization. A plain
+    object, not a submodule, so the teachers neither train nor enter the student's checkpoints."""
+
+    def __init__(self, members: Sequence[Member], weights: np.ndarray, student: FeatureSettings,
+                 temperature: float) -> None:
+        labels = ensemble_labels(members)
+        self.members, self.weights, self.student, self.temperature = list(members), weights, student, temperature
+        self.orders = [[m.labels.index(name) for name in labels] for m in members]
+
+    @torch.no_grad()
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        raw = features.float() * (2 * self.student.norm_std) + self.student.norm_mean
+        vote = torch.zeros(len(features), len(self.orders[0]), device=features.device)
+        with torch.autocast(features.device.type, enabled=False):
+            for member, order, weight in zip(self.members, self.orders, self.weights):
+                model = member.model.to(features.device).eval()
+                dtype = next(model.parameters()).dtype
+                batch = ((raw - member.features.norm_mean) / (2 * member.features.norm_std)).to(dtype)
+                vote += float(weight) * model(batch).float().softmax(dim=-1)[:, order]
+        return torch.softmax(torch.log(vote.clamp_min(SMALLEST_PROBABILITY)) / self.temperature, dim=-1)
+
+
 class DistillModule(ClassifierModule):
     """`train`'s module (optimizer, schedule, validation metrics, history) with the distillation loss."""
 
     def __init__(self, model: ASTClassifier, params: DistillParams, total_steps: int, features: FeatureSettings,
-                 alpha: float, class_weights: torch.Tensor | None = None) -> None:
+                 alpha: float, class_weights: torch.Tensor | None = None, teachers: TeacherVote | None = None) -> None:
         super().__init__(model, params, total_steps, features, class_weights)
         self.alpha = alpha
+        self.teachers = teachers
 
     def batch_loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         features, targets = augment_features(features, targets, self.params, self.features)
         k = len(self.model.labels)
+        if self.teachers is not None:
+            targets = torch.cat([self.teachers(features), targets[:, k:]], dim=1)
         loss = distillation_loss(self.model(features), targets[:, :k], targets[:, k:2 * k], targets[:, 2 * k],
                                  self.params.temperature, self.alpha, self.class_weights)
         self.log_dict({"train_kl": loss.kl, "train_ce": loss.cross_entropy}, on_step=True, on_epoch=False,
@@ -239,7 +268,8 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
         torch.from_numpy(normalize(train_set.features, settings)), packed_targets(teacher, train_targets, len(labels)),
         torch.from_numpy(normalize(val_set.features, settings)), val_set.targets(labels),
         params.batch_size_for, params.seed)
-    module = DistillModule(model, params, total_steps, settings, alpha, class_weights)
+    teachers = TeacherVote(members, weights, settings, params.temperature) if params.teaching == "consistent" else None
+    module = DistillModule(model, params, total_steps, settings, alpha, class_weights, teachers)
     fit_run(module, datamodule, params, precision, run_dir, f"distillation into {member_dir}", list(callbacks),
             last_checkpoint, validate=bool(val_set.samples))
     teacher_names = [m.name for m in members]
