@@ -20,7 +20,7 @@ import torch
 
 from .checkpoints import WEIGHTS_NAME
 from .ensemble.members import Member, score_features
-from .features import FeatureCache
+from .features import FeatureCache, file_digest
 from .io import atomic_path
 from .onnx_graphs import EnsembleGraph, compare, export_graph, onnx_session, quantize, run_onnx
 
@@ -33,13 +33,9 @@ def graph_key(member: Member) -> str:
     """What the graph depends on: the weights file's bytes, the features, the labels, and the code."""
     import onnxruntime
 
-    digest = hashlib.blake2b(digest_size=20)
-    with open(member.folder / WEIGHTS_NAME, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    digest.update(json.dumps([member.features.to_dict(), member.labels, GRAPH_REVISION, onnxruntime.__version__,
-                              WEIGHT_TYPE], sort_keys=True).encode())
-    return digest.hexdigest()
+    described = json.dumps([file_digest(member.folder / WEIGHTS_NAME), member.features.to_dict(), member.labels,
+                            GRAPH_REVISION, onnxruntime.__version__, WEIGHT_TYPE], sort_keys=True)
+    return hashlib.blake2b(described.encode(), digest_size=20).hexdigest()
 
 
 def graph_folder(cache_dir: str | Path | None, no_cache: bool) -> Path | None:
