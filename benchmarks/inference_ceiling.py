@@ -58,7 +58,6 @@ from mosquito_ast.predict import predict_files
 from mosquito_ast.synth import DEFAULT_SPECIES, generate_dataset
 
 WINGBEATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"
-FRAMES = FeatureSettings().max_length
 
 
 def arguments() -> argparse.Namespace:
