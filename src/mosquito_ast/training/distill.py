@@ -42,6 +42,7 @@ from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_sta
 from ..hardware import resolve_precision, use_physical_cores
 from ..models.classifier import ASTClassifier
 from ..models.encoder import build_encoder, encoder_config
+from ..onnx_graphs import EnsembleGraph
 from .datasets import ClipDataModule, ClipSet, load_clip_set
 from .loop import claimed_run, drop_checkpoint, fit_run
 from .optim import optimizer_steps
@@ -97,25 +98,19 @@ def packed_targets(teacher: np.ndarray, targets: torch.Tensor | None, num_classe
 
 class TeacherVote:
     """The teachers' soft vote at temperature T on a batch as the student sees it (normalized with the
-    student's statistics, augmented): each teacher gets the batch in its own normalization. A plain
-    object, not a submodule, so the teachers neither train nor enter the student's checkpoints."""
+    student's statistics, augmented): `EnsembleGraph`, the vote export puts in its graphs, gives each
+    teacher the batch in its own normalization. Run inside the training step, under its autocast, which
+    also serves teachers already cast to bf16. A plain object, not a submodule, so the teachers neither
+    train nor enter the student's checkpoints."""
 
     def __init__(self, members: Sequence[Member], weights: np.ndarray, student: FeatureSettings,
                  temperature: float) -> None:
-        labels = ensemble_labels(members)
-        self.members, self.weights, self.student, self.temperature = list(members), weights, student, temperature
-        self.orders = [[m.labels.index(name) for name in labels] for m in members]
+        self.vote, self.student, self.temperature = EnsembleGraph(members, weights).eval(), student, temperature
 
     @torch.no_grad()
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         raw = features.float() * (2 * self.student.norm_std) + self.student.norm_mean
-        vote = torch.zeros(len(features), len(self.orders[0]), device=features.device)
-        with torch.autocast(features.device.type, enabled=False):
-            for member, order, weight in zip(self.members, self.orders, self.weights):
-                model = member.model.to(features.device).eval()
-                dtype = next(model.parameters()).dtype
-                batch = ((raw - member.features.norm_mean) / (2 * member.features.norm_std)).to(dtype)
-                vote += float(weight) * model(batch).float().softmax(dim=-1)[:, order]
+        vote = self.vote.to(features.device)(raw).float()
         return torch.softmax(torch.log(vote.clamp_min(SMALLEST_PROBABILITY)) / self.temperature, dim=-1)
 
 
