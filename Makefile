@@ -4,11 +4,11 @@ DEMO_OUT ?= demo-output
 
 .PHONY: install demo test clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml lite/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,ray]'
+	$(PY) -m pip install --quiet -e ./lite -e '.[test,ray]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from _common import Tally, ast_classifier, inference_step, interleave, machine_report, print_table, timed_steps
-from mosquito_ast.audio import load_clip
+from mosquito_ast_lite.audio import load_clip
 from mosquito_ast.checkpoints import CONFIG_NAME, OLD_NOTEBOOK_MAX_LENGTH, WEIGHTS_NAME
 from mosquito_ast.checkpoints.classifier import save_member
 from mosquito_ast.config import EvaluateParams, PredictParams

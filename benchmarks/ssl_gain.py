@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mosquito_ast.audio import is_audio_file
+from mosquito_ast_lite.audio import is_audio_file
 from mosquito_ast.config import PretrainParams, TrainParams
 from mosquito_ast.training.train import train
 from mosquito_ast.training.pretrain import pretrain

@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from mosquito_ast import Ensemble, save_for_transformers
-from mosquito_ast.audio import load_clip
+from mosquito_ast_lite.audio import load_clip
 from mosquito_ast.checkpoints.classifier import load_member, save_member
 from mosquito_ast.cli import app
 from mosquito_ast.config import EvaluateParams, PredictParams

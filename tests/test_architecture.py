@@ -6,11 +6,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mosquito_ast"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = (ROOT / "src" / "mosquito_ast", ROOT / "lite" / "src" / "mosquito_ast_lite")
+SOURCES = [path for package in PACKAGES for path in package.rglob("*.py")]
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    package = next(package for package in PACKAGES if package in path.parents)
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -35,8 +38,8 @@ def imported_modules(path: Path) -> set[str]:
     return found - {name}
 
 
-MODULES = {module_name(p) for p in PACKAGE.rglob("*.py")}
-GRAPH = {module_name(p): imported_modules(p) for p in PACKAGE.rglob("*.py")}
+MODULES = {module_name(p) for p in SOURCES}
+GRAPH = {module_name(p): imported_modules(p) for p in SOURCES}
 
 
 def imports_of(prefix: str) -> dict[str, set[str]]:
@@ -44,7 +47,7 @@ def imports_of(prefix: str) -> dict[str, set[str]]:
 
 
 def test_models_are_modules_only():
-    forbidden = ("mosquito_ast.io", "mosquito_ast.config", "mosquito_ast.cli", "mosquito_ast.checkpoints",
+    forbidden = ("mosquito_ast_lite.io", "mosquito_ast.config", "mosquito_ast.cli", "mosquito_ast.checkpoints",
                  "mosquito_ast.training", "mosquito_ast.ensemble")
     for module, deps in imports_of("mosquito_ast.models").items():
         bad = sorted(d for d in deps if d.startswith(forbidden))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mosquito_ast.audio import AudioError, fit_length, load_audio, load_clip
+from mosquito_ast_lite.audio import AudioError, fit_length, load_audio, load_clip
 
 
 def write(path, data, rate, subtype="PCM_16"):

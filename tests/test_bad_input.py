@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mosquito_ast.audio import load_clip
+from mosquito_ast_lite.audio import load_clip
 from mosquito_ast.checkpoints import CONFIG_NAME, CheckpointError, read_config
 from mosquito_ast.cli import app
 from mosquito_ast.features import FeatureCache, FeatureSettings, compute_features, fbank
@@ -143,7 +143,7 @@ def test_a_class_whose_files_are_all_skipped_is_reported(tmp_path, capsys):
 
 
 def test_a_wav_cut_short_is_reported_and_used(tmp_path, capsys):
-    from mosquito_ast.audio import cut_short
+    from mosquito_ast_lite.audio import cut_short
 
     whole = _tone_wav(tmp_path / "whole.wav")
     cut = tmp_path / "cut.wav"

@@ -14,7 +14,7 @@ from transformers import ASTConfig
 from typer.testing import CliRunner
 
 from helpers import old_state
-from mosquito_ast.audio import load_clip
+from mosquito_ast_lite.audio import load_clip
 from mosquito_ast.baseline import BASELINES
 from mosquito_ast.checkpoints import CheckpointError
 from mosquito_ast.checkpoints.classifier import save_member

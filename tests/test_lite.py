@@ -1,14 +1,17 @@
-"""The runtime without PyTorch (`mosquito_ast.lite`): its numpy fbank equals the tool's, it runs with torch,
-transformers, lightning and pandas blocked, abstains below a threshold, and writes predict's columns."""
+"""The runtime without PyTorch (`mosquito_ast_lite`, its own distribution): its numpy fbank equals the tool's,
+it runs with torch, transformers, lightning, pandas and the tool itself blocked, abstains below a threshold, and
+writes predict's columns."""
 
 from __future__ import annotations
 
 import ast
 import csv
 import json
+import re
 import subprocess
 import sys
 import warnings
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +19,18 @@ import pytest
 import soundfile as sf
 import torch
 
-from mosquito_ast.audio import load_clip
 from mosquito_ast.features import FeatureSettings, fbank, make_extractor, normalize
-from mosquito_ast.lite import Fbank, FbankSettings
-from mosquito_ast.lite.__main__ import main as lite_main
-from mosquito_ast.lite.runtime import load_model, predict_files, window_starts
 from mosquito_ast.predict import window_features
 from mosquito_ast.predict import window_starts as predict_window_starts
+from mosquito_ast_lite import Fbank, FbankSettings
+from mosquito_ast_lite.__main__ import main as lite_main
+from mosquito_ast_lite.audio import load_clip
+from mosquito_ast_lite.runtime import load_model, predict_files, window_starts
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mosquito_ast"
-BLOCKED = ("torch", "transformers", "lightning", "pytorch_lightning", "pandas")
+LITE = Path(__file__).resolve().parents[1] / "lite"
+# What the field runtime must run without: the heavy libraries and the tool itself (another distribution).
+BLOCKED = ("torch", "transformers", "lightning", "pytorch_lightning", "pandas", "mosquito_ast")
+LITE_DEPENDENCIES = {"numpy", "soundfile", "soxr", "onnxruntime"}
 LABELS = ["Ae. aegypti", "An. gambiae", "C. pipiens"]
 TOLERANCE = 1e-3
 
@@ -88,19 +93,29 @@ def test_windows_are_cut_as_predict_cuts_them():
         assert window_starts(*args) == predict_window_starts(*args)
 
 
-def test_lite_imports_only_light_modules():
-    """Statically: lite's own modules use only audio, data and io of the package (none of which imports torch)."""
-    allowed = {"mosquito_ast", "mosquito_ast.audio", "mosquito_ast.data", "mosquito_ast.io"}
-    for path in (PACKAGE / "lite").glob("*.py"):
+def test_lite_imports_only_its_declared_dependencies():
+    """Statically: every module imports only the standard library, its own modules and the four libraries
+    its distribution declares, so `pip install mosquito-ast-lite` is all a device needs."""
+    for path in (LITE / "src" / "mosquito_ast_lite").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                if node.level >= 2:
-                    assert f"mosquito_ast.{node.module}" in allowed, f"{path.name} imports ..{node.module}"
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-                for name in names:
-                    assert name.split(".")[0] not in BLOCKED + ("sklearn", "matplotlib", "typer"), f"{path.name}: {name}"
-                    assert not name.startswith("mosquito_ast") or name in allowed, f"{path.name} imports {name}"
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or top in LITE_DEPENDENCIES, f"{path.name} imports {name}"
+
+
+def test_the_lite_distribution_declares_no_heavy_dependency():
+    """As installed: the device install is the four libraries; the tool depends on the runtime at its version."""
+    lite = {re.split(r"[=<>!~ ;\[]", requirement)[0] for requirement in metadata.requires("mosquito-ast-lite")}
+    assert lite == LITE_DEPENDENCIES
+    pinned = f"mosquito-ast-lite=={metadata.version('mosquito-ast-lite')}"
+    assert pinned in metadata.requires("mosquito-ast")
+    assert metadata.version("mosquito-ast-lite") == metadata.version("mosquito-ast")
 
 
 # --- a tiny exported model folder ------------------------------------------------------------------------------
@@ -179,9 +194,9 @@ class Blocker:
             raise ImportError(f"{{name}} is blocked in this test")
         return None
 sys.meta_path.insert(0, Blocker())
-sys.argv = ["mosquito_ast.lite"] + {argv!r}
+sys.argv = ["mosquito_ast_lite"] + {argv!r}
 try:
-    runpy.run_module("mosquito_ast.lite", run_name="__main__", alter_sys=True)
+    runpy.run_module("mosquito_ast_lite", run_name="__main__", alter_sys=True)
 finally:
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     print("HEAVY_MODULES_LOADED:", loaded, file=sys.stderr)

@@ -3,7 +3,8 @@ cycle neither hangs nor repeats anything."""
 
 import shutil
 
-from mosquito_ast.data import discover, files_under
+from mosquito_ast.data import discover
+from mosquito_ast_lite.files import files_under
 from mosquito_ast.ensemble.members import find_member_folders, load_members
 from mosquito_ast.predict import expand_inputs
 from mosquito_ast.training.pretrain import discover_unlabeled

@@ -17,13 +17,14 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from mosquito_ast_lite.runtime import expand_inputs
+
 from .checkpoints import model_folders
 from .checkpoints.transformers_format import save_for_transformers, write_transformers_folder
 from .config import EvaluateParams, PredictParams
 from .ensemble.evaluate import evaluate
 from .ensemble.members import Member, ensemble_labels, load_members
 from .ensemble.results import EnsembleEvaluation
-from .lite.runtime import expand_inputs
 from .predict import check_one_window_length, predict_files
 
 __all__ = ["Ensemble", "EnsembleMember", "save_for_transformers"]

@@ -21,7 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .audio import AudioError, load_audio
+from mosquito_ast_lite.audio import AudioError, load_audio
+
 from .features import FeatureCache, FeatureSettings, compute_features
 
 WELCH_POINTS = 256

@@ -8,9 +8,7 @@ place that turns an error about the user's input into a one-line message and exi
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import gc
 import inspect
 import sys
 import typing
@@ -32,8 +30,8 @@ COMMANDS: dict[str, type[Params]] = {}
 
 # Errors about the user's input, as (module, class): printed as one line, exit code 2, no traceback.
 USER_ERRORS = (("mosquito_ast.params", "ConfigError"), ("mosquito_ast.data", "DatasetError"),
-               ("mosquito_ast.audio", "AudioError"), ("mosquito_ast.ensemble.aggregate", "WeightsError"),
-               ("mosquito_ast.checkpoints", "CheckpointError"), ("mosquito_ast.io", "OutputFolderError"), ("mosquito_ast.training.loop", "DivergedError"),
+               ("mosquito_ast_lite.audio", "AudioError"), ("mosquito_ast.ensemble.aggregate", "WeightsError"),
+               ("mosquito_ast.checkpoints", "CheckpointError"), ("mosquito_ast_lite.io", "OutputFolderError"), ("mosquito_ast.training.loop", "DivergedError"),
                ("yaml", "YAMLError"), ("builtins", "FileExistsError"), ("builtins", "FileNotFoundError"))
 
 
@@ -213,7 +211,7 @@ def _sweep(params: SweepParams) -> int:
 def _evaluate(params: EvaluateParams) -> None:
     from .ensemble.evaluate import evaluate
     from .ensemble.report import write_outputs
-    from .io import check_writable
+    from mosquito_ast_lite.io import check_writable
 
     check_writable(params.output)
     write_outputs(evaluate(params))

@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from mosquito_ast_lite.io import atomic_write_text
+
 from .config import DemoParams, PretrainParams
 from .ensemble.results import SUMMARY_SYSTEMS
-from .io import atomic_write_text
 from .splits import make_split
 from .synth import generate_dataset
 

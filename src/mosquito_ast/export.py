@@ -6,7 +6,7 @@ returns it, input `fbank` (batch, frames, mel) float32 with a dynamic batch axis
 normalizes with its own statistics ((x - mean) / (2 * std)), runs, and takes its softmax; the columns follow
 the first member's label order (`ensemble_labels`) and the members' probabilities are averaged with the
 vote's weights. Output `probabilities` (batch, classes) float32. A runtime without PyTorch
-(`mosquito_ast.lite`) needs only the fbank and onnxruntime.
+(`mosquito_ast_lite`) needs only the fbank and onnxruntime.
 
 The export checks itself: onnxruntime and PyTorch (`score_features` + `soft_vote`, the path of
 `evaluate` and `predict`, in fp32) score the same clips, and the largest probability difference and the
@@ -29,15 +29,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mosquito_ast_lite.audio import is_audio_file
+from mosquito_ast_lite.files import files_under
+from mosquito_ast_lite.io import atomic_path, atomic_write_json
+
 from . import __version__
-from .audio import is_audio_file
 from .config import ConfigError, ExportParams
-from .data import DatasetError, Sample, discover, files_under
+from .data import DatasetError, Sample, discover
 from .ensemble.aggregate import parse_weights, soft_vote
 from .ensemble.members import Member, ensemble_labels, load_members, score_features
 from .features import FeatureSettings, compute_features, open_cache
 from .hardware import use_physical_cores
-from .io import atomic_path, atomic_write_json
 from .onnx_graphs import (INPUT_NAME, OPSET, OUTPUT_NAME, QUANTIZED_OPS, Check, EnsembleGraph, compare, data_name,
                           export_graph, onnx_session, quantize, quantize_static, run_onnx, save_onnx,
                           untie_initializers)

@@ -23,9 +23,10 @@ import torch
 import transformers
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
-from .audio import AudioError, cut_short, load_clip
+from mosquito_ast_lite.audio import AudioError, cut_short, load_clip
+from mosquito_ast_lite.io import atomic_path
+
 from .data import DatasetError
-from .io import atomic_path
 
 AUDIOSET_MEAN = -4.2677393
 AUDIOSET_STD = 4.5689974

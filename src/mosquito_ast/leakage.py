@@ -15,7 +15,8 @@ import soundfile as sf
 import soxr
 from tqdm.auto import tqdm
 
-from .audio import AudioError, load_audio
+from mosquito_ast_lite.audio import AudioError, load_audio
+
 from .data import discover
 
 @dataclass

@@ -15,14 +15,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .audio import AudioError, fit_length, load_audio
+from mosquito_ast_lite.audio import AudioError, fit_length, load_audio
+from mosquito_ast_lite.io import atomic_write_json, atomic_write_text, check_writable
+from mosquito_ast_lite.runtime import UNCERTAIN, decide, expand_inputs, window_starts
+
 from .config import ConfigError, PredictParams
 from .ensemble.aggregate import parse_weights, soft_vote
 from .ensemble.members import Member, ensemble_labels, load_members, score_features
 from .features import FeatureSettings, fbank, make_extractor
 from .hardware import resolve_precision, use_physical_cores
-from .io import atomic_write_json, atomic_write_text, check_writable
-from .lite.runtime import UNCERTAIN, decide, expand_inputs, window_starts
 
 
 @dataclass

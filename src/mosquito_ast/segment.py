@@ -20,9 +20,10 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from .audio import AudioError, clip_samples, load_audio
+from mosquito_ast_lite.audio import AudioError, clip_samples, load_audio
+from mosquito_ast_lite.io import atomic_write_json, atomic_write_text
+
 from .data import DatasetError, Sample, discover
-from .io import atomic_write_json, atomic_write_text
 
 TAILS = ("drop", "pad")
 SEGMENTS_NAME = "segments.json"

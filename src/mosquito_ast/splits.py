@@ -22,8 +22,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm.auto import tqdm
 
+from mosquito_ast_lite.io import atomic_directory
+
 from .data import DatasetError, Sample, discover
-from .io import atomic_directory
 from .segment import SegmentSettings, relative_location, segment_recordings
 
 MODES = ("independent", "random", "kfold")

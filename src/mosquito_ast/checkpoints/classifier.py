@@ -12,8 +12,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from mosquito_ast_lite.io import atomic_directory
+
 from ..features import FeatureSettings
-from ..io import atomic_directory
 from ..models.classifier import ASTClassifier
 from . import (CONFIG_NAME, MEMBER_FORMAT, OLD_NOTEBOOK_FORMAT, OLD_NOTEBOOK_MAX_LENGTH, WEIGHTS_NAME,
                CheckpointError, checkpoint_format, read_config)

@@ -9,8 +9,9 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from mosquito_ast_lite.io import atomic_path, atomic_write_json
+
 from ..features import FeatureSettings
-from ..io import atomic_path, atomic_write_json
 from ..models.ssl import SSLModel, build_ssl_model
 from . import CONFIG_NAME, PRETRAINED_FORMAT, WEIGHTS_NAME, CheckpointError, checkpoint_format, read_config
 from .encoder import config_to_dict, encoder_from_state

@@ -24,8 +24,9 @@ from typing import Sequence
 from torch import nn
 from transformers import ASTConfig, ASTFeatureExtractor
 
+from mosquito_ast_lite.io import atomic_directory
+
 from ..features import FeatureSettings
-from ..io import atomic_directory
 from ..models.classifier import ASTClassifier
 from .classifier import load_member
 from .encoder import config_to_dict

@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..audio import AudioError
+from mosquito_ast_lite.audio import AudioError
+
 from ..checkpoints import model_folders
 from ..baseline import baseline_probabilities
 from ..config import EvaluateParams

@@ -13,7 +13,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
-from ..io import atomic_path
+from mosquito_ast_lite.io import atomic_path
+
 from .coverage import TARGET_ACCURACY
 from .metrics import reliability_table
 from .presentation import HEADERS, fixed, reading_order

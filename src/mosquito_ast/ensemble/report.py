@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mosquito_ast_lite.io import atomic_write_json, atomic_write_text
+
 from .. import __version__
-from ..io import atomic_write_json, atomic_write_text
 from .figures import draw_figures
 from .presentation import HEADERS, fixed, is_missing, reading_order
 from .results import BEST, ENSEMBLES, HARD, MEAN, SOFT, EnsembleEvaluation

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from mosquito_ast_lite.io import atomic_write_text
+
 from ..config import ConfigError
 from ..data import discover
-from ..io import atomic_write_text
 from ..splits import session_folds
 
 CROSS_FIT_KEYS = ("data", "session_folds")

@@ -12,9 +12,10 @@ from typing import Any
 
 import pandas as pd
 
+from mosquito_ast_lite.io import atomic_write_text
+
 from ..checkpoints import WEIGHTS_NAME
 from ..config import ConfigError
-from ..io import atomic_write_text
 from .backends import BACKENDS, default_notebook, run_pool, run_ray, run_sequential
 from ..ensemble.results import BEST, HARD, MEAN, SOFT
 from .ledger import LEDGER_NAME, SUMMARY_NAME, Ledger

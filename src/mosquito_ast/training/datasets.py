@@ -11,7 +11,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..audio import AudioError
+from mosquito_ast_lite.audio import AudioError
+
 from ..config import ConfigError, DataParams
 from ..data import UNLABELLED, Sample, discover, label_names
 from ..features import FeatureSettings, check_bad_files, compute_features, open_cache

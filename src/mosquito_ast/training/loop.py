@@ -23,9 +23,10 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
+from mosquito_ast_lite.io import atomic_path, atomic_write_text, check_writable
+
 from ..checkpoints import CheckpointError
 from ..checkpoints.encoder import first_nonfinite
-from ..io import atomic_path, atomic_write_text, check_writable
 from .optim import build_optimizer, build_scheduler
 
 

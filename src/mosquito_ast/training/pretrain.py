@@ -21,16 +21,18 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from sklearn.model_selection import GroupShuffleSplit
 from transformers import ASTModel
 
+from mosquito_ast_lite.audio import is_audio_file
+from mosquito_ast_lite.files import files_under
+from mosquito_ast_lite.io import atomic_write_json, atomic_write_text, check_writable
+
 from .. import __version__
-from ..audio import is_audio_file
 from ..checkpoints import CONFIG_NAME, WEIGHTS_NAME
 from ..checkpoints.encoder import encoder_from_checkpoint
 from ..checkpoints.ssl import save_pretrained
 from ..config import PretrainParams
-from ..data import DatasetError, files_under, group_of
+from ..data import DatasetError, group_of
 from ..features import FeatureSettings, check_bad_files, compute_features, dataset_stats, normalize, open_cache
 from ..hardware import resolve_precision, use_physical_cores
-from ..io import atomic_write_json, atomic_write_text, check_writable
 from ..models.encoder import build_encoder, encoder_config
 from ..models.ssl import SSLModel, build_ssl_model
 from .datasets import ClipDataModule, feature_settings

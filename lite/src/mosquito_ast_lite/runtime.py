@@ -18,9 +18,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..audio import AudioError, fit_length, is_audio_file, load_audio
-from ..data import files_under
-from ..io import atomic_write_json, atomic_write_text
+from .audio import AudioError, fit_length, is_audio_file, load_audio
+from .files import files_under
+from .io import atomic_write_json, atomic_write_text
 from .fbank import KALDI_MEL_FLOOR, Fbank, FbankSettings
 
 MODEL_FORMAT = "mosquito-ast-onnx"

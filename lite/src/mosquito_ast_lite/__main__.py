@@ -1,5 +1,5 @@
-"""`python -m mosquito_ast.lite MODEL_DIR FILES_OR_FOLDERS... --output predictions.csv`: label recordings
-with an exported ONNX model, without PyTorch."""
+"""`mosquito-ast-lite MODEL_DIR FILES_OR_FOLDERS... --output predictions.csv` (or `python -m mosquito_ast_lite`):
+label recordings with an exported ONNX model, without PyTorch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m mosquito_ast.lite",
+        prog="mosquito-ast-lite",
         description="Label recordings with a model folder written by `mosquito-ast export` (model.json + ONNX), "
                     "without PyTorch. Writes the per-file CSV, <stem>_windows.csv and <stem>.json, as "
                     "`mosquito-ast predict` does.")
@@ -85,5 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `mosquito-ast-lite` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,11 +1,10 @@
 """A runtime without PyTorch for models exported by `mosquito-ast export`: numpy fbank + onnxruntime.
 
-`python -m mosquito_ast.lite MODEL_DIR FILES_OR_FOLDERS... --output predictions.csv` writes the same
-per-file and per-window CSVs as `mosquito-ast predict`. Needs only numpy, soundfile, soxr and onnxruntime (on a device:
-`pip install --no-deps mosquito-ast` and those four); nothing here imports torch, transformers, lightning
-or pandas, and of the package only `audio`, `data` and `io`, which import none of them either.
-Names are loaded on first use, so `python -m mosquito_ast.lite --threads N` can limit numpy's threads
-before numpy starts.
+`mosquito-ast-lite MODEL_DIR FILES_OR_FOLDERS... --output predictions.csv` (or `python -m mosquito_ast_lite`)
+writes the same per-file and per-window CSVs as `mosquito-ast predict`. Its own distribution, needing only
+numpy, soundfile, soxr and onnxruntime; `mosquito-ast` depends on it for audio decoding (`audio`), folder
+walking (`files`) and atomic writes (`io`), so the tool and a device read recordings the same way.
+Names are loaded on first use, so `--threads N` can limit numpy's threads before numpy starts.
 """
 
 from __future__ import annotations
