@@ -40,7 +40,7 @@ def distill_params(teachers, data, output, cache, **overrides) -> DistillParams:
 
 def test_student_is_a_member_folder_that_records_its_teachers(teachers, synth_split, feature_cache_dir, tmp_path):
     student = distill(distill_params(teachers, synth_split[0], tmp_path / "student", feature_cache_dir,
-                                     validation_dir=str(synth_split[1])))
+                                     validation_dir=str(synth_split[1]), alpha=0.5, temperature=2.0))
     [member] = load_members(student)
     ensemble = load_members(teachers)
     assert member.labels == ensemble[0].labels
@@ -156,7 +156,7 @@ def test_parameters_are_checked():
         DistillParams(models="m", data="d", output="o", patience=3)
     params = DistillParams(models="m", data="d", output="o")
     assert (params.epochs, params.batch_sizes, params.learning_rate, params.augment, params.preset) == \
-        (30, [16], 1e-3, ["mask"], "tiny")
+        (30, [16], 1e-3, ["mask", "mixup"], "tiny")
 
 
 def test_a_manifest_with_some_labels_uses_them_and_the_rest_unlabelled(teachers, synth_split, feature_cache_dir,
@@ -169,8 +169,10 @@ def test_a_manifest_with_some_labels_uses_them_and_the_rest_unlabelled(teachers,
     labels = [clip.parent.name if index % 2 == 0 else "" for index, clip in enumerate(clips)]
     manifest = tmp_path / "field.csv"
     pd.DataFrame({"path": [str(c) for c in clips], "label": labels}).to_csv(manifest, index=False)
-    student = distill(distill_params(teachers, manifest, tmp_path / "student", feature_cache_dir, epochs=1))
+    student = distill(distill_params(teachers, manifest, tmp_path / "student", feature_cache_dir, epochs=1, alpha=0.5,
+                                     teaching="fixed"))
     config = json.loads((student / "config.json").read_text())
+    assert config["training"]["teaching"] == "fixed"
     assert config["data"]["train_clips"] == len(clips) == 20
     assert config["data"]["labelled_clips"] == sum(bool(label) for label in labels) == 10
     assert config["distillation"]["labelled"] is True and config["distillation"]["alpha"] < 1.0

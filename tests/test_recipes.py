@@ -9,8 +9,8 @@ import pytest
 from mosquito_ast.config import ConfigError, DistillParams, TrainParams
 from mosquito_ast.data import Sample, discover
 from mosquito_ast.splits import session_folds
-from mosquito_ast.training.recipes import (AUDIOSET_AST, PRETRAINED, RECIPE_PARAMETERS, SCRATCH, distill_defaults,
-                                           start_defaults, values_in_effect)
+from mosquito_ast.training.recipes import (AUDIOSET_AST, FUNCTION_MATCHING, PRETRAINED, RECIPE_PARAMETERS, SCRATCH, SOURCES,
+                                           distill_defaults, start_defaults, values_in_effect)
 
 # The README's "Defaults by start" table, value by value.
 DOCUMENTED = {
@@ -91,13 +91,17 @@ def test_the_first_lines_of_a_run_name_each_value_and_its_source(starts):
     assert all(f"{name} " in shown for name in RECIPE_PARAMETERS)
 
 
-def test_distill_defaults_are_the_scratch_recipe_normalized_as_the_teachers():
+def test_distill_defaults_are_the_scratch_loop_normalized_as_the_teachers_and_function_matching():
     params = DistillParams(models="m", data="d", output="o")
     for name, (value, source) in distill_defaults().items():
         assert getattr(params, name) == value, name
-        assert source == ("teachers" if name == "norm_stats" else "recipe")
+        expected = "teachers" if name == "norm_stats" else "function matching" if name in FUNCTION_MATCHING else "recipe"
+        assert source == expected, name
+    assert (params.teaching, params.alpha, params.temperature, params.augment) == ("consistent", 1.0, 1.0, ["mask", "mixup"])
     lines = values_in_effect(params, distill_defaults()).splitlines()
-    assert [line.split()[0] for line in lines] == ["recipe", "teachers"]
+    assert [next(s for s in SOURCES if line.strip().startswith(s)) for line in lines] == \
+        ["recipe", "function matching", "teachers"]
+    assert lines[1].endswith("augment mask,mixup, teaching consistent, alpha 1, temperature 1")
 
 
 def _samples(groups_per_class: int) -> list[Sample]:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from .param_groups import (DataParams, LoopParams, NORM_STATS, OPTIMIZERS, PRECISIONS, SCHEDULERS, ReadParams,
                            inference_precision_option, precision_option, progress_option)
 from .params import DATA, LOOP, MODEL, OUTPUT, SYSTEM, ConfigError, Params, base_type, coerce, option, restate
-from .training.recipes import PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, start_defaults, start_of
+from .training.recipes import (FUNCTION_MATCHING, PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, start_defaults,
+                               start_of)
 
 __all__ = ["AUGMENTATIONS", "CheckSplitParams", "ConfigError", "DataParams", "DemoParams", "DistillParams", "ENCODER_SIZES",
            "EvaluateParams", "ExportParams", "GROUP_HELP", "LoopParams", "METRICS", "NORM_STATS", "OPTIMIZERS",
@@ -307,8 +308,10 @@ class DistillParams(LoopParams, ReadParams):
     """Distil an ensemble into one small student member, trained on the ensemble's soft votes.
 
     Loss: alpha * T^2 * KL(soft vote at temperature T || student at T) + (1 - alpha) * cross-entropy with
-    the true labels of the clips that have them. The student takes the teachers' feature settings and
-    labels and is an ordinary member folder that `evaluate` and `predict` load as they are."""
+    the true labels of the clips that have them. By default function matching: the teachers score every
+    augmented, mixed batch and the student learns their vote alone (alpha 1, T 1). The student takes the
+    teachers' feature settings and labels and is an ordinary member folder that `evaluate` and `predict`
+    load as they are."""
 
     models: list[str] | None = option(None, "Teacher ensemble: folders searched recursively for members, comma-separated, as for `evaluate`; all must share feature settings.", group=MODEL, required=True)
     data: str = option(None, "Clips to distil on: a folder-per-class tree or manifest CSV with labels (KL + cross-entropy), or any folder of audio or a manifest with a 'path' column only (KL alone).", group=DATA, required=True)
@@ -316,9 +319,9 @@ class DistillParams(LoopParams, ReadParams):
     use_labels: str = option("auto", "Labels of --data: auto (a manifest's 'label' column; a folder's class sub-folders when any is named after a teacher class, else every audio file unlabelled), yes (required) or no (ignored: KL term only).", ("auto", "yes", "no"), group=DATA)
     validation_dir: str | None = option(None, "Labelled clips scored after every epoch; they only report (the last epoch is kept).", group=DATA)
     preset: str = option("tiny", "Student encoder size, from scratch: tiny, small, base.", ENCODER_SIZES, group=MODEL)
-    temperature: float = option(2.0, "Softmax temperature T of teachers and student in the KL term.", group=LOOP)
-    alpha: float = option(0.5, "Weight of the KL term (times T^2); 1 - alpha weighs the cross-entropy with the true labels. Unlabelled data: KL alone.", group=LOOP)
-    teaching: str = option("fixed", "Where the soft targets come from: fixed (the teachers' vote on each clip as it is, computed once) or consistent (the teachers score every augmented batch the student sees, mixed clips included: function matching, Beyer et al. 2022; one teacher pass per batch).", ("fixed", "consistent"), group=LOOP)
+    temperature: float = option(FUNCTION_MATCHING["temperature"], "Softmax temperature T of teachers and student in the KL term.", group=LOOP)
+    alpha: float = option(FUNCTION_MATCHING["alpha"], "Weight of the KL term (times T^2); 1 - alpha weighs the cross-entropy with the true labels (the default 1 leaves them out: the teachers carry them). Unlabelled data: KL alone.", group=LOOP)
+    teaching: str = option(FUNCTION_MATCHING["teaching"], "Where the soft targets come from: consistent (the teachers score every augmented batch the student sees, mixed clips included: function matching, Beyer et al. 2022; one teacher pass per batch) or fixed (the teachers' vote on each clip as it is, computed once: cheaper with large teachers on a CPU).", ("fixed", "consistent"), group=LOOP)
     labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook teachers (weights only).", group=MODEL)
     weights: str | None = option(None, "Teacher weights in the soft vote, as for `evaluate` (comma list in member order or a member,weight CSV). Default: equal.", group=MODEL)
     # the student starts from scratch: the scratch recipe's values (training/recipes.py)
@@ -329,7 +332,7 @@ class DistillParams(LoopParams, ReadParams):
     patience: int = restate(LoopParams, "patience", 0, "Unused: distill runs every epoch and keeps the last (must stay 0).")
     overwrite: bool = restate(LoopParams, "overwrite", help="Replace an existing student at --output.")
     class_weight: str = restate(TrainParams, "class_weight", RECIPES[SCRATCH]["class_weight"], "Class weights of the cross-entropy term: none, or balanced (inverse to each class's labelled clips).")
-    augment: list[str] = restate(TrainParams, "augment", RECIPES[SCRATCH]["augment"], f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}; none turns them off (mixup blends the teachers' targets too).")
+    augment: list[str] = restate(TrainParams, "augment", FUNCTION_MATCHING["augment"], f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}; none turns them off (with fixed teaching mixup blends the teachers' targets too).")
     gain_db: float = restate(TrainParams, "gain_db")
     frequency_scale: float = restate(TrainParams, "frequency_scale")
     mask_fraction: float = restate(TrainParams, "mask_fraction")

@@ -1,20 +1,21 @@
 """Distil an ensemble into one student member: the teachers' soft vote as targets, `train`'s loop.
 
-Soft targets. The teachers are scored once, before training, on the un-augmented clips
+Soft targets. By default (`--teaching consistent`, function matching) the teachers score every augmented
+batch the student sees (`TeacherVote`), so the targets match the clips as augmented, mixed ones included.
+With `--teaching fixed` they are scored once, before training, on the un-augmented clips
 (`ensemble.members.score_features`, the core of `predict_probabilities`, on the features the student
-trains on). Members give probabilities, not logits, so the target at temperature T is
+trains on), and mixup blends those targets with their clips: one teacher pass in all instead of one per
+batch. Members give probabilities, not logits, so the target at temperature T is
 softmax(log p / T) of the (weighted) soft vote p, the vote `evaluate` scores. For one teacher this is
 exactly its tempered softmax: log softmax(z) = z - logsumexp(z) differs from the logits z by a constant
 per clip, which the softmax removes, so softmax(log p / T) = softmax(z / T). For several teachers it
 tempers their average, not the average of their tempered outputs; the two differ only through the
-members' own averaging. With mixup the targets are blended with their clips. With `--teaching consistent`
-the teachers instead score every augmented batch the student sees (`TeacherVote`), so the targets match
-the clips as augmented, mixed ones included.
+members' own averaging.
 
 Loss per batch: alpha * T^2 * KL(targets || softmax(student logits / T)) (mean over clips) +
 (1 - alpha) * the cross-entropy of the student (at T = 1) with the true labels, averaged over the clips
-that have one (class-weighted with --class-weight balanced). Data without labels trains on the KL term
-alone (alpha = 1). T^2 keeps the KL gradients' scale independent of T.
+that have one (class-weighted with --class-weight balanced). The default alpha = 1 trains on the KL term
+alone, as does data without labels. T^2 keeps the KL gradients' scale independent of T.
 
 The student is an ordinary member folder: the teachers' labels (by name, in the first member's order) and
 feature settings, a fresh encoder of --preset, the last epoch kept; its config records the teachers.

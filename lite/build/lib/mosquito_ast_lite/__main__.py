@@ -1,0 +1,94 @@
+"""`mosquito-ast-lite MODEL_DIR FILES_OR_FOLDERS... --output predictions.csv` (or `python -m mosquito_ast_lite`):
+label recordings with an exported ONNX model, without PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mosquito-ast-lite",
+        description="Label recordings with a model folder written by `mosquito-ast export` (model.json + ONNX), "
+                    "without PyTorch. Writes the per-file CSV, <stem>_windows.csv and <stem>.json, as "
+                    "`mosquito-ast predict` does.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="Folder with model.json and the ONNX file it names.")
+    p.add_argument("inputs", metavar="FILES_OR_FOLDERS", nargs="+",
+                   help="Audio files and/or folders (searched recursively).")
+    p.add_argument("--output", default="predictions.csv", help="Per-file CSV (default: %(default)s).")
+    p.add_argument("--hop-seconds", type=float, default=0.5,
+                   help="Step between clip-length windows of a long recording (default: %(default)s).")
+    p.add_argument("--abstain-below", type=float, default=0.0, metavar="P",
+                   help="Label files and windows whose top probability is below P 'uncertain' (default: 0, never).")
+    p.add_argument("--min-confidence", type=float, default=0.5,
+                   help="Files whose top probability is below this are flagged in the 'uncertain' column "
+                        "(default: %(default)s), as in `predict`.")
+    p.add_argument("--top-k", type=int, default=3, help="Labels listed per file (default: %(default)s).")
+    p.add_argument("--batch-size", type=int, default=32, help="Windows per inference batch (default: %(default)s).")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for onnxruntime and numpy (default: 0, all cores).")
+    p.add_argument("--fp32", action="store_true",
+                   help="Run the fp32 graph of an int8 export (model.json's 'onnx_fp32') instead of the int8 one.")
+    p.add_argument("--quiet", action="store_true", help="Print only warnings and errors.")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    problems = []
+    if args.hop_seconds <= 0:
+        problems.append("--hop-seconds must be > 0")
+    if not 0 <= args.abstain_below <= 1 or not 0 <= args.min_confidence <= 1:
+        problems.append("--abstain-below and --min-confidence must be in [0, 1]")
+    if args.top_k < 1 or args.batch_size < 1 or args.threads < 0:
+        problems.append("--top-k and --batch-size must be >= 1, --threads >= 0")
+    if problems:
+        print(f"error: {'; '.join(problems)}", file=sys.stderr)
+        return 2
+    if args.threads and "numpy" not in sys.modules:  # numpy's BLAS reads these once, when it starts
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, str(args.threads))
+
+    from .runtime import ModelError, expand_inputs, load_model, predict_files, write_predictions
+
+    try:
+        model = load_model(args.model_dir, args.threads, fp32=args.fp32)
+    except ModelError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    files = expand_inputs(args.inputs)
+    if not files:
+        print(f"error: no audio files found in {', '.join(args.inputs)}", file=sys.stderr)
+        return 2
+    began = time.perf_counter()
+    try:
+        result = predict_files(model, files, args.hop_seconds, args.batch_size, args.top_k, args.min_confidence,
+                               args.abstain_below, warn=lambda line: print(line, file=sys.stderr))
+    except ModelError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - began
+    try:
+        written = write_predictions(result, args.output, model, args.hop_seconds, args.top_k, args.min_confidence,
+                                    args.abstain_below)
+    except OSError as error:
+        print(f"error: cannot write {args.output} ({error})", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        failed = sum(1 for row in result.files if row["error"])
+        abstained = sum(1 for row in result.files if row["label"] == "uncertain")
+        print(f"{len(files)} files ({len(result.windows)} windows, {len(result.windows) / max(seconds, 1e-9):.1f} "
+              f"windows/s): {failed} unreadable, {abstained} uncertain -> {', '.join(map(str, written))}")
+    return 0
+
+
+def run() -> None:
+    """The `mosquito-ast-lite` console script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

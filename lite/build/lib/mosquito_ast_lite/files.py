@@ -1,0 +1,34 @@
+"""Walking folders of recordings the same way in the tool and on a device."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+
+def files_under(folder: str | Path) -> Iterator[Path]:
+    """Every file below `folder`, following symbolic links to folders and files: Python 3.11's
+    `Path.rglob` does not descend into linked folders, so a session folder linked into a data set was
+    dropped without a word. A link back to a folder above it (a cycle) is not descended into."""
+    top = Path(folder)
+    above: dict[str, frozenset[tuple[int, int]]] = {}  # folder -> identities of it and the folders above it
+    for directory, subfolders, files in os.walk(top, followlinks=True):
+        try:
+            stat = os.stat(directory)
+        except OSError:
+            subfolders.clear()
+            continue
+        chain = above.pop(directory, frozenset()) | {(stat.st_dev, stat.st_ino)}
+        kept = []
+        for name in sorted(subfolders):
+            try:
+                child = os.stat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if (child.st_dev, child.st_ino) not in chain:
+                kept.append(name)
+                above[os.path.join(directory, name)] = chain
+        subfolders[:] = kept
+        for name in sorted(files):
+            yield Path(directory) / name
