@@ -18,8 +18,8 @@ what a user does who distils on the unlabelled recordings of the site the device
 `--unseen DIR`: labelled sessions outside `--data` (e.g. a new site's), scored once more: every fold's
 members together (the ensemble a cross-fit `sweep` deploys: together they trained on all of `--data`),
 their votes, and the spectrum baselines fitted on all of `--data`; then each fold's members alone (rows
-"unseen sessions, foldK only": what one train/validation split deploys), so the table also says what
-training on every labelled session buys. This is the measurement that matters
+"unseen sessions, foldK only": what one train/validation split deploys, with that fold's student under
+--distill), so the table also says what training on every labelled session buys. This is the measurement that matters
 (DESIGN, "Measuring quality honestly"): nothing was chosen on those sessions.
 
     python benchmarks/quality.py                      # wingbeats, default recipe, 3 members per fold
@@ -114,10 +114,9 @@ def system_labels(evaluation, labels: list[str]) -> dict[str, np.ndarray]:
     return systems
 
 
-def student_labels(args: argparse.Namespace, output: Path, fold: str, train_manifest: str, scored: list[str],
-                   labels: list[str]) -> np.ndarray:
-    """Distil a tiny student from the fold's members on the fold's training clips (and the scored clips'
-    audio, unlabelled, with --distill-scored-audio); its class ids on `scored`."""
+def distil_student(args: argparse.Namespace, output: Path, fold: str, train_manifest: str) -> tuple[list, DistillParams]:
+    """A tiny student distilled from the fold's members on the fold's training clips (and the scored clips'
+    audio, unlabelled, with --distill-scored-audio)."""
     if args.distill_scored_audio:
         frame = pd.concat([pd.read_csv(train_manifest, keep_default_na=False),
                            pd.read_csv(output / f"{fold}_scored.csv", keep_default_na=False).assign(label=UNLABELLED)])
@@ -130,10 +129,15 @@ def student_labels(args: argparse.Namespace, output: Path, fold: str, train_mani
         key, value = item.split("=", 1)
         options[key] = value
     params = DistillParams(**options)
-    student = load_members(distill(params))
-    predicted = predict_probabilities(student, scored, params, progress=False)
-    assert predicted.paths == list(scored), "the student could not read every scored clip"
-    index = [labels.index(name) for name in student[0].labels]
+    return load_members(distill(params)), params
+
+
+def student_labels(student: tuple[list, DistillParams], paths: list[str], labels: list[str]) -> np.ndarray:
+    """The student's class ids on `paths`, in `labels`' order."""
+    members, params = student
+    predicted = predict_probabilities(members, paths, params, progress=False)
+    assert predicted.paths == list(paths), "the student could not read every scored clip"
+    index = [labels.index(name) for name in members[0].labels]
     return np.asarray(index)[predicted.probabilities[0].argmax(axis=1)]
 
 
@@ -233,7 +237,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     if outcome.failed:
         raise SystemExit(f"{outcome.failed} member runs failed; see {output / 'members' / 'sweep_summary.csv'}")
 
-    rows, pooled_truth, pooled = [], [], {}
+    rows, pooled_truth, pooled, students = [], [], {}, {}
     for fold in range(len(sides)):
         name = f"fold{fold}"
         evaluation = evaluate(EvaluateParams(models=str(output / "members" / name / "best"),
@@ -244,8 +248,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         y_true = evaluation.predictions["true_label"].map(labels.index).to_numpy()
         systems = system_labels(evaluation, labels)
         if args.distill:
-            systems["student"] = student_labels(args, output, name, datasets[name]["train"],
-                                                list(evaluation.predictions["path"]), labels)
+            students[name] = distil_student(args, output, name, datasets[name]["train"])
+            systems["student"] = student_labels(students[name], list(evaluation.predictions["path"]), labels)
         rows += fold_rows(name, y_true, systems, k)
         pooled_truth.append(y_true)
         for system, predicted in systems.items():
@@ -254,7 +258,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     both = {s: np.concatenate(v) for s, v in pooled.items() if len(v) == len(sides)}
     rows += fold_rows("both folds", y_all, both, k)
     if args.unseen:
-        rows += unseen_rows(args, output, [output / "members" / f"fold{f}" / "best" for f in range(len(sides))], labels)
+        rows += unseen_rows(args, output, [output / "members" / f"fold{f}" / "best" for f in range(len(sides))], labels,
+                            students)
     table = pd.DataFrame(rows)
     write_outputs(table, output, args, time.perf_counter() - started)
     return table
@@ -272,10 +277,12 @@ def check_unseen(args: argparse.Namespace, samples: list, labels: list[str]) -> 
         raise SystemExit(f"{args.unseen}: classes not in --data: {', '.join(unknown)}")
 
 
-def unseen_rows(args: argparse.Namespace, output: Path, member_folders: list[Path], labels: list[str]) -> list[dict]:
+def unseen_rows(args: argparse.Namespace, output: Path, member_folders: list[Path], labels: list[str],
+                students: dict[str, tuple[list, DistillParams]]) -> list[dict]:
     """All folds' members as one ensemble on `--unseen` (the cross-fit ensemble: between them they trained on
     every session of `--data`; `evaluate` fits the baselines on the union of their training clips, all of
-    `--data`), then each fold's members alone, as a single train/validation split would deploy them."""
+    `--data`), then each fold's members alone, as a single train/validation split would deploy them, beside
+    that fold's student (with --distill)."""
     rows = []
     for name, folders in [("unseen sessions", member_folders),
                           *((f"unseen sessions, {f.parent.name} only", [f]) for f in member_folders)]:
@@ -285,8 +292,13 @@ def unseen_rows(args: argparse.Namespace, output: Path, member_folders: list[Pat
                                              progress=False, group_by=args.group_by, seed=args.seed))
         write_report(evaluation)
         y_true = evaluation.predictions["true_label"].map(labels.index).to_numpy()
-        found = fold_rows(name, y_true, system_labels(evaluation, labels), len(labels))
-        rows += found if folders == member_folders else [r for r in found if r["system"] in ("mean member", "soft vote")]
+        systems = system_labels(evaluation, labels)
+        fold = folders[0].parent.name
+        if folders != member_folders and fold in students:
+            systems["student"] = student_labels(students[fold], list(evaluation.predictions["path"]), labels)
+        found = fold_rows(name, y_true, systems, len(labels))
+        rows += found if folders == member_folders else [r for r in found if r["system"] in ("mean member", "soft vote",
+                                                                                             "student")]
     return rows
 
 
