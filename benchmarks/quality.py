@@ -18,8 +18,9 @@ what a user does who distils on the unlabelled recordings of the site the device
 `--unseen DIR`: labelled sessions outside `--data` (e.g. a new site's), scored once more: every fold's
 members together (the ensemble a cross-fit `sweep` deploys: together they trained on all of `--data`),
 their votes, and the spectrum baselines fitted on all of `--data`; then each fold's members alone (rows
-"unseen sessions, foldK only": what one train/validation split deploys, with that fold's student under
---distill), so the table also says what training on every labelled session buys. This is the measurement that matters
+"unseen sessions, foldK only": what one train/validation split deploys), so the table also says what
+training on every labelled session buys. With --distill, a student beside each: each fold's own, and one
+distilled from every fold's members on all of `--data` (the student a user deploys). This is the measurement that matters
 (DESIGN, "Measuring quality honestly"): nothing was chosen on those sessions.
 
     python benchmarks/quality.py                      # wingbeats, default recipe, 3 members per fold
@@ -114,16 +115,17 @@ def system_labels(evaluation, labels: list[str]) -> dict[str, np.ndarray]:
     return systems
 
 
-def distil_student(args: argparse.Namespace, output: Path, fold: str, train_manifest: str) -> tuple[list, DistillParams]:
-    """A tiny student distilled from the fold's members on the fold's training clips (and the scored clips'
-    audio, unlabelled, with --distill-scored-audio)."""
-    if args.distill_scored_audio:
+def distil_student(args: argparse.Namespace, output: Path, name: str, teachers: list[Path], train_manifest: str,
+                   scored_manifest: Path | None = None) -> tuple[list, DistillParams]:
+    """A tiny student distilled from `teachers` on `train_manifest`'s clips (and, with --distill-scored-audio,
+    the audio of `scored_manifest`'s clips, unlabelled)."""
+    if args.distill_scored_audio and scored_manifest:
         frame = pd.concat([pd.read_csv(train_manifest, keep_default_na=False),
-                           pd.read_csv(output / f"{fold}_scored.csv", keep_default_na=False).assign(label=UNLABELLED)])
-        train_manifest = str(output / f"{fold}_train_and_scored_audio.csv")
+                           pd.read_csv(scored_manifest, keep_default_na=False).assign(label=UNLABELLED)])
+        train_manifest = str(output / f"{name}_train_and_scored_audio.csv")
         frame.to_csv(train_manifest, index=False)
-    options = {"models": str(output / "members" / fold / "best"), "data": train_manifest,
-               "output": str(output / "students" / fold), "precision": args.precision, "progress": False,
+    options = {"models": [str(t) for t in teachers], "data": train_manifest,
+               "output": str(output / "students" / name), "precision": args.precision, "progress": False,
                "cache_dir": cache_dir(args), "group_by": args.group_by, "overwrite": True}
     for item in args.distill_set:
         key, value = item.split("=", 1)
@@ -248,7 +250,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         y_true = evaluation.predictions["true_label"].map(labels.index).to_numpy()
         systems = system_labels(evaluation, labels)
         if args.distill:
-            students[name] = distil_student(args, output, name, datasets[name]["train"])
+            students[name] = distil_student(args, output, name, [output / "members" / name / "best"],
+                                            datasets[name]["train"], Path(datasets[name]["validation"]))
             systems["student"] = student_labels(students[name], list(evaluation.predictions["path"]), labels)
         rows += fold_rows(name, y_true, systems, k)
         pooled_truth.append(y_true)
@@ -258,6 +261,10 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     both = {s: np.concatenate(v) for s, v in pooled.items() if len(v) == len(sides)}
     rows += fold_rows("both folds", y_all, both, k)
     if args.unseen:
+        if args.distill:  # the student a user deploys: every member's vote on every clip of --data
+            teachers = [output / "members" / f"fold{f}" / "best" for f in range(len(sides))]
+            students["all folds"] = distil_student(args, output, "all-folds", teachers,
+                                                   str(write_manifest(output / "all_train.csv", samples)))
         rows += unseen_rows(args, output, [output / "members" / f"fold{f}" / "best" for f in range(len(sides))], labels,
                             students)
     table = pd.DataFrame(rows)
@@ -281,8 +288,8 @@ def unseen_rows(args: argparse.Namespace, output: Path, member_folders: list[Pat
                 students: dict[str, tuple[list, DistillParams]]) -> list[dict]:
     """All folds' members as one ensemble on `--unseen` (the cross-fit ensemble: between them they trained on
     every session of `--data`; `evaluate` fits the baselines on the union of their training clips, all of
-    `--data`), then each fold's members alone, as a single train/validation split would deploy them, beside
-    that fold's student (with --distill)."""
+    `--data`) beside the student distilled from all of them on all of `--data` (with --distill), then each
+    fold's members alone, as a single train/validation split would deploy them, beside that fold's student."""
     rows = []
     for name, folders in [("unseen sessions", member_folders),
                           *((f"unseen sessions, {f.parent.name} only", [f]) for f in member_folders)]:
@@ -293,9 +300,9 @@ def unseen_rows(args: argparse.Namespace, output: Path, member_folders: list[Pat
         write_report(evaluation)
         y_true = evaluation.predictions["true_label"].map(labels.index).to_numpy()
         systems = system_labels(evaluation, labels)
-        fold = folders[0].parent.name
-        if folders != member_folders and fold in students:
-            systems["student"] = student_labels(students[fold], list(evaluation.predictions["path"]), labels)
+        student = students.get("all folds" if folders == member_folders else folders[0].parent.name)
+        if student:
+            systems["student"] = student_labels(student, list(evaluation.predictions["path"]), labels)
         found = fold_rows(name, y_true, systems, len(labels))
         rows += found if folders == member_folders else [r for r in found if r["system"] in ("mean member", "soft vote",
                                                                                              "student")]
