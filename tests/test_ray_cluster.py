@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mosquito_ast.config import TrainParams
-from mosquito_ast.sweep.backends import gpus_per_task, missing_paths, paths_runs_need
+from mosquito_ast.sweep.backends import gpus_per_task, missing_paths, paths_runs_need, shipped_packages
 from mosquito_ast.sweep.spec import Run
 
 
@@ -20,3 +22,9 @@ def test_every_folder_a_run_reads_or_writes_is_checked_on_the_cluster(tmp_path):
     needed = paths_runs_need([Run("ds", "m0", params, {})])
     assert str(tmp_path / "train") in needed and str(tmp_path / "sweep") in needed
     assert missing_paths(needed) == [str(tmp_path / "gone"), str(tmp_path / "sweep")]
+
+
+def test_workers_get_the_tool_and_the_field_runtime_it_imports():
+    shipped = [Path(folder) for folder in shipped_packages()]
+    assert [folder.name for folder in shipped] == ["mosquito_ast", "mosquito_ast_lite"]
+    assert all((folder / "__init__.py").is_file() for folder in shipped)

@@ -247,6 +247,14 @@ def check_cluster_sees(runs: list[Run]) -> None:
                                 "--output on a filesystem every node mounts at the same path")
 
 
+def shipped_packages() -> list[str]:
+    """The code a cluster's workers need that their environment may lack: this package and the field runtime's,
+    whose audio decoding, folder walking and atomic writes it uses."""
+    import mosquito_ast_lite
+
+    return [str(Path(__file__).resolve().parents[1]), str(Path(mosquito_ast_lite.__file__).resolve().parent)]
+
+
 def run_ray(runs: list[Run], parallel: int, notebook: str | None, on_result: OnResult,
             address: str | None = None) -> None:
     """Each run a Ray task with a GPU or a share of one when the cluster has GPUs. Without `address` a
@@ -260,7 +268,7 @@ def run_ray(runs: list[Run], parallel: int, notebook: str | None, on_result: OnR
     started_here = not ray.is_initialized()
     if started_here:
         if address:
-            ray.init(address=address, runtime_env={"py_modules": [str(Path(__file__).resolve().parents[1])]})
+            ray.init(address=address, runtime_env={"py_modules": shipped_packages()})
         else:
             ray.init(num_cpus=physical_cores(), include_dashboard=False)
     try:
