@@ -225,3 +225,30 @@ def test_consistent_teaching_scores_each_batch_as_the_student_sees_it(teachers, 
                            augment=["mask", "mixup"]))
     config = json.loads((output / "config.json").read_text())
     assert config["training"]["teaching"] == "consistent"
+
+
+def test_int8_teachers_vote_as_the_fp32_ones(teachers, synth_split, feature_cache_dir, tmp_path):
+    """Teachers run as int8 graphs give the fp32 teachers' vote within int8's error on the student's batches;
+    a distillation with them keeps the graphs beside the features and records the choice."""
+    from mosquito_ast.features import FeatureCache, compute_features, normalize
+    from mosquito_ast.int8 import attach
+    from mosquito_ast.training.distill import TeacherVote
+
+    paths = sorted(str(p) for p in synth_split[0].rglob("*.wav"))[:16]
+    quantized = load_members(teachers)
+    attach(quantized, tmp_path / "graphs")
+    raw = compute_features(paths, quantized[0].features, progress=False).features
+    student = quantized[0].features.with_stats(-2.0, 3.0)
+    batch = torch.from_numpy(normalize(raw, student))
+    weights = np.array([0.5, 0.5])
+    int8 = TeacherVote(quantized, weights, student, temperature=1.0, int8=True)(batch).numpy()
+    fp32 = TeacherVote(load_members(teachers), weights, student, temperature=1.0)(batch).numpy()
+    assert np.abs(int8 - fp32).max() < 0.05
+    assert (int8.argmax(1) == fp32.argmax(1)).mean() >= 0.9
+    assert len(list((tmp_path / "graphs").glob("*.onnx"))) == 2  # one per teacher, kept
+
+    output = tmp_path / "student"
+    distill(distill_params(teachers, synth_split[0], output, feature_cache_dir, epochs=1, int8_teachers=True))
+    assert json.loads((output / "config.json").read_text())["training"]["int8_teachers"] is True
+    assert len(list((FeatureCache(str(feature_cache_dir)).root / "int8").glob("*.onnx"))) >= 2
+    load_members(output)

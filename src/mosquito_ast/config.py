@@ -324,6 +324,7 @@ class DistillParams(LoopParams, ReadParams):
     teaching: str = option(FUNCTION_MATCHING["teaching"], "Where the soft targets come from: consistent (the teachers score every augmented batch the student sees, mixed clips included: function matching, Beyer et al. 2022; one teacher pass per batch) or fixed (the teachers' vote on each clip as it is, computed once: cheaper with large teachers on a CPU).", ("fixed", "consistent"), group=LOOP)
     labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook teachers (weights only).", group=MODEL)
     weights: str | None = option(None, "Teacher weights in the soft vote, as for `evaluate` (comma list in member order or a member,weight CSV). Default: equal.", group=MODEL)
+    int8_teachers: bool = option(False, "Run the teachers as int8 onnxruntime graphs on the CPU, as `evaluate --precision int8` (built once, checked against fp32, cached beside the features): faster teacher passes with large teachers, which are most of a CPU run's time under consistent teaching.", group=SYSTEM)
     # the student starts from scratch: the scratch recipe's values (training/recipes.py)
     epochs: int = restate(LoopParams, "epochs", RECIPES[SCRATCH]["epochs"], "Number of epochs; the last one is kept.")
     batch_sizes: list[int] = restate(LoopParams, "batch_sizes", RECIPES[SCRATCH]["batch_sizes"])

@@ -41,6 +41,7 @@ from ..ensemble.aggregate import parse_weights, soft_vote
 from ..ensemble.members import Member, ensemble_labels, load_members, score_features
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
+from ..int8 import attach, graph_folder
 from ..models.classifier import ASTClassifier
 from ..models.encoder import build_encoder, encoder_config
 from ..onnx_graphs import EnsembleGraph
@@ -101,17 +102,25 @@ class TeacherVote:
     """The teachers' soft vote at temperature T on a batch as the student sees it (normalized with the
     student's statistics, augmented): `EnsembleGraph`, the vote export puts in its graphs, gives each
     teacher the batch in its own normalization. Run inside the training step, under its autocast, which
-    also serves teachers already cast to bf16. A plain object, not a submodule, so the teachers neither
-    train nor enter the student's checkpoints."""
+    also serves teachers already cast to bf16. With `int8` each teacher runs its int8 onnxruntime graph
+    (`member.runtime`, attached by `mosquito_ast.int8.attach`) through `score_features`, as `evaluate
+    --precision int8` does. A plain object, not a submodule, so the teachers neither train nor enter the
+    student's checkpoints."""
 
     def __init__(self, members: Sequence[Member], weights: np.ndarray, student: FeatureSettings,
-                 temperature: float) -> None:
-        self.vote, self.student, self.temperature = EnsembleGraph(members, weights).eval(), student, temperature
+                 temperature: float, int8: bool = False) -> None:
+        self.members, self.weights, self.student, self.temperature = list(members), weights, student, temperature
+        self.vote = None if int8 else EnsembleGraph(members, weights).eval()
 
     @torch.no_grad()
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         raw = features.float() * (2 * self.student.norm_std) + self.student.norm_mean
-        vote = self.vote.to(features.device)(raw).float()
+        if self.vote is None:
+            tables = {self.members[0].features.extraction_key(): raw.cpu().numpy()}
+            vote = torch.from_numpy(soft_vote(score_features(self.members, tables, "int8", len(raw)), self.weights))
+        else:
+            vote = self.vote.to(features.device)(raw)
+        vote = vote.to(features.device).float()
         return torch.softmax(torch.log(vote.clamp_min(SMALLEST_PROBABILITY)) / self.temperature, dim=-1)
 
 
@@ -242,8 +251,11 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
     if alpha != params.alpha:
         print(f"distill: {params.data} has no labels; training on the KL term alone (alpha 1)")
 
+    if params.int8_teachers:
+        attach(members, graph_folder(params.cache_dir, params.no_cache))
     key = teacher_settings.extraction_key()
-    probabilities = score_features(members, {key: train_set.features}, precision, progress=params.progress)
+    probabilities = score_features(members, {key: train_set.features}, "int8" if params.int8_teachers else precision,
+                                   progress=params.progress)
     vote = soft_vote(probabilities, weights)
     teacher = tempered(vote, params.temperature)
     if train_targets is not None:
@@ -264,7 +276,8 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
         torch.from_numpy(normalize(train_set.features, settings)), packed_targets(teacher, train_targets, len(labels)),
         torch.from_numpy(normalize(val_set.features, settings)), val_set.targets(labels),
         params.batch_size_for, params.seed)
-    teachers = TeacherVote(members, weights, settings, params.temperature) if params.teaching == "consistent" else None
+    teachers = (TeacherVote(members, weights, settings, params.temperature, params.int8_teachers)
+                if params.teaching == "consistent" else None)
     module = DistillModule(model, params, total_steps, settings, alpha, class_weights, teachers)
     fit_run(module, datamodule, params, precision, run_dir, f"distillation into {member_dir}", list(callbacks),
             last_checkpoint, validate=bool(val_set.samples))
