@@ -227,8 +227,8 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
     labels = ensemble_labels(members)
     teacher_settings = members[0].features
     samples = labelled_samples(params.data, params.use_labels, labels, params.group_by)
-    print(f"distill: {len(members)} teachers -> {params.preset} student, T {params.temperature:g}, "
-          f"alpha {params.alpha:g}, precision {precision}, {threads} CPU threads")
+    print(f"distill: {len(members)} teachers{' (int8)' if params.int8_teachers else ''} -> {params.preset} student, "
+          f"T {params.temperature:g}, alpha {params.alpha:g}, precision {precision}, {threads} CPU threads")
     stats = f"mean {teacher_settings.norm_mean:.4g}, std {teacher_settings.norm_std:.4g}"
     print(values_in_effect(params, distill_defaults(), {"norm_stats": stats} if params.norm_stats == "teachers" else {}))
     L.seed_everything(params.seed, verbose=False)
@@ -262,7 +262,8 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
         known = train_targets.numpy() >= 0
         agreement = float((vote.argmax(1)[known] == train_targets.numpy()[known]).mean())
         print(f"  soft vote agrees with {agreement:.1%} of the {int(known.sum())} labels of {params.data}"
-              + (f" ({int((~known).sum())} clips unlabelled)" if not known.all() else ""))
+              + (f" ({int((~known).sum())} clips unlabelled)" if not known.all() else "")
+              + ("; with alpha 1 the student learns the vote alone" if alpha == 1 else ""))
 
     settings = student_settings(params, teacher_settings, train_set.features)
     model = ASTClassifier(build_encoder(encoder_config(params.preset, settings, params.dropout)), labels)
