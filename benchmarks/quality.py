@@ -261,12 +261,11 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     both = {s: np.concatenate(v) for s, v in pooled.items() if len(v) == len(sides)}
     rows += fold_rows("both folds", y_all, both, k)
     if args.unseen:
+        fold_members = [output / "members" / f"fold{f}" / "best" for f in range(len(sides))]
         if args.distill:  # the student a user deploys: every member's vote on every clip of --data
-            teachers = [output / "members" / f"fold{f}" / "best" for f in range(len(sides))]
-            students["all folds"] = distil_student(args, output, "all-folds", teachers,
+            students["all folds"] = distil_student(args, output, "all-folds", fold_members,
                                                    str(write_manifest(output / "all_train.csv", samples)))
-        rows += unseen_rows(args, output, [output / "members" / f"fold{f}" / "best" for f in range(len(sides))], labels,
-                            students)
+        rows += unseen_rows(args, output, fold_members, labels, students)
     table = pd.DataFrame(rows)
     write_outputs(table, output, args, time.perf_counter() - started)
     return table
