@@ -11,6 +11,8 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from mosquito_ast_lite.io import OutputFolderError
+
 from mosquito_ast.cli import app
 from mosquito_ast.data import DatasetError, discover
 from mosquito_ast.segment import SegmentSettings, clip_starts, segment_recordings
@@ -177,10 +179,13 @@ def test_refuses_non_empty_split_folder_unless_overwrite(synth, tmp_path):
         quiet_split(synth, tmp_path, "random")
     result = runner.invoke(app, ["split", str(synth), "--output", str(tmp_path), "--mode", "random", "--no-progress"])
     assert result.exit_code == 2 and "not empty" in result.output
-    (tmp_path / "random" / "stray.txt").write_text("old")
     quiet_split(synth, tmp_path, "random", overwrite=True, seed=2)
-    assert not (tmp_path / "random" / "stray.txt").exists()
+    assert json.loads((tmp_path / "random" / "split_report.json").read_text())["seed"] == 2
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftover build folder
+    (tmp_path / "random" / "notes.txt").write_text("mine")  # a file the tool never wrote: never deleted
+    with pytest.raises(OutputFolderError, match="not a split written by mosquito-ast.*notes.txt"):
+        quiet_split(synth, tmp_path, "random", overwrite=True, seed=3)
+    assert (tmp_path / "random" / "notes.txt").read_text() == "mine"
 
 
 def test_cli_split_with_copy_and_warning_for_single_recording_class(tmp_path):

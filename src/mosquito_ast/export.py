@@ -31,7 +31,7 @@ import numpy as np
 
 from mosquito_ast_lite.audio import is_audio_file
 from mosquito_ast_lite.files import files_under
-from mosquito_ast_lite.io import atomic_path, atomic_write_json
+from mosquito_ast_lite.io import FolderKind, atomic_path, atomic_write_json, check_replaceable
 
 from . import __version__
 from .config import ConfigError, ExportParams
@@ -48,6 +48,7 @@ FORMAT = "mosquito-ast-onnx"
 ONNX_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
 JSON_NAME = "model.json"
+EXPORT_FOLDER = FolderKind("an export", (JSON_NAME,), (JSON_NAME, ONNX_NAME, INT8_NAME, "*.onnx.data"))
 # Dynamic quantization: both tried; QInt8 (u8s8 kernels, the fast path of x86 VNNI and ARM dot products:
 # AST-base 1.6x bf16 weights on an AVX512-VNNI EPYC, QUInt8 0.9x) kept unless QUInt8 agrees on more clips.
 WEIGHT_TYPES = ("QInt8", "QUInt8")
@@ -179,6 +180,8 @@ def export(params: ExportParams) -> ExportResult:
         raise FileExistsError(f"{output}: exists and is not a folder")
     if (output / ONNX_NAME).exists() and not params.overwrite:
         raise FileExistsError(f"{output / ONNX_NAME}: an export already exists here (use --overwrite to replace it)")
+    if any((output / name).exists() for name in EXPORT_FOLDER.entries if "*" not in name):
+        check_replaceable(output, EXPORT_FOLDER)
     use_physical_cores()
     members = load_members(params.models, params.labels or None, params.progress)
     names = [m.name for m in members]

@@ -21,13 +21,14 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from mosquito_ast_lite.audio import AudioError, clip_samples, load_audio
-from mosquito_ast_lite.io import atomic_write_json, atomic_write_text
+from mosquito_ast_lite.io import FolderKind, atomic_write_json, atomic_write_text, check_replaceable
 
 from .data import DatasetError, Sample, discover
 
 TAILS = ("drop", "pad")
 SEGMENTS_NAME = "segments.json"
 MANIFEST_NAME = "manifest.csv"
+CLIPS_FOLDER = FolderKind("a clip folder of `split --segment`", (SEGMENTS_NAME,))
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def segment_recordings(data: str | Path, output: str | Path, settings: SegmentSe
     if output.exists() and any(output.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{output}: holds clips of other data or settings (use --overwrite to replace them)")
-        shutil.rmtree(output)
+        shutil.rmtree(check_replaceable(output, CLIPS_FOLDER))
     clips: list[Sample] = []
     rows = []
     errors = []

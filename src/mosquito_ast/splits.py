@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm.auto import tqdm
 
-from mosquito_ast_lite.io import atomic_directory
+from mosquito_ast_lite.io import FolderKind, atomic_directory, check_replaceable
 
 from .data import DatasetError, Sample, discover
 from .segment import SegmentSettings, relative_location, segment_recordings
@@ -32,6 +32,7 @@ LINKS = ("hard", "copy", "symlink")
 SIDES = ("train", "validation", "test")
 REPORT_NAME = "split_report.json"
 MANIFEST_NAME = "manifest.csv"
+SPLIT_FOLDER = FolderKind("a split", (REPORT_NAME, MANIFEST_NAME), ("train", "validation", "test", "fold*", MANIFEST_NAME, REPORT_NAME))
 GREEDY_TRIES = 64
 
 
@@ -289,6 +290,7 @@ def make_split(data: str | Path, output: str | Path, mode: str, group_by: str = 
     final = output / mode
     if final.exists() and any(final.iterdir()) and not overwrite:
         raise FileExistsError(f"{final}: split folder exists and is not empty (use --overwrite to replace it)")
+    check_replaceable(final, SPLIT_FOLDER)
 
     if segment is not None:
         clips_root = output / "clips"
@@ -314,7 +316,7 @@ def make_split(data: str | Path, output: str | Path, mode: str, group_by: str = 
         if abs(achieved_test - test_fraction) > 0.05:
             notes.append(f"test fraction {achieved_test:.3f} (target {test_fraction}): whole recording groups "
                          f"allow no closer split")
-    with atomic_directory(final) as building:
+    with atomic_directory(final, SPLIT_FOLDER) as building:
         if mode == "kfold":
             rest_locations = [loc for loc, side in zip(locations, held_out) if side != "test"]
             report["folds"] = []

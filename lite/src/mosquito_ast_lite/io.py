@@ -8,6 +8,8 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,6 +31,43 @@ def check_writable(folder: str | Path) -> Path:
             pass
     except OSError as error:
         raise OutputFolderError(f"{folder}: cannot write the output here ({error.strerror or error})") from None
+    return folder
+
+
+@dataclass(frozen=True)
+class FolderKind:
+    """One kind of folder the tool writes, recognised by its files, so that `--overwrite` replaces only
+    what the tool itself wrote: a user's folder given as --output by mistake is refused, never deleted.
+    `markers`: every such folder holds one of them; `entries` are patterns of every name it may hold at its
+    top level (None where the names are the user's, e.g. species folders, and the markers alone decide)."""
+
+    name: str  # with its article: "a member"
+    markers: tuple[str, ...]
+    entries: tuple[str, ...] | None = None
+
+    def foreign(self, folder: Path) -> list[str]:
+        """The entries of `folder` that this kind never writes (a missing marker counts as one)."""
+        names = sorted(entry.name for entry in folder.iterdir())
+        missing = [] if any((folder / m).exists() for m in self.markers) else [f"no {' or '.join(self.markers)}"]
+        if self.entries is None:
+            return missing
+        return missing + [n for n in names if not any(fnmatch(n, pattern) for pattern in (*self.entries, ".*.tmp*"))]
+
+
+def check_replaceable(folder: str | Path, kind: FolderKind) -> Path:
+    """Refuse, naming the folder, to replace anything but a missing or empty folder or one of `kind`."""
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return folder
+    if not folder.is_dir() or folder.is_symlink():
+        raise OutputFolderError(f"{folder}: exists and is not a folder; refusing to replace it, choose another output")
+    if not any(folder.iterdir()):
+        return folder
+    foreign = kind.foreign(folder)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OutputFolderError(f"{folder}: not {kind.name} written by mosquito-ast ({shown}); --overwrite "
+                                f"replaces only those, so choose another output folder")
     return folder
 
 
@@ -57,17 +96,18 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_directory(folder: str | Path) -> Iterator[Path]:
-    """Yield a staging folder beside `folder`; it replaces `folder` (old contents retired) on success."""
-    folder = Path(folder)
+def atomic_directory(folder: str | Path, kind: FolderKind) -> Iterator[Path]:
+    """Yield a staging folder beside `folder`; it replaces `folder` (old contents retired) on success.
+    An existing `folder` must be empty or of `kind` (`check_replaceable`), checked before and after the work."""
+    folder = check_replaceable(folder, kind)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
     try:
         yield staging
         os.chmod(staging, default_mode(directory=True))
+        check_replaceable(folder, kind)
         if folder.exists():
-            retired = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
+            retired = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".old"))
             os.replace(folder, retired)
             os.replace(staging, folder)
             shutil.rmtree(retired)

@@ -20,8 +20,15 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from mosquito_ast_lite.io import FolderKind
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+MEMBER_FOLDER = FolderKind("a member", (CONFIG_NAME, WEIGHTS_NAME), (CONFIG_NAME, WEIGHTS_NAME))
+PRETRAINED_FOLDER = FolderKind("a pretrain output", (CONFIG_NAME, "run"),
+                               (CONFIG_NAME, WEIGHTS_NAME, "history.csv", "probe.json", "run"))
+TRANSFORMERS_FOLDER = FolderKind("a transformers folder (save_pretrained)", (CONFIG_NAME,),
+                                 (CONFIG_NAME, "model*.safetensors*", "preprocessor_config.json", "*.py"))
 MEMBER_FORMAT = "mosquito-ast-member"
 PRETRAINED_FORMAT = "mosquito-ast-pretrained"
 HUGGING_FACE_FORMAT = "hugging-face"

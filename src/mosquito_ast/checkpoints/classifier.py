@@ -16,7 +16,7 @@ from mosquito_ast_lite.io import atomic_directory
 
 from ..features import FeatureSettings
 from ..models.classifier import ASTClassifier
-from . import (CONFIG_NAME, MEMBER_FORMAT, OLD_NOTEBOOK_FORMAT, OLD_NOTEBOOK_MAX_LENGTH, WEIGHTS_NAME,
+from . import (CONFIG_NAME, MEMBER_FOLDER, MEMBER_FORMAT, OLD_NOTEBOOK_FORMAT, OLD_NOTEBOOK_MAX_LENGTH, WEIGHTS_NAME,
                CheckpointError, checkpoint_format, read_config)
 from .encoder import check_finite, config_to_dict, encoder_from_state, old_notebook_config
 
@@ -42,7 +42,7 @@ def save_member(model: ASTClassifier, folder: str | Path, features: FeatureSetti
         **extra,
     }
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
-    with atomic_directory(folder) as staging:
+    with atomic_directory(folder, MEMBER_FOLDER) as staging:
         save_file(state, str(staging / WEIGHTS_NAME))
         _write_config(staging, config)
     return folder
@@ -53,7 +53,7 @@ def promote_member(candidate: str | Path, folder: str | Path, extra: dict[str, A
     hard-linked (copied across file systems), not loaded and rewritten: AST-base's are 350 MB."""
     candidate = Path(candidate)
     config = {**json.loads((candidate / CONFIG_NAME).read_text()), **extra}
-    with atomic_directory(folder) as staging:
+    with atomic_directory(folder, MEMBER_FOLDER) as staging:
         try:
             os.link(candidate / WEIGHTS_NAME, staging / WEIGHTS_NAME)
         except OSError:

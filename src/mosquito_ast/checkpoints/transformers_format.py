@@ -28,6 +28,7 @@ from mosquito_ast_lite.io import atomic_directory
 
 from ..features import FeatureSettings
 from ..models.classifier import ASTClassifier
+from . import TRANSFORMERS_FOLDER
 from .classifier import load_member
 from .encoder import config_to_dict
 from .modeling_mosquito_ast import MosquitoASTForAudioClassification
@@ -58,7 +59,7 @@ def write_transformers_folder(model: ASTClassifier, features: FeatureSettings, o
         print(f"warning: {output}: ASTFeatureExtractor frames 25 ms every 10 ms at 16 kHz up to Nyquist; this "
               f"member uses {features.extraction_key()}, so compute its features with mosquito_ast.features "
               f"(settings in preprocessor_config.json, mosquito_ast_features)")
-    with atomic_directory(output) as staging:
+    with atomic_directory(output, TRANSFORMERS_FOLDER) as staging:
         transformers_model(model).save_pretrained(staging)
         feature_extractor(features).save_pretrained(staging)
     return output

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mosquito_ast_lite.audio import AudioError
+from mosquito_ast_lite.io import check_replaceable
 
 from ..checkpoints import model_folders
 from ..baseline import baseline_probabilities
@@ -25,7 +26,7 @@ from .aggregate import hard_vote, parse_weights, pool_by_group, soft_vote, vote_
 from .members import Member, ensemble_labels, load_members, predict_probabilities
 from .coverage import coverage_table, headline
 from .metrics import (bootstrap_intervals, confusion, label_metrics, per_class_table, probability_metrics)
-from .results import BEST, ENSEMBLES, HARD, MEAN, SOFT, Assessment, EnsembleEvaluation
+from .results import BEST, ENSEMBLES, EVALUATION_FOLDER, HARD, MEAN, SOFT, Assessment, EnsembleEvaluation
 
 BEST_BY = "balanced_accuracy"
 GAIN_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro")
@@ -220,7 +221,8 @@ def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None) ->
     """Load every member under `params.models` (or take the `members` already loaded from there), predict
     `params.data`, and score members, ensembles and baselines per clip and per recording. Nothing is
     written: `report.write_outputs` turns the result into tables, metrics.json, plots and report.html in
-    `params.output`."""
+    `params.output`, which must be empty, missing or an earlier evaluation (checked first)."""
+    check_replaceable(params.output, EVALUATION_FOLDER)
     precision = resolve_precision(params.precision)
     threads = use_physical_cores()
     members = list(members) if members is not None else load_members(params.models, params.labels or None,

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mosquito_ast_lite.io import atomic_write_json, atomic_write_text
+from mosquito_ast_lite.io import atomic_write_json, atomic_write_text, check_replaceable
 
 from .. import __version__
 from .figures import draw_figures
 from .presentation import HEADERS, fixed, is_missing, reading_order
-from .results import BEST, ENSEMBLES, HARD, MEAN, SOFT, EnsembleEvaluation
+from .results import BEST, ENSEMBLES, EVALUATION_FOLDER, HARD, MEAN, SOFT, EnsembleEvaluation
 
 CONSOLE_COLUMNS = ["system", "accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "log_loss", "ece"]
 METRICS = ("accuracy", "balanced_accuracy", "precision_weighted", "recall_weighted", "f1_weighted",
@@ -393,7 +393,7 @@ def console_table(summary: pd.DataFrame) -> str:
 def write_outputs(evaluation: EnsembleEvaluation) -> Path:
     """predictions.csv, recordings.csv, members.csv, per_class.csv, coverage.csv, metrics.json, the figures and
     report.html in `evaluation.output`; prints the summary table and the warnings."""
-    out = evaluation.output
+    out = check_replaceable(evaluation.output, EVALUATION_FOLDER)
     out.mkdir(parents=True, exist_ok=True)
     predictions = evaluation.predictions.assign(path=[shown_path(p, out) for p in evaluation.predictions.path])
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))

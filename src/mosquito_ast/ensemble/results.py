@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mosquito_ast_lite.io import FolderKind
+
 HARD, SOFT, MEAN, BEST = "hard vote", "soft vote", "mean member", "best member"
 ENSEMBLES = (HARD, SOFT)
+EVALUATION_FOLDER = FolderKind("an evaluation", ("metrics.json", "report.html"), ("*.csv", "*.json", "*.html", "*.png"))
 SUMMARY_SYSTEMS = (MEAN, BEST, HARD, SOFT)  # the rows that sum up an ensemble, in reading order
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import signal
 import sys
 import threading
@@ -23,9 +24,9 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
-from mosquito_ast_lite.io import atomic_path, atomic_write_text, check_writable
+from mosquito_ast_lite.io import atomic_path, atomic_write_text, check_replaceable, check_writable
 
-from ..checkpoints import CheckpointError
+from ..checkpoints import MEMBER_FOLDER, CheckpointError
 from ..checkpoints.encoder import first_nonfinite
 from .optim import build_optimizer, build_scheduler
 
@@ -185,6 +186,18 @@ def resume_checkpoint(path: str | Path) -> Path | None:
     if problem is not None:
         raise CheckpointError(f"{path}: damaged checkpoint ({problem}), cannot resume from it; "
                               f"delete it to train again from epoch 1")
+    return plain_checkpoint(path)
+
+
+def plain_checkpoint(path: Path) -> Path:
+    """`path`, once it is known to hold only tensors and plain types: unpickling anything else can run code,
+    and checkpoints travel between people and machines. Memory-mapped, so the tensors are not read."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        found = str(error).splitlines()[-1] if "GLOBAL" in str(error) else "objects other than tensors and plain types"
+        raise CheckpointError(f"{path}: holds more than tensors and plain types ({found.strip()}); refused, "
+                              f"since loading it could run code") from None
     return path
 
 
@@ -362,6 +375,7 @@ def run_checkpoint(member_dir: Path, run_dir: Path, overwrite: bool, resume: boo
     member is never replaced silently: without --overwrite or --resume it is an error."""
     if member_dir.exists() and not (overwrite or resume):
         raise FileExistsError(f"{member_dir}: a member already exists (use --overwrite to replace it)")
+    check_replaceable(member_dir, MEMBER_FOLDER)
     last_checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if resume and not last_checkpoint.exists() and member_dir.exists():
         print(f"{member_dir}: already finished, nothing to resume")
@@ -377,7 +391,7 @@ def fit_run(module: EpochModule, datamodule: L.LightningDataModule, params: Any,
                            [FiniteGuard(name), *callbacks, LastCheckpoint(last_checkpoint, 60 * params.checkpoint_minutes)],
                            validate=validate)
     fit_interruptibly(trainer, f"{name} interrupted; continue it with --resume", model=module, datamodule=datamodule,
-                      ckpt_path=resume_checkpoint(last_checkpoint) if params.resume else None)
+                      ckpt_path=resume_checkpoint(last_checkpoint) if params.resume else None, weights_only=True)
     history = pd.DataFrame(module.history)
     atomic_write_text(run_dir / "history.csv", history.to_csv(index=False))
     return history

@@ -17,16 +17,17 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from safetensors.torch import load_model, save_model
 from sklearn.model_selection import GroupShuffleSplit
 from transformers import ASTModel
 
 from mosquito_ast_lite.audio import is_audio_file
 from mosquito_ast_lite.files import files_under
-from mosquito_ast_lite.io import atomic_write_json, atomic_write_text, check_writable
+from mosquito_ast_lite.io import atomic_path, atomic_write_json, atomic_write_text, check_replaceable, check_writable
 
 from .. import __version__
-from ..checkpoints import CONFIG_NAME, WEIGHTS_NAME
+from ..checkpoints import CONFIG_NAME, PRETRAINED_FOLDER, WEIGHTS_NAME
 from ..checkpoints.encoder import encoder_from_checkpoint
 from ..checkpoints.ssl import save_pretrained
 from ..config import PretrainParams
@@ -169,6 +170,36 @@ class PretrainModule(EpochModule):
             atomic_write_text(self.history_file, pd.DataFrame(self.history).to_csv(index=False))
 
 
+class BestWeights(Callback):
+    """Keep the epoch with the lowest validation loss in `path` (safetensors, atomically). Its state holds
+    numbers only: Lightning's ModelCheckpoint restores file paths from a checkpoint and later loads or
+    deletes them, so a crafted `last.ckpt` could name any file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.best: float | None = None
+        self.best_epoch = 0
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not module.history:
+            return
+        row = module.history[-1]
+        if self.best is None or row["val_loss"] < self.best:
+            self.best, self.best_epoch = float(row["val_loss"]), int(row["epoch"])
+            with atomic_path(self.path, suffix=".safetensors") as temporary:
+                save_model(module, str(temporary))
+
+    def restore(self, module: L.LightningModule) -> None:
+        """Load the best epoch's weights into `module`."""
+        load_model(module, str(self.path), device="cpu")
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
 def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path:
     """Pretrain an encoder on unlabeled clips; write the best epoch (lowest validation loss) to --output.
 
@@ -183,7 +214,10 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
         return output
     if finished and not params.overwrite:
         raise FileExistsError(f"{output}: a pretrained model already exists (use --overwrite to replace it)")
-    check_writable(output)
+    check_writable(check_replaceable(output, PRETRAINED_FOLDER))
+    if last_checkpoint.exists() and not (params.resume or params.overwrite):
+        raise FileExistsError(f"{output}: holds an interrupted pretraining; continue it with --resume, "
+                              f"or start again with --overwrite")
     resuming = params.resume and resume_checkpoint(last_checkpoint) is not None
     if not resuming:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -204,18 +238,16 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
     datamodule = ClipDataModule(train_x, torch.zeros(len(train_x)), val_x, torch.zeros(len(val_x)),
                                 params.batch_size_for, params.seed)
     module = PretrainModule(model, params, total_steps, output / "history.csv")
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
-                           save_top_k=1, save_weights_only=True)
+    best = BestWeights(run_dir / "checkpoints" / "best.safetensors")
     internal: list[Callback] = [FiniteGuard("pretrain"), best, LastCheckpoint(last_checkpoint, 60 * params.checkpoint_minutes)]
     if params.patience > 0:
         internal.append(EarlyStopping(monitor="val_loss", mode="min", patience=params.patience,
                                       min_delta=params.min_delta))
     trainer = make_trainer(params, precision, run_dir, [*callbacks, *internal])
     fit_interruptibly(trainer, f"pretraining interrupted; continue it with --resume --output {output}", model=module,
-                      datamodule=datamodule, ckpt_path=last_checkpoint if resuming else None)
+                      datamodule=datamodule, ckpt_path=last_checkpoint if resuming else None, weights_only=True)
 
-    state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
-    module.load_state_dict(state)
+    best.restore(module)
     best_row = min(module.history, key=lambda row: row["val_loss"])
     extra = {
         "pretraining": params.to_dict(),
