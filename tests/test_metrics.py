@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from mosquito_ast.ensemble.aggregate import (WeightsError, hard_vote, parse_weights, pool_by_group, soft_vote,
+from mosquito_ast.inference.votes import (WeightsError, hard_vote, parse_weights, pool_by_group, soft_vote,
                                              vote_shares)
-from mosquito_ast.ensemble.evaluate import assess
-from mosquito_ast.ensemble.metrics import (NO_NEGATIVES, NO_POSITIVES, balanced_accuracy, bootstrap_interval,
+from mosquito_ast.commands.evaluate import assess
+from mosquito_ast.evaluation.metrics import (NO_NEGATIVES, NO_POSITIVES, balanced_accuracy, bootstrap_interval,
                                            bootstrap_intervals, confusion, expected_calibration_error, label_metrics,
                                            per_class_table, reliability_table, resample_weights)
 

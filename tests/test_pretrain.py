@@ -20,8 +20,8 @@ from mosquito_ast.data import DatasetError
 from mosquito_ast.features import FeatureSettings
 from mosquito_ast.models.encoder import build_encoder, encoder_config, resize_position_embeddings
 from mosquito_ast.models.ssl import MaskedPatchAST, masked_patch_loss
-from mosquito_ast.training.train import train
-from mosquito_ast.training.pretrain import discover_unlabeled, initial_encoder, pretrain
+from mosquito_ast.commands.train import train
+from mosquito_ast.commands.pretrain import discover_unlabeled, initial_encoder, pretrain
 
 
 @pytest.fixture
@@ -281,7 +281,7 @@ def test_parameter_errors():
 
 def test_validation_hold_out_keeps_recordings_whole(tmp_path):
     """Clips of one recording on both sides would let the validation loss reward memorised recordings."""
-    from mosquito_ast.training.pretrain import hold_out_recordings, recording_groups
+    from mosquito_ast.commands.pretrain import hold_out_recordings, recording_groups
 
     paths = [str(tmp_path / f"session{s}" / f"clip{c}.wav") for s in range(6) for c in range(5)]
     train_index, val_index = hold_out_recordings(tmp_path, paths, "auto", 0.34, seed=0)
@@ -291,7 +291,7 @@ def test_validation_hold_out_keeps_recordings_whole(tmp_path):
 
 
 def test_one_recording_falls_back_to_clips_with_a_warning(tmp_path, capsys):
-    from mosquito_ast.training.pretrain import hold_out_recordings
+    from mosquito_ast.commands.pretrain import hold_out_recordings
 
     paths = [str(tmp_path / "session" / f"clip{c}.wav") for c in range(10)]
     train_index, val_index = hold_out_recordings(tmp_path, paths, "auto", 0.2, seed=0)

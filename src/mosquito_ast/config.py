@@ -2,7 +2,7 @@
 flag and a YAML key with the same name and help text (see `params.py`, the engine).
 
 The fields several commands share are declared once in `param_groups.py` and composed here; the
-recipes `train --preset` fills in live in `training/recipes.py`.
+recipes `train --preset` fills in live in `recipes.py`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .param_groups import (DataParams, LoopParams, NORM_STATS, OPTIMIZERS, PRECISIONS, SCHEDULERS, ReadParams,
                            inference_precision_option, precision_option, progress_option)
 from .params import DATA, LOOP, MODEL, OUTPUT, SYSTEM, ConfigError, Params, base_type, coerce, option, restate
-from .training.recipes import (FUNCTION_MATCHING, PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, start_defaults,
+from .recipes import (FUNCTION_MATCHING, PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, start_defaults,
                                start_of)
 
 __all__ = ["AUGMENTATIONS", "CheckSplitParams", "ConfigError", "DataParams", "DemoParams", "DistillParams", "ENCODER_SIZES",
@@ -71,7 +71,7 @@ class TrainParams(LoopParams, DataParams):
 
     @property
     def start(self) -> str:
-        """How this run starts (training/recipes.py): from scratch, a checkpoint of ours, an AudioSet AST."""
+        """How this run starts (recipes.py): from scratch, a checkpoint of ours, an AudioSet AST."""
         return start_of(self.ssl_checkpoint)
 
     @property
@@ -325,7 +325,7 @@ class DistillParams(LoopParams, ReadParams):
     labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook teachers (weights only).", group=MODEL)
     weights: str | None = option(None, "Teacher weights in the soft vote, as for `evaluate` (comma list in member order or a member,weight CSV). Default: equal.", group=MODEL)
     int8_teachers: bool = option(False, "Run the teachers as int8 onnxruntime graphs on the CPU, as `evaluate --precision int8` (built once, checked against fp32, cached beside the features): faster teacher passes with large teachers, which are most of a CPU run's time under consistent teaching.", group=SYSTEM)
-    # the student starts from scratch: the scratch recipe's values (training/recipes.py)
+    # the student starts from scratch: the scratch recipe's values (recipes.py)
     epochs: int = restate(LoopParams, "epochs", RECIPES[SCRATCH]["epochs"], "Number of epochs; the last one is kept.")
     batch_sizes: list[int] = restate(LoopParams, "batch_sizes", RECIPES[SCRATCH]["batch_sizes"])
     learning_rate: float = restate(LoopParams, "learning_rate", RECIPES[SCRATCH]["learning_rate"])

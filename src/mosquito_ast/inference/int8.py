@@ -20,9 +20,9 @@ import torch
 
 from mosquito_ast_lite.io import atomic_path
 
-from .checkpoints import WEIGHTS_NAME
-from .ensemble.members import Member, score_features
-from .features import FeatureCache, file_digest
+from ..checkpoints import WEIGHTS_NAME
+from .members import Member, score_features
+from ..features import FeatureCache, file_digest
 from .onnx_graphs import EnsembleGraph, compare, export_graph, onnx_session, quantize, run_onnx
 
 WEIGHT_TYPE = "QInt8"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..checkpoints import MEMBER_FORMAT, PRETRAINED_FORMAT, checkpoint_format, read_config
+from .checkpoints import MEMBER_FORMAT, PRETRAINED_FORMAT, checkpoint_format, read_config
 
 SCRATCH = "scratch"
 PRETRAINED = "pretrained"

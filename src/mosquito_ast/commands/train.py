@@ -19,15 +19,15 @@ from ..checkpoints.classifier import promote_member, save_member
 from ..checkpoints.encoder import encoder_from_checkpoint
 from ..config import TrainParams
 from ..data import check_validation_labels, label_names
-from ..ensemble.metrics import classification_metrics
+from ..evaluation.metrics import classification_metrics
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
 from ..models.classifier import ASTClassifier, apply_freezing
 from ..models.encoder import build_encoder, encoder_config, tie_positions_over_time
-from .datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
-from .loop import EpochModule, WeightAverage, claimed_run, drop_checkpoint, fit_run
-from .optim import optimizer_steps
-from .recipes import PRETRAINED, START_NAMES, checkpoint_config, start_defaults, start_of, values_in_effect
+from ..training.datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
+from ..training.loop import EpochModule, WeightAverage, claimed_run, drop_checkpoint, fit_run
+from ..training.optim import optimizer_steps
+from ..recipes import PRETRAINED, START_NAMES, checkpoint_config, start_defaults, start_of, values_in_effect
 
 LOWER_IS_BETTER = {"loss"}
 

@@ -144,7 +144,7 @@ def score_features(members: Sequence[Member], features: dict[str, np.ndarray], p
     with the weights of the (already resolved) `precision` (`inference_model`: bf16 for bf16-mixed,
     cast in place); the softmax is taken in float32 after the head and columns follow
     `ensemble_labels(members)`. `int8` runs each member's int8 onnxruntime graph on the CPU instead
-    (`member.runtime`, attached by `mosquito_ast.int8.attach`).
+    (`member.runtime`, attached by `mosquito_ast.inference.int8.attach`).
     """
     from tqdm.auto import tqdm
 
@@ -161,7 +161,7 @@ def score_features(members: Sequence[Member], features: dict[str, np.ndarray], p
             if precision == "int8":
                 if member.runtime is None:
                     raise ValueError(f"member {member.name}: int8 runs its onnxruntime graph; attach the graphs "
-                                     f"first (mosquito_ast.int8.attach)")
+                                     f"first (mosquito_ast.inference.int8.attach)")
                 result[index] = member.runtime(table, batch_size)[:, order]
                 bar.update(-(-count // batch_size))
                 continue
