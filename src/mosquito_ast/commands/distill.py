@@ -103,7 +103,7 @@ class TeacherVote:
     student's statistics, augmented): `EnsembleGraph`, the vote export puts in its graphs, gives each
     teacher the batch in its own normalization. Run inside the training step, under its autocast, which
     also serves teachers already cast to bf16. With `int8` each teacher runs its int8 onnxruntime graph
-    (`member.runtime`, attached by `mosquito_ast.inference.int8.attach`) through `score_features`, as `evaluate
+    (`member.scorer`, picked by `mosquito_ast.inference.int8.attach`) through `score_features`, as `evaluate
     --precision int8` does. A plain object, not a submodule, so the teachers neither train nor enter the
     student's checkpoints."""
 
