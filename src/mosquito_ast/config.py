@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from .param_groups import (DataParams, LoopParams, NORM_STATS, OPTIMIZERS, PRECISIONS, SCHEDULERS, ReadParams,
                            inference_precision_option, precision_option, progress_option)
 from .params import DATA, LOOP, MODEL, OUTPUT, SYSTEM, ConfigError, Params, base_type, coerce, option, restate
-from .recipes import (FUNCTION_MATCHING, PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, start_defaults,
-                               start_of)
+from .recipes import (FUNCTION_MATCHING, PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, checkpoint_config,
+                      start_defaults, start_of)
 
 __all__ = ["AUGMENTATIONS", "CheckSplitParams", "ConfigError", "DataParams", "DemoParams", "DistillParams", "ENCODER_SIZES",
            "EvaluateParams", "ExportParams", "GROUP_HELP", "LoopParams", "METRICS", "NORM_STATS", "OPTIMIZERS",
@@ -33,7 +33,11 @@ GROUP_HELP = "Recording (group) of each file: auto, parent, regex:PATTERN or col
 
 @dataclass
 class TrainParams(LoopParams, DataParams):
-    """Fine-tune one classifier (one ensemble member)."""
+    """Fine-tune one classifier (one ensemble member).
+
+    `resolve` reads the --ssl-checkpoint's config.json once and keeps it as `checkpoint_config` ({} without
+    one), with `start`: how the run starts (recipes.py): from scratch, a checkpoint of ours, an AudioSet AST.
+    """
 
     train_dir: str = option(None, "Training clips: folder-per-class tree or manifest CSV (path,label[,group]).", group=DATA, required=True)
     validation_dir: str | None = option(None, "Validation clips, same layouts as --train-dir (optional with --select last).", group=DATA)
@@ -63,16 +67,13 @@ class TrainParams(LoopParams, DataParams):
     average_from_epoch: int = option(0, "Export the average of the weights after every step from this epoch (1-based) on, instead of the last weights (0 = off; needs --select last). With --scheduler constant_with_warmup this is SWAD-style averaging, a candidate for recording sessions never heard (see benchmarks/unseen_candidates.yaml); not a default.", group=LOOP)
 
     def resolve(self) -> None:
+        self.checkpoint_config = checkpoint_config(self.ssl_checkpoint)
+        self.start = start_of(self.ssl_checkpoint, self.checkpoint_config)
         for name, (value, _) in start_defaults(self.start).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.augment == ["none"]:
             self.augment = []
-
-    @property
-    def start(self) -> str:
-        """How this run starts (recipes.py): from scratch, a checkpoint of ours, an AudioSet AST."""
-        return start_of(self.ssl_checkpoint)
 
     @property
     def encoder_size(self) -> str:
