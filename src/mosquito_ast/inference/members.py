@@ -21,7 +21,7 @@ from mosquito_ast_lite.files import files_under
 from ..checkpoints import (HUGGING_FACE_FORMAT, WEIGHTS_NAME, CheckpointError, checkpoint_format, model_folders,
                            named_member_folders, read_config)
 from ..checkpoints.classifier import holds_classifier, is_member_folder, load_member
-from ..config import ReadParams
+from ..param_groups import ReadParams
 from ..data import DatasetError
 from ..features import FeatureSettings, compute_features, normalize, open_cache
 from ..hardware import inference_dtype, resolve_precision
