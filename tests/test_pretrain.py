@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from helpers import CrashAtEpoch, old_state
 from mosquito_ast.augment import axis_masks, frequency_mask, spec_augment, time_mask
 from mosquito_ast.checkpoints.encoder import config_to_dict, load_encoder_into
-from mosquito_ast.checkpoints.ssl import load_pretrained
 from mosquito_ast.cli import app
 from mosquito_ast.config import ConfigError, PretrainParams
 from mosquito_ast.data import DatasetError
@@ -128,8 +127,6 @@ def test_denoise_output_folder_describes_itself(denoise_output, synth_split):
     assert probe == config["probe"] and probe["groups"] == 12 and probe["clips"] == 60
     for side in ("pretrained", "random"):
         assert 0 <= probe[side]["balanced_accuracy"] <= 1 and probe[side]["folds"] == 5
-    model, _ = load_pretrained(denoise_output)
-    assert model(torch.zeros(2, 100, 128)).shape == (2, 100, 128)
 
 
 def test_masked_patch_loss_decreases(pretrain_params):
