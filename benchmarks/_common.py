@@ -26,7 +26,7 @@ from mosquito_ast.hardware import BF16_CPU_FLAGS, cpu_flags, physical_cores, res
 from mosquito_ast.models.classifier import ASTClassifier
 from mosquito_ast.models.encoder import encoder_config
 from mosquito_ast.synth import DEFAULT_SPECIES, generate_dataset
-from mosquito_ast.training.train import train
+from mosquito_ast.commands.train import train
 
 LABELS = [species.name for species in DEFAULT_SPECIES]
 

@@ -23,10 +23,10 @@ import pandas as pd
 from _common import machine_report, print_table, quiet_lightning
 from mosquito_ast.config import DataParams, TrainParams
 from mosquito_ast.data import discover
-from mosquito_ast.ensemble.members import load_members, predict_probabilities
-from mosquito_ast.ensemble.metrics import label_metrics
+from mosquito_ast.inference.members import load_members, predict_probabilities
+from mosquito_ast.evaluation.metrics import label_metrics
 from mosquito_ast.splits import session_folds
-from mosquito_ast.training.train import train
+from mosquito_ast.commands.train import train
 
 WINGBEATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"
 

@@ -3,7 +3,7 @@ ensemble in the tool, one member in the tool, and that member exported to ONNX (
 the size on disk of each.
 
 Cases, interleaved round by round (`_common.interleave`), each one pass over every clip of --data:
-- ensemble (tool): `ensemble.members.predict_probabilities` on every member, precision auto (bf16 on a
+- ensemble (tool): `inference.members.predict_probabilities` on every member, precision auto (bf16 on a
   CPU with AVX512-BF16/AMX), features computed from the files each pass (no cache);
 - member (tool): the same with one member (--member, default the ensemble's first);
 - member ONNX fp32 / int8: `mosquito-ast export` of that member (int8: dynamic, its self-check's choice
@@ -41,11 +41,11 @@ from _common import Tally, cpu_model, interleave, machine_report, print_table, q
 
 from mosquito_ast.config import ExportParams, ReadParams, TrainParams
 from mosquito_ast.data import discover
-from mosquito_ast.ensemble.members import load_members, predict_probabilities, score_features
-from mosquito_ast.export import audio_files, export, onnx_session, run_onnx
+from mosquito_ast.inference.members import load_members, predict_probabilities, score_features
+from mosquito_ast.commands.export import audio_files, export, onnx_session, run_onnx
 from mosquito_ast.features import compute_features
 from mosquito_ast.hardware import resolve_precision
-from mosquito_ast.training.train import train
+from mosquito_ast.commands.train import train
 
 WINGBEATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"
 FEATURES = "decode + fbank only"

@@ -26,7 +26,7 @@ import torch
 from _common import LABELS, print_table, quiet_lightning, synthetic_split, timed_train
 from mosquito_ast.checkpoints import OLD_NOTEBOOK_MAX_LENGTH
 from mosquito_ast.config import DataParams, TrainParams
-from mosquito_ast.ensemble.members import load_members, predict_probabilities
+from mosquito_ast.inference.members import load_members, predict_probabilities
 from mosquito_ast.features import FeatureSettings
 from mosquito_ast.hardware import resolve_precision
 from mosquito_ast.models.classifier import ASTClassifier

@@ -15,7 +15,7 @@ present, else generated ones:
   from wav (decode, fbank, forward), on --old-clips clips per round.
 
 With --int8, also `evaluate --precision int8` (each member as an onnxruntime graph with int8 weights,
-`mosquito_ast.int8`; the graphs are built before the rounds, their build time printed), against the same
+`mosquito_ast.inference.int8`; the graphs are built before the rounds, their build time printed), against the same
 bf16 ceiling, and its agreement with the bf16 path on the clips (same label, largest probability
 difference). Agreement means something only for trained members: pass them with --models DIR.
 
@@ -48,13 +48,13 @@ from mosquito_ast_lite.audio import load_clip
 from mosquito_ast.checkpoints import CONFIG_NAME, OLD_NOTEBOOK_MAX_LENGTH, WEIGHTS_NAME
 from mosquito_ast.checkpoints.classifier import save_member
 from mosquito_ast.config import EvaluateParams, PredictParams
-from mosquito_ast.ensemble.members import Member, load_members, predict_probabilities
+from mosquito_ast.inference.members import Member, load_members, predict_probabilities
 from mosquito_ast.features import FeatureSettings, compute_features, fbank, make_extractor, normalize
 from mosquito_ast.hardware import inference_dtype, resolve_precision, use_physical_cores
-from mosquito_ast.int8 import attach
+from mosquito_ast.inference.int8 import attach
 from mosquito_ast.models.classifier import ASTClassifier
 from mosquito_ast.models.encoder import PRESETS
-from mosquito_ast.predict import predict_files
+from mosquito_ast.commands.predict import predict_files
 from mosquito_ast.synth import DEFAULT_SPECIES, generate_dataset
 
 WINGBEATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"

@@ -7,7 +7,7 @@ One process, cases interleaved round by round:
   numbers are the ceiling of what this CPU can do;
 - this tool end to end: `train()` from wav files with precision `auto` (audio, features, Lightning,
   validation, checkpoints, member export included), and `evaluate`'s inference path
-  (`ensemble.members.predict_probabilities` on the member just trained: decoding, features, batched
+  (`inference.members.predict_probabilities` on the member just trained: decoding, features, batched
   forward under inference_mode in bf16 weights), each as a share of its ceiling (target 80%): bf16
   autocast for training, bf16 weights for inference.
 
@@ -27,7 +27,7 @@ from _common import (TrainRun, ast_base, cpu_benchmark, inference_step, interlea
                      print_table, random_batch, timed_steps, timed_train, training_step)
 from mosquito_ast.checkpoints import OLD_NOTEBOOK_MAX_LENGTH
 from mosquito_ast.config import DataParams, TrainParams
-from mosquito_ast.ensemble.members import load_members, predict_probabilities
+from mosquito_ast.inference.members import load_members, predict_probabilities
 from mosquito_ast.hardware import resolve_precision
 
 FRAMES = 100

@@ -4,7 +4,7 @@ Folds deal each species' sessions round-robin (`splits.session_folds`): with two
 (../shared/data/wingbeats) fold 0 trains on one session and is scored on the other, fold 1 the
 reverse. Per fold: `--members` members of one recipe (a `sweep` over seeds), each kept at its last
 epoch (`select: last`, fixed epoch count: the scored sessions pick no epoch, no member, no recipe
-value), their soft and hard votes, and the spectrum baselines (`mosquito_ast.baseline`, fitted by
+value), their soft and hard votes, and the spectrum baselines (`mosquito_ast.evaluation.baselines`, fitted by
 `evaluate` on the same training clips). Reported per fold and pooled ("both folds": out-of-fold
 predictions of every clip); members as mean ± sd over seeds. "best member" is picked after the fact on
 the scored clips and is shown only as the hindsight ceiling of a single member. Two hybrid votes average
@@ -48,17 +48,17 @@ import pandas as pd
 import yaml
 from _common import cpu_model
 
-from mosquito_ast.baseline import BASELINES, MEL_BASELINES
+from mosquito_ast.evaluation.baselines import BASELINES, MEL_BASELINES
 from mosquito_ast.config import DistillParams, EvaluateParams
 from mosquito_ast.data import UNLABELLED, discover, label_names
-from mosquito_ast.ensemble.evaluate import evaluate
-from mosquito_ast.ensemble.report import write_outputs as write_report
-from mosquito_ast.ensemble.members import load_members, predict_probabilities
-from mosquito_ast.ensemble.metrics import label_metrics
+from mosquito_ast.commands.evaluate import evaluate
+from mosquito_ast.evaluation.report import write_outputs as write_report
+from mosquito_ast.inference.members import load_members, predict_probabilities
+from mosquito_ast.evaluation.metrics import label_metrics
 from mosquito_ast.splits import session_folds
 from mosquito_ast.sweep import run_sweep
 from mosquito_ast.sweep.spec import SweepSpec
-from mosquito_ast.training.distill import distill
+from mosquito_ast.commands.distill import distill
 
 WINGBEATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"
 FOREST = MEL_BASELINES[1]

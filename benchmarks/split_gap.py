@@ -23,7 +23,7 @@ import pandas as pd
 from mosquito_ast.config import TrainParams
 from mosquito_ast.leakage import check_split
 from mosquito_ast.splits import SplitWarning, make_split
-from mosquito_ast.training.train import train
+from mosquito_ast.commands.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

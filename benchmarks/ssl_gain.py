@@ -25,8 +25,8 @@ import torch
 
 from mosquito_ast_lite.audio import is_audio_file
 from mosquito_ast.config import PretrainParams, TrainParams
-from mosquito_ast.training.train import train
-from mosquito_ast.training.pretrain import pretrain
+from mosquito_ast.commands.train import train
+from mosquito_ast.commands.pretrain import pretrain
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"
 

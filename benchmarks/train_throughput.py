@@ -1,6 +1,6 @@
 """Training throughput, issue 2: this tool's `train` on 1 s clips versus the old notebooks' 1024-frame padding.
 
-The tool: `mosquito_ast.training.train.train` end to end (wav files on disk -> audio -> fbank features
+The tool: `mosquito_ast.commands.train.train` end to end (wav files on disk -> audio -> fbank features
 -> Lightning Trainer with ClassifierModule + ClipDataModule -> member export), AST-base at 100 frames, in
 fp32 and in precision `auto`. The old way: AST-base at 1024 frames (each 1 s clip padded to 10.24 s),
 fp32, a plain forward + backward + AdamW step on ready-made features at the same batch size; it is

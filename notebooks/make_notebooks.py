@@ -64,7 +64,7 @@ import json
 import pandas as pd
 
 from mosquito_ast.config import TrainParams
-from mosquito_ast.training.train import train
+from mosquito_ast.commands.train import train
 
 freeze = "head" if b_train_just_last else "last-n" if int(trainNlayers) > 0 else "none"
 params = TrainParams.from_sources(None, **{
@@ -147,8 +147,8 @@ evaluate_params = {} # any other `evaluate` parameter by name
 from IPython.display import Image, display
 
 from mosquito_ast.config import EvaluateParams
-from mosquito_ast.ensemble.evaluate import evaluate
-from mosquito_ast.ensemble.report import write_outputs
+from mosquito_ast.commands.evaluate import evaluate
+from mosquito_ast.evaluation.report import write_outputs
 
 params = EvaluateParams.from_sources(None, **{
     "models": models_dir, "data": data_dir, "output": output_dir, "labels": labels, "weights": weights,
@@ -196,7 +196,7 @@ import json
 import pandas as pd
 
 from mosquito_ast.config import PretrainParams
-from mosquito_ast.training.pretrain import pretrain
+from mosquito_ast.commands.pretrain import pretrain
 
 params = PretrainParams.from_sources(None, **{
     "data": data_dir, "output": output_path, "validation_dir": validation_dir, "objective": objective,

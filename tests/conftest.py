@@ -47,7 +47,7 @@ def tiny_params(tmp_path, synth_split, feature_cache_dir):
 @pytest.fixture(scope="session")
 def tiny_member(tmp_path_factory, synth_split, feature_cache_dir) -> Path:
     """One trained tiny member folder, shared by tests that only read it."""
-    from mosquito_ast.training.train import train
+    from mosquito_ast.commands.train import train
 
     out = tmp_path_factory.mktemp("member")
     params = TrainParams(train_dir=str(synth_split[0]), validation_dir=str(synth_split[1]), output=str(out),

@@ -17,7 +17,7 @@ from mosquito_ast_lite.audio import load_clip
 from mosquito_ast.checkpoints.classifier import load_member, save_member
 from mosquito_ast.cli import app
 from mosquito_ast.config import EvaluateParams, PredictParams
-from mosquito_ast.ensemble.results import SOFT, EnsembleEvaluation
+from mosquito_ast.evaluation.results import SOFT, EnsembleEvaluation
 from mosquito_ast.features import FeatureSettings, fbank, normalize
 from mosquito_ast.models.classifier import ASTClassifier
 from mosquito_ast.models.encoder import encoder_config

@@ -8,7 +8,7 @@ import soundfile as sf
 import pytest
 
 from mosquito_ast_lite.audio import AudioError
-from mosquito_ast.baseline import (BASELINES, WELCH_BASELINES, WELCH_POINTS, baseline_probabilities,
+from mosquito_ast.evaluation.baselines import (BASELINES, WELCH_BASELINES, WELCH_POINTS, baseline_probabilities,
                                    mel_spectrum_features, spectrum_features)
 from mosquito_ast.data import discover, label_names
 from mosquito_ast.features import FeatureSettings, compute_features

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from transformers import ASTConfig, ASTModel
 
 from mosquito_ast.checkpoints.classifier import load_member
-from mosquito_ast.ensemble.members import load_members
+from mosquito_ast.inference.members import load_members
 from mosquito_ast.features import FeatureSettings
 
 LABELS = ["Ae. aegypti", "An. gambiae", "C. pipiens"]

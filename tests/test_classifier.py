@@ -4,7 +4,12 @@ import torch
 from mosquito_ast.checkpoints import CheckpointError
 from mosquito_ast.checkpoints.classifier import load_member, save_member
 from mosquito_ast.features import FeatureSettings
-from mosquito_ast.models.classifier import ASTClassifier, apply_freezing, trainable_parameter_names
+from mosquito_ast.models.classifier import ASTClassifier, apply_freezing
+
+
+def trainable_parameter_names(model) -> list[str]:
+    """What the optimizer updates: the parameters `apply_freezing` left trainable."""
+    return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
 from mosquito_ast.models.encoder import encoder_config
 
 LABELS = ["Ae. aegypti", "An. gambiae", "C. pipiens"]

@@ -26,7 +26,7 @@ try:
 except SystemExit as stop:
     assert not stop.code, stop.code
 loaded = {{"predict": [m for m in {heavy!r} if m in sys.modules]}}
-import mosquito_ast.ensemble.evaluate, mosquito_ast.ensemble.report  # what the evaluate command imports
+import mosquito_ast.commands.evaluate, mosquito_ast.evaluation.report  # what the evaluate command imports
 loaded["evaluate"] = [m for m in {heavy!r} if m in sys.modules]
 print(json.dumps(loaded))
 """

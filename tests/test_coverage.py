@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mosquito_ast.ensemble.coverage import agreement, coverage_curve, headline
+from mosquito_ast.evaluation.coverage import agreement, coverage_curve, headline
 
 
 def test_curve_keeps_the_confident_clips():

@@ -3,8 +3,8 @@ import json
 import pandas as pd
 
 from mosquito_ast.config import DemoParams
-from mosquito_ast.demo import SPLITS, run_demo
-from mosquito_ast.ensemble.results import SUMMARY_SYSTEMS as SYSTEMS
+from mosquito_ast.commands.demo import SPLITS, run_demo
+from mosquito_ast.evaluation.results import SUMMARY_SYSTEMS as SYSTEMS
 
 
 def test_demo_runs_the_whole_workflow_and_leaves_a_tidy_folder(tmp_path, monkeypatch):

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from mosquito_ast.cli import app
 from mosquito_ast.config import ConfigError, DistillParams, TrainParams
 from mosquito_ast.data import DatasetError
-from mosquito_ast.ensemble.members import load_members, predict_probabilities
-from mosquito_ast.training.distill import distill, distillation_loss, labelled_samples, tempered, working_folder
-from mosquito_ast.training.train import train
+from mosquito_ast.inference.members import load_members, predict_probabilities
+from mosquito_ast.commands.distill import distill, distillation_loss, labelled_samples, tempered, working_folder
+from mosquito_ast.commands.train import train
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def test_parameters_are_checked():
 
 def test_a_manifest_with_some_labels_uses_them_and_the_rest_unlabelled(teachers, synth_split, feature_cache_dir,
                                                                         tmp_path):
-    from mosquito_ast.training.distill import packed_targets
+    from mosquito_ast.commands.distill import packed_targets
 
     packed = packed_targets(np.full((3, 2), 0.5), torch.tensor([1, -1, 0]), 2)
     np.testing.assert_allclose(packed[:, 2:].numpy(), [[0, 1, 1], [0, 0, 0], [1, 0, 1]])
@@ -205,10 +205,10 @@ def test_consistent_teaching_scores_each_batch_as_the_student_sees_it(teachers, 
                                                                        tmp_path):
     """On clips left as they are, the teachers' vote on the student's (differently normalized) batch is the
     fixed target of `fixed` teaching; a distillation with it runs and records its teaching."""
-    from mosquito_ast.ensemble.aggregate import soft_vote
-    from mosquito_ast.ensemble.members import score_features
+    from mosquito_ast.inference.votes import soft_vote
+    from mosquito_ast.inference.members import score_features
     from mosquito_ast.features import compute_features, normalize
-    from mosquito_ast.training.distill import TeacherVote
+    from mosquito_ast.commands.distill import TeacherVote
 
     members = load_members(teachers)
     paths = sorted(str(p) for p in synth_split[0].rglob("*.wav"))[:8]
@@ -231,8 +231,8 @@ def test_int8_teachers_vote_as_the_fp32_ones(teachers, synth_split, feature_cach
     """Teachers run as int8 graphs give the fp32 teachers' vote within int8's error on the student's batches;
     a distillation with them keeps the graphs beside the features and records the choice."""
     from mosquito_ast.features import FeatureCache, compute_features, normalize
-    from mosquito_ast.int8 import attach
-    from mosquito_ast.training.distill import TeacherVote
+    from mosquito_ast.inference.int8 import attach
+    from mosquito_ast.commands.distill import TeacherVote
 
     paths = sorted(str(p) for p in synth_split[0].rglob("*.wav"))[:16]
     quantized = load_members(teachers)

@@ -15,16 +15,16 @@ from typer.testing import CliRunner
 
 from helpers import old_state
 from mosquito_ast_lite.audio import load_clip
-from mosquito_ast.baseline import BASELINES
+from mosquito_ast.evaluation.baselines import BASELINES
 from mosquito_ast.checkpoints import CheckpointError
 from mosquito_ast.checkpoints.classifier import save_member
 from mosquito_ast.cli import app
 from mosquito_ast.config import EvaluateParams, TrainParams
 from mosquito_ast.data import DatasetError
-from mosquito_ast.ensemble.evaluate import evaluate
-from mosquito_ast.ensemble.members import find_member_folders, load_members, predict_probabilities
-from mosquito_ast.ensemble.figures import FIGURES
-from mosquito_ast.ensemble.report import write_outputs
+from mosquito_ast.commands.evaluate import evaluate
+from mosquito_ast.inference.members import find_member_folders, load_members, predict_probabilities
+from mosquito_ast.evaluation.figures import FIGURES
+from mosquito_ast.evaluation.report import write_outputs
 from mosquito_ast.features import FeatureSettings, fbank, normalize
 from mosquito_ast.models import encoder as encoder_module
 from mosquito_ast.models.classifier import ASTClassifier
@@ -166,7 +166,7 @@ def _split_by_session(wingbeats, root):
 
 
 def test_wingbeats_ensemble_of_two_tiny_members(tmp_path, wingbeats, feature_cache_dir):
-    from mosquito_ast.training.train import train
+    from mosquito_ast.commands.train import train
 
     train_dir, validation_dir = _split_by_session(wingbeats, tmp_path / "split")
     for seed in (1, 2):

@@ -20,10 +20,10 @@ from mosquito_ast.checkpoints import WEIGHTS_NAME
 from mosquito_ast.cli import app
 from mosquito_ast.config import ConfigError, ExportParams
 from mosquito_ast.data import discover
-from mosquito_ast.ensemble.aggregate import soft_vote
-from mosquito_ast.ensemble.members import load_members, score_features
-import mosquito_ast.export as export_module
-from mosquito_ast.export import FORMAT, INT8_NAME, JSON_NAME, METADATA_KEY, ONNX_NAME, export
+from mosquito_ast.inference.votes import soft_vote
+from mosquito_ast.inference.members import load_members, score_features
+import mosquito_ast.commands.export as export_module
+from mosquito_ast.commands.export import FORMAT, INT8_NAME, JSON_NAME, METADATA_KEY, ONNX_NAME, export
 from mosquito_ast.features import FeatureSettings, compute_features
 
 runner = CliRunner()

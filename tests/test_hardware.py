@@ -6,7 +6,7 @@ from mosquito_ast import hardware
 from mosquito_ast.checkpoints.classifier import load_member
 from mosquito_ast.features import FeatureSettings, compute_features, normalize
 from mosquito_ast.hardware import cpu_has_bf16, resolve_precision
-from mosquito_ast.training.train import train
+from mosquito_ast.commands.train import train
 
 
 @pytest.mark.parametrize("flags, expected", [

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mosquito_ast.ensemble.members import load_members, score_features
+from mosquito_ast.inference.members import load_members, score_features
 from mosquito_ast.features import compute_features, normalize
 from mosquito_ast.hardware import inference_dtype
 from mosquito_ast.training.probe import embed_clips

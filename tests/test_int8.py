@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from mosquito_ast.cli import app
 from mosquito_ast.config import ConfigError, EvaluateParams, PredictParams, TrainParams
-from mosquito_ast.ensemble.evaluate import evaluate
-from mosquito_ast.predict import predict
+from mosquito_ast.commands.evaluate import evaluate
+from mosquito_ast.commands.predict import predict
 
 
 def evaluation(models, data, output, cache, precision):

@@ -20,8 +20,8 @@ import soundfile as sf
 import torch
 
 from mosquito_ast.features import FeatureSettings, fbank, make_extractor, normalize
-from mosquito_ast.predict import window_features
-from mosquito_ast.predict import window_starts as predict_window_starts
+from mosquito_ast.commands.predict import window_features
+from mosquito_ast.commands.predict import window_starts as predict_window_starts
 from mosquito_ast_lite import Fbank, FbankSettings
 from mosquito_ast_lite.__main__ import main as lite_main
 from mosquito_ast_lite.audio import load_clip
@@ -345,8 +345,8 @@ class MemberGraph(torch.nn.Module):
 
 def test_columns_and_labels_equal_predicts(tiny_member, recordings, tmp_path):
     from mosquito_ast.config import PredictParams
-    from mosquito_ast.ensemble.members import load_members
-    from mosquito_ast.predict import predict
+    from mosquito_ast.inference.members import load_members
+    from mosquito_ast.commands.predict import predict
 
     member = load_members(tiny_member)[0]
     folder = tmp_path / "member onnx"
@@ -377,9 +377,9 @@ def test_columns_and_labels_equal_predicts(tiny_member, recordings, tmp_path):
 def test_runs_what_export_writes(tiny_member, recordings, feature_cache_dir, tmp_path, monkeypatch, external):
     """The folder `mosquito-ast export --int8` writes: lite runs its int8 graph (and with --fp32 the fp32 one),
     and names the files as `predict` does; also when the weights lie in .data files (ensembles over 2 GB)."""
-    export_module = pytest.importorskip("mosquito_ast.export")
+    export_module = pytest.importorskip("mosquito_ast.commands.export")
     from mosquito_ast.config import ExportParams, PredictParams
-    from mosquito_ast.predict import predict
+    from mosquito_ast.commands.predict import predict
 
     if external:
         monkeypatch.setattr(export_module, "MAX_ONNX_BYTES", 0)

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from mosquito_ast.cli import app
 from mosquito_ast.config import ConfigError, PredictParams
-from mosquito_ast.predict import predict, window_starts
+from mosquito_ast.commands.predict import predict, window_starts
 
 
 def tone(seconds: float, rate: int, channels: int = 1) -> np.ndarray:

@@ -11,7 +11,7 @@ from mosquito_ast.config import TrainParams
 from mosquito_ast.data import DatasetError
 from mosquito_ast.features import FeatureSettings
 from mosquito_ast.training.probe import probe_score
-from mosquito_ast.training.train import augment_batch
+from mosquito_ast.commands.train import augment_batch
 
 
 def grouped_embeddings(separable: bool, seed: int = 0) -> tuple[np.ndarray, list[str], list[str]]:

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from mosquito_ast import __version__
-from mosquito_ast.ensemble.aggregate import pool_by_group
-from mosquito_ast.ensemble.coverage import coverage_table, headline
-from mosquito_ast.ensemble.evaluate import assess, level_metrics, prediction_table
-from mosquito_ast.ensemble.figures import FIGURES
-from mosquito_ast.ensemble.report import general, shown_text, vote_warnings, with_interval, write_outputs
-from mosquito_ast.ensemble.results import BEST, HARD, MEAN, SOFT, EnsembleEvaluation
+from mosquito_ast.inference.votes import pool_by_group
+from mosquito_ast.evaluation.coverage import coverage_table, headline
+from mosquito_ast.commands.evaluate import assess, level_metrics, prediction_table
+from mosquito_ast.evaluation.figures import FIGURES
+from mosquito_ast.evaluation.report import general, shown_text, vote_warnings, with_interval, write_outputs
+from mosquito_ast.evaluation.results import BEST, HARD, MEAN, SOFT, EnsembleEvaluation
 
 LABELS = ["Ae. aegypti", "Ae. albopictus", "An. arabiensis", "An. gambiae", "C. pipiens", "C. quinquefasciatus"]
 NAMES = ["runs/best/a", "runs/best/b", "runs/best/c"]

@@ -17,16 +17,16 @@ from typer.testing import CliRunner
 from helpers import CrashAtEpoch
 from mosquito_ast.checkpoints import CheckpointError
 from mosquito_ast.cli import app
-from mosquito_ast.training.train import run_paths, train
+from mosquito_ast.commands.train import run_paths, train
 from mosquito_ast.training.loop import FileCheckpointIO, resume_checkpoint
-from mosquito_ast.training.pretrain import pretrain
+from mosquito_ast.commands.pretrain import pretrain
 
 KILL_AT_SECOND_EPOCH = textwrap.dedent("""
     import json, os, signal, sys
     import torch
     from lightning.pytorch.callbacks import Callback
     from mosquito_ast.config import TrainParams
-    from mosquito_ast.training.train import train
+    from mosquito_ast.commands.train import train
 
     class KillDashNine(Callback):
         def on_train_epoch_start(self, trainer, module):
@@ -167,7 +167,7 @@ def test_ctrl_c_says_how_to_resume_and_leaves_ctrl_c_working(tiny_params, monkey
     def interrupted(params):
         raise KeyboardInterrupt("training of x interrupted; continue it with --resume")
 
-    monkeypatch.setattr("mosquito_ast.training.train.train", interrupted)
+    monkeypatch.setattr("mosquito_ast.commands.train.train", interrupted)
     result = CliRunner().invoke(app, ["train", "--train-dir", params.train_dir, "--output", params.output])
     assert result.exit_code == 130
     assert "training of x interrupted; continue it with --resume" in result.output

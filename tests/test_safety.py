@@ -16,9 +16,9 @@ from mosquito_ast.checkpoints.classifier import load_member, save_member
 from mosquito_ast.checkpoints.transformers_format import write_transformers_folder
 from mosquito_ast.cli import app
 from mosquito_ast.config import EvaluateParams, PretrainParams
-from mosquito_ast.ensemble.evaluate import evaluate
+from mosquito_ast.commands.evaluate import evaluate
 from mosquito_ast.training.loop import resume_checkpoint
-from mosquito_ast.training.pretrain import pretrain
+from mosquito_ast.commands.pretrain import pretrain
 
 runner = CliRunner()
 

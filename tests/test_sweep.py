@@ -308,7 +308,7 @@ def test_dry_run_names_the_folders_that_do_not_exist(tmp_path, synth_split):
 @pytest.mark.parametrize("name", ["recipe_seeds", "old_launchers", "freezing_and_rates"])
 def test_example_sweeps_train_with_the_recipe(name, tmp_path):
     from mosquito_ast.sweep import load_sweep
-    from mosquito_ast.training.recipes import RECIPES
+    from mosquito_ast.recipes import RECIPES
 
     runs = expand(load_sweep(ROOT / "examples" / f"{name}.yaml"), tmp_path)
     assert runs

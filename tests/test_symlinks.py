@@ -5,9 +5,9 @@ import shutil
 
 from mosquito_ast.data import discover
 from mosquito_ast_lite.files import files_under
-from mosquito_ast.ensemble.members import find_member_folders, load_members
-from mosquito_ast.predict import expand_inputs
-from mosquito_ast.training.pretrain import discover_unlabeled
+from mosquito_ast.inference.members import find_member_folders, load_members
+from mosquito_ast.commands.predict import expand_inputs
+from mosquito_ast.commands.pretrain import discover_unlabeled
 
 
 def _tree(tmp_path):

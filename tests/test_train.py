@@ -13,7 +13,7 @@ from helpers import CrashAtEpoch
 from mosquito_ast.checkpoints.classifier import load_member
 from mosquito_ast.config import ConfigError, TrainParams
 from mosquito_ast.data import DatasetError
-from mosquito_ast.training.train import balanced_class_weights, run_paths, train
+from mosquito_ast.commands.train import balanced_class_weights, run_paths, train
 
 
 def test_member_folder_describes_itself(tiny_member):

@@ -22,10 +22,10 @@ from mosquito_ast_lite.runtime import expand_inputs
 from .checkpoints import model_folders
 from .checkpoints.transformers_format import save_for_transformers, write_transformers_folder
 from .config import EvaluateParams, PredictParams
-from .ensemble.evaluate import evaluate
-from .ensemble.members import Member, ensemble_labels, load_members
-from .ensemble.results import EnsembleEvaluation
-from .predict import check_one_window_length, predict_files
+from .commands.evaluate import evaluate
+from .inference.members import Member, ensemble_labels, load_members
+from .evaluation.results import EnsembleEvaluation
+from .commands.predict import check_one_window_length, predict_files
 
 __all__ = ["Ensemble", "EnsembleMember", "save_for_transformers"]
 

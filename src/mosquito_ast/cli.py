@@ -30,7 +30,7 @@ COMMANDS: dict[str, type[Params]] = {}
 
 # Errors about the user's input, as (module, class): printed as one line, exit code 2, no traceback.
 USER_ERRORS = (("mosquito_ast.params", "ConfigError"), ("mosquito_ast.data", "DatasetError"),
-               ("mosquito_ast_lite.audio", "AudioError"), ("mosquito_ast.ensemble.aggregate", "WeightsError"),
+               ("mosquito_ast_lite.audio", "AudioError"), ("mosquito_ast.inference.votes", "WeightsError"),
                ("mosquito_ast.checkpoints", "CheckpointError"), ("mosquito_ast_lite.io", "OutputFolderError"), ("mosquito_ast.training.loop", "DivergedError"),
                ("yaml", "YAMLError"), ("builtins", "FileExistsError"), ("builtins", "FileNotFoundError"))
 
@@ -181,14 +181,14 @@ def _check_split(params: CheckSplitParams) -> int:
 
 @command("pretrain", PretrainParams)
 def _pretrain(params: PretrainParams) -> None:
-    from .training.pretrain import pretrain
+    from .commands.pretrain import pretrain
 
     pretrain(params)
 
 
 @command("train", TrainParams)
 def _train(params: TrainParams) -> None:
-    from .training.train import train
+    from .commands.train import train
 
     train(params)
 
@@ -209,8 +209,8 @@ def _sweep(params: SweepParams) -> int:
 
 @command("evaluate", EvaluateParams)
 def _evaluate(params: EvaluateParams) -> None:
-    from .ensemble.evaluate import evaluate
-    from .ensemble.report import write_outputs
+    from .commands.evaluate import evaluate
+    from .evaluation.report import write_outputs
     from mosquito_ast_lite.io import check_writable
 
     check_writable(params.output)
@@ -219,27 +219,27 @@ def _evaluate(params: EvaluateParams) -> None:
 
 @command("predict", PredictParams)
 def _predict(params: PredictParams) -> None:
-    from .predict import predict
+    from .commands.predict import predict
 
     predict(params)
 
 
 @command("distill", DistillParams)
 def _distill(params: DistillParams) -> None:
-    from .training.distill import distill
+    from .commands.distill import distill
 
     distill(params)
 
 
 @command("export", ExportParams)
 def _export(params: ExportParams) -> None:
-    from .export import export
+    from .commands.export import export
 
     export(params)
 
 
 @command("demo", DemoParams)
 def _demo(params: DemoParams) -> None:
-    from .demo import run_demo
+    from .commands.demo import run_demo
 
     run_demo(params)

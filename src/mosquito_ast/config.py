@@ -2,7 +2,7 @@
 flag and a YAML key with the same name and help text (see `params.py`, the engine).
 
 The fields several commands share are declared once in `param_groups.py` and composed here; the
-recipes `train --preset` fills in live in `training/recipes.py`.
+recipes `train --preset` fills in live in `recipes.py`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from .param_groups import (DataParams, LoopParams, NORM_STATS, OPTIMIZERS, PRECISIONS, SCHEDULERS, ReadParams,
                            inference_precision_option, precision_option, progress_option)
 from .params import DATA, LOOP, MODEL, OUTPUT, SYSTEM, ConfigError, Params, base_type, coerce, option, restate
-from .training.recipes import (FUNCTION_MATCHING, PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, start_defaults,
-                               start_of)
+from .recipes import (FUNCTION_MATCHING, PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, checkpoint_config,
+                      start_defaults, start_of)
 
 __all__ = ["AUGMENTATIONS", "CheckSplitParams", "ConfigError", "DataParams", "DemoParams", "DistillParams", "ENCODER_SIZES",
            "EvaluateParams", "ExportParams", "GROUP_HELP", "LoopParams", "METRICS", "NORM_STATS", "OPTIMIZERS",
@@ -33,7 +33,11 @@ GROUP_HELP = "Recording (group) of each file: auto, parent, regex:PATTERN or col
 
 @dataclass
 class TrainParams(LoopParams, DataParams):
-    """Fine-tune one classifier (one ensemble member)."""
+    """Fine-tune one classifier (one ensemble member).
+
+    `resolve` reads the --ssl-checkpoint's config.json once and keeps it as `checkpoint_config` ({} without
+    one), with `start`: how the run starts (recipes.py): from scratch, a checkpoint of ours, an AudioSet AST.
+    """
 
     train_dir: str = option(None, "Training clips: folder-per-class tree or manifest CSV (path,label[,group]).", group=DATA, required=True)
     validation_dir: str | None = option(None, "Validation clips, same layouts as --train-dir (optional with --select last).", group=DATA)
@@ -63,16 +67,13 @@ class TrainParams(LoopParams, DataParams):
     average_from_epoch: int = option(0, "Export the average of the weights after every step from this epoch (1-based) on, instead of the last weights (0 = off; needs --select last). With --scheduler constant_with_warmup this is SWAD-style averaging, a candidate for recording sessions never heard (see benchmarks/unseen_candidates.yaml); not a default.", group=LOOP)
 
     def resolve(self) -> None:
+        self.checkpoint_config = checkpoint_config(self.ssl_checkpoint)
+        self.start = start_of(self.ssl_checkpoint, self.checkpoint_config)
         for name, (value, _) in start_defaults(self.start).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.augment == ["none"]:
             self.augment = []
-
-    @property
-    def start(self) -> str:
-        """How this run starts (training/recipes.py): from scratch, a checkpoint of ours, an AudioSet AST."""
-        return start_of(self.ssl_checkpoint)
 
     @property
     def encoder_size(self) -> str:
@@ -325,7 +326,7 @@ class DistillParams(LoopParams, ReadParams):
     labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook teachers (weights only).", group=MODEL)
     weights: str | None = option(None, "Teacher weights in the soft vote, as for `evaluate` (comma list in member order or a member,weight CSV). Default: equal.", group=MODEL)
     int8_teachers: bool = option(False, "Run the teachers as int8 onnxruntime graphs on the CPU, as `evaluate --precision int8` (built once, checked against fp32, cached beside the features): faster teacher passes with large teachers, which are most of a CPU run's time under consistent teaching.", group=SYSTEM)
-    # the student starts from scratch: the scratch recipe's values (training/recipes.py)
+    # the student starts from scratch: the scratch recipe's values (recipes.py)
     epochs: int = restate(LoopParams, "epochs", RECIPES[SCRATCH]["epochs"], "Number of epochs; the last one is kept.")
     batch_sizes: list[int] = restate(LoopParams, "batch_sizes", RECIPES[SCRATCH]["batch_sizes"])
     learning_rate: float = restate(LoopParams, "learning_rate", RECIPES[SCRATCH]["learning_rate"])

@@ -148,7 +148,7 @@ def load_model(folder: str | Path, threads: int = 0, fp32: bool = False) -> Lite
     return model
 
 
-# --- windows, as `mosquito_ast.predict` cuts them -------------------------------------------------------------
+# --- windows, as `mosquito_ast.commands.predict` cuts them -------------------------------------------------------------
 
 def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
     """Window starts covering the whole recording; the last one ends at the recording's end."""

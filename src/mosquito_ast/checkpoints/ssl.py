@@ -7,14 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from mosquito_ast_lite.io import atomic_path, atomic_write_json
 
 from ..features import FeatureSettings
-from ..models.ssl import SSLModel, build_ssl_model
-from . import CONFIG_NAME, PRETRAINED_FORMAT, WEIGHTS_NAME, CheckpointError, checkpoint_format, read_config
-from .encoder import config_to_dict, encoder_from_state
+from ..models.ssl import SSLModel
+from . import CONFIG_NAME, PRETRAINED_FORMAT, WEIGHTS_NAME
+from .encoder import config_to_dict
 
 
 def save_pretrained(model: SSLModel, folder: str | Path, features: FeatureSettings,
@@ -31,18 +31,3 @@ def save_pretrained(model: SSLModel, folder: str | Path, features: FeatureSettin
               **(extra or {})}
     atomic_write_json(folder / CONFIG_NAME, config)
     return folder
-
-
-def load_pretrained(folder: str | Path) -> tuple[SSLModel, dict]:
-    """The SSL model (encoder and head) and config of a `pretrain` output folder; the encoder is built
-    as `load_pretrained_encoder` builds it."""
-    folder = Path(folder)
-    config = read_config(folder)
-    if checkpoint_format(config) != PRETRAINED_FORMAT:
-        raise CheckpointError(f"{folder}: not a `pretrain` output (no {CONFIG_NAME} with format {PRETRAINED_FORMAT})")
-    state = load_file(str(folder / WEIGHTS_NAME))
-    options = {k: v for k, v in config["objective"].items() if k != "name"}
-    encoder = encoder_from_state(state, config, folder / WEIGHTS_NAME)
-    model = build_ssl_model(config["objective"]["name"], encoder, **options)
-    model.load_state_dict(state)
-    return model.eval(), config

@@ -49,7 +49,3 @@ def apply_freezing(model: ASTClassifier, mode: str, last_n_layers: int = 0) -> N
                 parameter.requires_grad = True
     for parameter in model.classifier.parameters():
         parameter.requires_grad = True
-
-
-def trainable_parameter_names(model: nn.Module) -> list[str]:
-    return [name for name, parameter in model.named_parameters() if parameter.requires_grad]

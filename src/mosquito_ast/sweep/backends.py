@@ -113,7 +113,7 @@ def execute(run: Run, notebook: str | None = None, cpus: list[int] | None = None
             if notebook:
                 run_notebook(run, Path(notebook), log)
             else:
-                from ..training.train import train
+                from ..commands.train import train
 
                 train(run.params)
             config = json.loads((run.member_dir / CONFIG_NAME).read_text())

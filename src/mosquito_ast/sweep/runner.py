@@ -17,7 +17,7 @@ from mosquito_ast_lite.io import atomic_write_text
 from ..checkpoints import WEIGHTS_NAME
 from ..config import ConfigError
 from .backends import BACKENDS, default_notebook, run_pool, run_ray, run_sequential
-from ..ensemble.results import BEST, HARD, MEAN, SOFT
+from ..evaluation.results import BEST, HARD, MEAN, SOFT
 from .ledger import LEDGER_NAME, SUMMARY_NAME, Ledger
 from .spec import Run, SweepSpec, expand, naming_value
 
@@ -166,10 +166,10 @@ def _notebook(spec: SweepSpec, notebook: str | Path | None) -> Path:
 def _evaluation_api():
     try:
         from ..config import EvaluateParams
-        from ..ensemble.evaluate import evaluate
-        from ..ensemble.report import write_outputs
+        from ..commands.evaluate import evaluate
+        from ..evaluation.report import write_outputs
     except ImportError as error:
-        raise ConfigError(f"--evaluate needs mosquito_ast.ensemble.evaluate, which is not available: {error}") from None
+        raise ConfigError(f"--evaluate needs mosquito_ast.commands.evaluate, which is not available: {error}") from None
     return EvaluateParams, evaluate, write_outputs
 
 

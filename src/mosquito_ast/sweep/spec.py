@@ -49,10 +49,6 @@ class Run:
         return run_folders(self.params.output, self.postfix)[0]
 
     @property
-    def work_dir(self) -> Path:
-        return run_folders(self.params.output, self.postfix)[1]
-
-    @property
     def log_path(self) -> Path:
         return Path(self.params.output) / "logs" / f"{self.postfix}.log"
 

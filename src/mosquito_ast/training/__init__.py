@@ -1,4 +1,4 @@
-"""Lightning modules and run functions for pretraining and fine-tuning."""
+"""The training library: the Lightning loop, datasets, optimizers and probes the train, pretrain and distill commands use."""
 
 import warnings
 

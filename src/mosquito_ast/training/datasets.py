@@ -13,9 +13,10 @@ import torch
 
 from mosquito_ast_lite.audio import AudioError
 
-from ..config import ConfigError, DataParams
 from ..data import UNLABELLED, Sample, discover, label_names
 from ..features import FeatureSettings, check_bad_files, compute_features, open_cache
+from ..param_groups import DataParams, ReadParams
+from ..params import ConfigError
 
 
 @dataclass
@@ -44,7 +45,7 @@ def feature_settings(params: DataParams) -> FeatureSettings:
         raise ConfigError(str(error)) from None
 
 
-def load_clip_set(source: str | Path, params: DataParams, settings: FeatureSettings,
+def load_clip_set(source: str | Path, params: ReadParams, settings: FeatureSettings,
                   progress: bool = True, unlabelled: bool = False) -> ClipSet:
     """The readable clips of `source` and their features (`unlabelled`: manifest rows may lack a label)."""
     samples = discover(source, params.group_by, unlabelled)

@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from transformers import ASTModel
 
-from ..config import DataParams
+from ..param_groups import ReadParams
 from ..data import DatasetError, label_names
 from ..features import FeatureSettings, normalize
 from ..hardware import inference_dtype, resolve_precision
@@ -53,7 +53,7 @@ def probe_score(embeddings: np.ndarray, labels: list[str], groups: list[str], se
     return {"balanced_accuracy": float(balanced_accuracy_score(labels, predicted)), "folds": folds}
 
 
-def compare_probes(encoder: ASTModel, source: str, params: DataParams, settings: FeatureSettings,
+def compare_probes(encoder: ASTModel, source: str, params: ReadParams, settings: FeatureSettings,
                    seed: int = 0, progress: bool = True) -> dict:
     """The probe on `encoder` and on a random encoder of the same config, on a labeled data set."""
     clips = load_clip_set(source, params, settings, progress)

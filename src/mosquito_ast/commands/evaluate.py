@@ -17,16 +17,17 @@ from mosquito_ast_lite.audio import AudioError
 from mosquito_ast_lite.io import check_replaceable
 
 from ..checkpoints import model_folders
-from ..baseline import baseline_probabilities
+from ..evaluation.baselines import baseline_probabilities
 from ..config import EvaluateParams
 from ..data import DatasetError, Sample, discover
 from ..features import check_bad_files, open_cache
 from ..hardware import resolve_precision, use_physical_cores
-from .aggregate import hard_vote, parse_weights, pool_by_group, soft_vote, vote_shares
-from .members import Member, ensemble_labels, load_members, predict_probabilities
-from .coverage import coverage_table, headline
-from .metrics import (bootstrap_intervals, confusion, label_metrics, per_class_table, probability_metrics)
-from .results import BEST, ENSEMBLES, EVALUATION_FOLDER, HARD, MEAN, SOFT, Assessment, EnsembleEvaluation
+from ..inference.votes import hard_vote, parse_weights, pool_by_group, soft_vote, vote_shares
+from ..inference.members import Member, ensemble_labels, load_members, predict_probabilities
+from ..evaluation.coverage import coverage_table, headline
+from ..evaluation.metrics import (bootstrap_intervals, confusion, label_metrics, per_class_table, probability_metrics)
+from ..evaluation.results import (BEST, ENSEMBLES, EVALUATION_FOLDER, HARD, MEAN, SOFT, Assessment,
+                                  EnsembleEvaluation)
 
 BEST_BY = "balanced_accuracy"
 GAIN_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro")
@@ -238,7 +239,7 @@ def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None) ->
         raise DatasetError(f"{params.data}: classes no member knows: {', '.join(unknown)} "
                            f"(members know {', '.join(labels)})")
     if precision == "int8":
-        from ..int8 import attach, graph_folder
+        from ..inference.int8 import attach, graph_folder
 
         attach(members, graph_folder(params.cache_dir, params.no_cache))
     predicted = predict_probabilities(members, [s.path for s in samples], params, params.batch_size, params.progress)

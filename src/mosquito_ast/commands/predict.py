@@ -19,11 +19,11 @@ from mosquito_ast_lite.audio import AudioError, fit_length, load_audio
 from mosquito_ast_lite.io import atomic_write_json, atomic_write_text, check_writable
 from mosquito_ast_lite.runtime import UNCERTAIN, decide, expand_inputs, window_starts
 
-from .config import ConfigError, PredictParams
-from .ensemble.aggregate import parse_weights, soft_vote
-from .ensemble.members import Member, ensemble_labels, load_members, score_features
-from .features import FeatureSettings, fbank, make_extractor
-from .hardware import resolve_precision, use_physical_cores
+from ..config import ConfigError, PredictParams
+from ..inference.votes import parse_weights, soft_vote
+from ..inference.members import Member, ensemble_labels, load_members, score_features
+from ..features import FeatureSettings, fbank, make_extractor
+from ..hardware import resolve_precision, use_physical_cores
 
 
 @dataclass
@@ -61,7 +61,7 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
     weights = parse_weights(params.weights, [m.name for m in members])
     precision = resolve_precision(params.precision)
     if precision == "int8":
-        from .int8 import attach, graph_folder
+        from ..inference.int8 import attach, graph_folder
 
         attach(list(members), graph_folder(None, False))
     settings_of = {m.features.extraction_key(): m.features for m in members}

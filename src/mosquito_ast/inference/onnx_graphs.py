@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .ensemble.members import Member, ensemble_labels
-from .features import FeatureSettings
+from .members import Member, ensemble_labels
+from ..features import FeatureSettings
 
 INPUT_NAME = "fbank"
 OUTPUT_NAME = "probabilities"

@@ -3,7 +3,7 @@
 Soft targets. By default (`--teaching consistent`, function matching) the teachers score every augmented
 batch the student sees (`TeacherVote`), so the targets match the clips as augmented, mixed ones included.
 With `--teaching fixed` they are scored once, before training, on the un-augmented clips
-(`ensemble.members.score_features`, the core of `predict_probabilities`, on the features the student
+(`inference.members.score_features`, the core of `predict_probabilities`, on the features the student
 trains on), and mixup blends those targets with their clips: one teacher pass in all instead of one per
 batch. Members give probabilities, not logits, so the target at temperature T is
 softmax(log p / T) of the (weighted) soft vote p, the vote `evaluate` scores. For one teacher this is
@@ -37,19 +37,19 @@ from ..checkpoints import model_folders
 from ..checkpoints.classifier import save_member
 from ..config import ConfigError, DistillParams
 from ..data import UNLABELLED, DatasetError, Sample, discover
-from ..ensemble.aggregate import parse_weights, soft_vote
-from ..ensemble.members import Member, ensemble_labels, load_members, score_features
+from ..inference.votes import parse_weights, soft_vote
+from ..inference.members import Member, ensemble_labels, load_members, score_features
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
-from ..int8 import attach, graph_folder
+from ..inference.int8 import attach, graph_folder
 from ..models.classifier import ASTClassifier
 from ..models.encoder import build_encoder, encoder_config
-from ..onnx_graphs import EnsembleGraph
-from .datasets import ClipDataModule, ClipSet, load_clip_set
-from .loop import claimed_run, drop_checkpoint, fit_run
-from .optim import optimizer_steps
+from ..inference.onnx_graphs import EnsembleGraph
+from ..training.datasets import ClipDataModule, ClipSet, load_clip_set
+from ..training.loop import claimed_run, drop_checkpoint, fit_run
+from ..training.optim import optimizer_steps
 from .pretrain import load_unlabeled
-from .recipes import distill_defaults, values_in_effect
+from ..recipes import distill_defaults, values_in_effect
 from .train import ClassifierModule, augment_features, balanced_class_weights
 
 SMALLEST_PROBABILITY = 1e-12  # floor before the log: a float32 softmax can underflow to 0
@@ -103,7 +103,7 @@ class TeacherVote:
     student's statistics, augmented): `EnsembleGraph`, the vote export puts in its graphs, gives each
     teacher the batch in its own normalization. Run inside the training step, under its autocast, which
     also serves teachers already cast to bf16. With `int8` each teacher runs its int8 onnxruntime graph
-    (`member.runtime`, attached by `mosquito_ast.int8.attach`) through `score_features`, as `evaluate
+    (`member.scorer`, picked by `mosquito_ast.inference.int8.attach`) through `score_features`, as `evaluate
     --precision int8` does. A plain object, not a submodule, so the teachers neither train nor enter the
     student's checkpoints."""
 

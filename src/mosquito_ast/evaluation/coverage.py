@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .aggregate import vote_shares
+from ..inference.votes import vote_shares
 from .metrics import balanced_accuracy
 from .results import BEST, HARD, SOFT
 

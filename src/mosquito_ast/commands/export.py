@@ -33,14 +33,14 @@ from mosquito_ast_lite.audio import is_audio_file
 from mosquito_ast_lite.files import files_under
 from mosquito_ast_lite.io import FolderKind, atomic_path, atomic_write_json, check_replaceable
 
-from . import __version__
-from .config import ConfigError, ExportParams
-from .data import DatasetError, Sample, discover
-from .ensemble.aggregate import parse_weights, soft_vote
-from .ensemble.members import Member, ensemble_labels, load_members, score_features
-from .features import FeatureSettings, compute_features, open_cache
-from .hardware import use_physical_cores
-from .onnx_graphs import (INPUT_NAME, OPSET, OUTPUT_NAME, QUANTIZED_OPS, Check, EnsembleGraph, compare, data_name,
+from .. import __version__
+from ..config import ConfigError, ExportParams
+from ..data import DatasetError, Sample, discover
+from ..inference.votes import parse_weights, soft_vote
+from ..inference.members import Member, ensemble_labels, load_members, score_features
+from ..features import FeatureSettings, compute_features, open_cache
+from ..hardware import use_physical_cores
+from ..inference.onnx_graphs import (INPUT_NAME, OPSET, OUTPUT_NAME, QUANTIZED_OPS, Check, EnsembleGraph, compare, data_name,
                           export_graph, onnx_session, quantize, quantize_static, run_onnx, save_onnx,
                           untie_initializers)
 
@@ -139,7 +139,7 @@ def check_clips(members: Sequence[Member], params: ExportParams, workdir: Path) 
         samples, source = found
         ordered = sorted(samples, key=lambda s: (s.label, s.path))
         return [s.path for s in spread(ordered, params.check_clips)], source
-    from .synth import DEFAULT_SPECIES, generate_dataset
+    from ..synth import DEFAULT_SPECIES, generate_dataset
 
     settings = members[0].features
     recordings = 2

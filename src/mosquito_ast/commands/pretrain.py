@@ -36,10 +36,10 @@ from ..features import FeatureSettings, check_bad_files, compute_features, datas
 from ..hardware import resolve_precision, use_physical_cores
 from ..models.encoder import build_encoder, encoder_config
 from ..models.ssl import SSLModel, build_ssl_model
-from .datasets import ClipDataModule, feature_settings
-from .loop import (EpochModule, FiniteGuard, LastCheckpoint, drop_checkpoint, fit_interruptibly, make_trainer,
+from ..training.datasets import ClipDataModule, feature_settings
+from ..training.loop import (EpochModule, FiniteGuard, LastCheckpoint, drop_checkpoint, fit_interruptibly, make_trainer,
                    resume_checkpoint)
-from .optim import optimizer_steps
+from ..training.optim import optimizer_steps
 
 
 def discover_unlabeled(source: str | Path) -> list[str]:
@@ -260,7 +260,7 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
         "mosquito_ast_version": __version__,
     }
     if params.probe:
-        from .probe import compare_probes
+        from ..training.probe import compare_probes
 
         extra["probe"] = compare_probes(model.encoder, params.probe, params, settings, progress=params.progress)
         atomic_write_json(output / "probe.json", extra["probe"])

@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mosquito_ast_lite.audio import AudioError, load_audio
 
-from .features import FeatureCache, FeatureSettings, compute_features
+from ..features import FeatureCache, FeatureSettings, compute_features
 
 WELCH_POINTS = 256
 CLASSIFIERS = ("logistic regression", "random forest")

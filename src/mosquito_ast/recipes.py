@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..checkpoints import MEMBER_FORMAT, PRETRAINED_FORMAT, checkpoint_format, read_config
+from .checkpoints import MEMBER_FORMAT, PRETRAINED_FORMAT, checkpoint_format, read_config
 
 SCRATCH = "scratch"
 PRETRAINED = "pretrained"
@@ -61,12 +61,13 @@ def checkpoint_config(source: str | Path | None) -> dict[str, Any]:
     return read_config(folder) if folder.is_dir() else {}
 
 
-def start_of(source: str | Path | None) -> str:
-    """How a run with this --ssl-checkpoint starts: SCRATCH, PRETRAINED (a checkpoint of ours, which
-    stores the normalization its encoder learned on) or AUDIOSET_AST (anything else)."""
+def start_of(source: str | Path | None, config: Mapping[str, Any]) -> str:
+    """How a run with this --ssl-checkpoint, whose config.json holds `config` (`checkpoint_config`), starts:
+    SCRATCH, PRETRAINED (a checkpoint of ours, which stores the normalization its encoder learned on) or
+    AUDIOSET_AST (anything else)."""
     if not source:
         return SCRATCH
-    if checkpoint_format(checkpoint_config(source)) in (MEMBER_FORMAT, PRETRAINED_FORMAT):
+    if checkpoint_format(config) in (MEMBER_FORMAT, PRETRAINED_FORMAT):
         return PRETRAINED
     return AUDIOSET_AST
 

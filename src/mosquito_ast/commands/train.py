@@ -19,15 +19,15 @@ from ..checkpoints.classifier import promote_member, save_member
 from ..checkpoints.encoder import encoder_from_checkpoint
 from ..config import TrainParams
 from ..data import check_validation_labels, label_names
-from ..ensemble.metrics import classification_metrics
+from ..evaluation.metrics import classification_metrics
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
 from ..models.classifier import ASTClassifier, apply_freezing
 from ..models.encoder import build_encoder, encoder_config, tie_positions_over_time
-from .datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
-from .loop import EpochModule, WeightAverage, claimed_run, drop_checkpoint, fit_run
-from .optim import optimizer_steps
-from .recipes import PRETRAINED, START_NAMES, checkpoint_config, start_defaults, start_of, values_in_effect
+from ..training.datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
+from ..training.loop import EpochModule, WeightAverage, claimed_run, drop_checkpoint, fit_run
+from ..training.optim import optimizer_steps
+from ..recipes import PRETRAINED, START_NAMES, start_defaults, values_in_effect
 
 LOWER_IS_BETTER = {"loss"}
 
@@ -165,12 +165,12 @@ def run_paths(params: TrainParams) -> tuple[Path, Path]:
     return run_folders(params.output, params.postfix)
 
 
-def checkpoint_stats(source: str | Path) -> tuple[float, float]:
-    """The mean/std the checkpoint's encoder learned on: stored by `pretrain` and in members, AudioSet's
+def checkpoint_stats(params: TrainParams) -> tuple[float, float]:
+    """The mean/std the --ssl-checkpoint's encoder learned on: stored by `pretrain` and in members, AudioSet's
     for Hugging Face AST and old-notebook checkpoints (whose feature extractor used them)."""
-    if start_of(source) != PRETRAINED:
+    if params.start != PRETRAINED:
         return AUDIOSET_MEAN, AUDIOSET_STD
-    stored = FeatureSettings.from_dict(checkpoint_config(source).get("features", {}))
+    stored = FeatureSettings.from_dict(params.checkpoint_config.get("features", {}))
     return stored.norm_mean, stored.norm_std
 
 
@@ -209,7 +209,7 @@ def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Pa
     """`train`'s work once the run folder is this process's own."""
     precision = resolve_precision(params.precision)
     threads = use_physical_cores()
-    stored = checkpoint_stats(params.ssl_checkpoint) if params.ssl_checkpoint else None
+    stored = checkpoint_stats(params) if params.ssl_checkpoint else None
     print(start_block(params, stored, precision, threads))
     warning = normalization_warning(params.norm_stats, stored)
     if warning:

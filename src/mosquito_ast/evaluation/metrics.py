@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -61,18 +61,6 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     """The central `level` share of bootstrap values."""
     low, high = np.percentile(values, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     return float(low), float(high)
-
-
-def bootstrap_interval(y_true: Sequence, y_pred: Sequence, metric: Callable[[np.ndarray, np.ndarray], float],
-                       groups: Sequence | None = None, resamples: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of any `metric(y_true, y_pred)`, resampling `groups` (e.g. recordings)
-    with replacement when given, else items. Slower than `bootstrap_intervals` (one metric call per
-    resample) and drawn alike, so the two agree for accuracy and balanced accuracy."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    counts = resample_weights(len(y_true), groups, resamples, seed).astype(int)
-    values = [metric(np.repeat(y_true, row), np.repeat(y_pred, row)) for row in counts]
-    return percentile_interval(np.asarray(values, dtype=float), level)
 
 
 def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, resamples: int, seed: int,

@@ -20,9 +20,9 @@ import torch
 
 from mosquito_ast_lite.io import atomic_path
 
-from .checkpoints import WEIGHTS_NAME
-from .ensemble.members import Member, score_features
-from .features import FeatureCache, file_digest
+from ..checkpoints import WEIGHTS_NAME
+from .members import Member, torch_probabilities
+from ..features import FeatureCache, file_digest
 from .onnx_graphs import EnsembleGraph, compare, export_graph, onnx_session, quantize, run_onnx
 
 WEIGHT_TYPE = "QInt8"
@@ -57,15 +57,14 @@ def build_graph(member: Member, target: Path, check: np.ndarray) -> str:
         with atomic_path(target, ".onnx") as written:
             quantize(traced, written, WEIGHT_TYPE, external=False)
             agreement = compare(run_onnx(onnx_session(written, torch.get_num_threads()), check),
-                                score_features([member], {member.features.extraction_key(): check}, "32",
-                                               device="cpu")[0])
+                                torch_probabilities(member, check, torch.float32, torch.device("cpu")))
     clips = f"{len(check)} clip{'s' if len(check) != 1 else ''}"
     return f"int8 graph of member {member.name} built, against its fp32 scores on {clips}: {agreement.line()}"
 
 
-class MemberGraph:
-    """A member's int8 graph as `score_features` calls it: (un-normalized fbank, batch size) -> probabilities
-    in the member's label order. Loaded from `graphs` on first use, or built there (checked on the first
+class Int8Scorer:
+    """A member's int8 graph as its scorer (`members.Scorer`): (un-normalized fbank, batch size) ->
+    probabilities in the member's label order. Loaded from `graphs` on first use, or built there (checked on the first
     clips it is given) when no graph of these weights is kept yet."""
 
     def __init__(self, member: Member, graphs: Path | None) -> None:
@@ -96,9 +95,9 @@ class MemberGraph:
 
 
 def attach(members: list[Member], graphs: Path | None) -> None:
-    """Give every member its int8 graph (kept in `graphs`, see `graph_folder`), for `score_features`."""
+    """Make every member's int8 graph (kept in `graphs`, see `graph_folder`) its scorer in `score_features`."""
     if torch.cuda.is_available():
         print("warning: --precision int8 runs on the CPU (onnxruntime); on this GPU, auto (bf16) is faster")
     for member in members:
-        if member.runtime is None:
-            member.runtime = MemberGraph(member, graphs)
+        if member.scorer is None:
+            member.scorer = Int8Scorer(member, graphs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -21,13 +21,16 @@ from mosquito_ast_lite.files import files_under
 from ..checkpoints import (HUGGING_FACE_FORMAT, WEIGHTS_NAME, CheckpointError, checkpoint_format, model_folders,
                            named_member_folders, read_config)
 from ..checkpoints.classifier import holds_classifier, is_member_folder, load_member
-from ..config import ReadParams
+from ..param_groups import ReadParams
 from ..data import DatasetError
 from ..features import FeatureSettings, compute_features, normalize, open_cache
 from ..hardware import inference_dtype, resolve_precision
 from ..models.classifier import ASTClassifier
 
 WORKING_FOLDERS = {"best-candidate"}  # `train`'s working copy of the best epoch, beside the exported member
+# What scores a member in place of its PyTorch model: (un-normalized fbank, batch size) -> probabilities in the
+# member's label order. The command picks it (`inference.int8.attach` under --precision int8).
+Scorer = Callable[[np.ndarray, int], np.ndarray]
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Member:
     model: ASTClassifier
     config: dict
     features: FeatureSettings
-    runtime: Any = None  # its int8 graph under --precision int8: (fbank, batch size) -> probabilities
+    scorer: Scorer | None = None  # None: its PyTorch model (`torch_probabilities`)
 
     @property
     def labels(self) -> list[str]:
@@ -134,17 +137,32 @@ def inference_model(member: Member, dtype: torch.dtype, device: torch.device) ->
     return member.model.to(device=device, dtype=dtype).eval()
 
 
+def torch_probabilities(member: Member, table: np.ndarray, dtype: torch.dtype, device: torch.device,
+                        batch_size: int = 32, step: Callable[[], object] = lambda: None) -> np.ndarray:
+    """The member's PyTorch probabilities (items, classes), in its own label order, from un-normalized
+    features: normalized per batch with its own statistics, `dtype` weights (`inference_model`), softmax in
+    float32 after the head; `step` runs after each batch (a progress bar)."""
+    result = np.zeros((len(table), len(member.labels)), np.float32)
+    with torch.inference_mode():
+        model = inference_model(member, dtype, device)
+        for start in range(0, len(table), batch_size):
+            batch = torch.from_numpy(normalize(table[start:start + batch_size], member.features))
+            logits = model(batch.to(device=device, dtype=dtype))
+            result[start:start + batch_size] = logits.float().softmax(dim=-1).cpu().numpy()
+            step()
+    return result
+
+
 def score_features(members: Sequence[Member], features: dict[str, np.ndarray], precision: str,
                    batch_size: int = 32, device: str | torch.device | None = None,
                    progress: bool = False) -> np.ndarray:
     """Probabilities (members, items, classes) from un-normalized features, one array (items, T, mel)
     per raw feature setting keyed by `FeatureSettings.extraction_key()`, in the same item order.
 
-    Each member normalizes per batch with its own statistics and runs under `torch.inference_mode`
-    with the weights of the (already resolved) `precision` (`inference_model`: bf16 for bf16-mixed,
-    cast in place); the softmax is taken in float32 after the head and columns follow
-    `ensemble_labels(members)`. `int8` runs each member's int8 onnxruntime graph on the CPU instead
-    (`member.runtime`, attached by `mosquito_ast.int8.attach`).
+    A member with a `scorer` is scored by it; the others by their PyTorch model (`torch_probabilities`)
+    with the weights of the (already resolved) `precision` (bf16 for bf16-mixed, cast in place). `int8`
+    needs every member's int8 scorer, picked by the command (`mosquito_ast.inference.int8.attach`).
+    Columns follow `ensemble_labels(members)`.
     """
     from tqdm.auto import tqdm
 
@@ -154,23 +172,17 @@ def score_features(members: Sequence[Member], features: dict[str, np.ndarray], p
     count = len(next(iter(features.values())))
     result = np.zeros((len(members), count, len(labels)), np.float32)
     bar = tqdm(total=len(members) * -(-count // batch_size), desc="inference", disable=not progress, leave=False)
-    with torch.inference_mode():
-        for index, member in enumerate(members):
-            table = features[member.features.extraction_key()]
-            order = [member.labels.index(name) for name in labels]
-            if precision == "int8":
-                if member.runtime is None:
-                    raise ValueError(f"member {member.name}: int8 runs its onnxruntime graph; attach the graphs "
-                                     f"first (mosquito_ast.int8.attach)")
-                result[index] = member.runtime(table, batch_size)[:, order]
-                bar.update(-(-count // batch_size))
-                continue
-            model = inference_model(member, dtype, device)
-            for start in range(0, count, batch_size):
-                batch = torch.from_numpy(normalize(table[start:start + batch_size], member.features))
-                logits = model(batch.to(device=device, dtype=dtype))
-                result[index, start:start + batch_size] = logits.float().softmax(dim=-1)[:, order].cpu().numpy()
-                bar.update()
+    for index, member in enumerate(members):
+        table = features[member.features.extraction_key()]
+        order = [member.labels.index(name) for name in labels]
+        if member.scorer is not None:
+            result[index] = member.scorer(table, batch_size)[:, order]
+            bar.update(-(-count // batch_size))
+        elif precision == "int8":
+            raise ValueError(f"member {member.name}: int8 runs its onnxruntime graph; pick the int8 scorers "
+                             f"first (mosquito_ast.inference.int8.attach)")
+        else:
+            result[index] = torch_probabilities(member, table, dtype, device, batch_size, bar.update)[:, order]
     bar.close()
     return result
 

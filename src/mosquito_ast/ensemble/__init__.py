@@ -1,1 +1,0 @@
-"""Ensemble evaluation: members, aggregation, metrics and reports."""

@@ -1,0 +1,1 @@
+"""Judging predictions: metrics, coverage, spectrum baselines, the report and its figures; no training imports."""
