@@ -193,9 +193,9 @@ class DivergedError(ValueError):
 
 
 class FiniteGuard(Callback):
-    """Stop at a non-finite training loss or weight, naming the epoch: Lightning trains on through NaN,
-    and a diverged run used to exit 0 with a NaN member. Weights are checked before each validation and
-    at each epoch's end, so before anything of that epoch is exported or checkpointed; the loss every
+    """Stop at a non-finite training loss, weight or output (a module's `outputs_finite()`, where it has
+    one), naming the epoch: Lightning trains on through NaN, and a diverged run used to exit 0 with a NaN
+    member. Weights and outputs are checked before each validation and at each epoch's end, so before anything of that epoch is exported or checkpointed; the loss every
     `check_every` steps and at those points, as reading it on the host each step would stall the GPU.
     Put it before the callbacks that export: hooks run in list order."""
 
@@ -232,6 +232,8 @@ class FiniteGuard(Callback):
         name = first_nonfinite(dict(getattr(module, "model", module).named_parameters()))  # member key names
         if name is not None:
             self._fail(trainer, module, f"weight {name} holds NaN/inf")
+        if not getattr(module, "outputs_finite", lambda: True)():
+            self._fail(trainer, module, "the outputs on a probe clip are NaN/inf (the weights are finite)")
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.sanity_checking:

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 
 from .. import __version__, augment
 from ..checkpoints import run_folders
-from ..checkpoints.classifier import promote_member, save_member
+from ..checkpoints.classifier import outputs_finite, promote_member, save_member
 from ..checkpoints.encoder import encoder_from_checkpoint
 from ..config import TrainParams
 from ..data import check_validation_labels, label_names
@@ -44,6 +44,10 @@ class ClassifierModule(EpochModule):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.model(features)
+
+    def outputs_finite(self) -> bool:
+        """Asked by `FiniteGuard`: weights can stay finite while the outputs overflow."""
+        return outputs_finite(self.model)
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         features, targets = batch
