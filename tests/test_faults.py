@@ -69,3 +69,29 @@ def test_rerun_without_resume_keeps_the_interrupted_epochs(tiny_params):
     seen = EpochsRun()
     train(dataclasses.replace(params, overwrite=True), callbacks=[seen])
     assert seen.epochs == [1, 2] and run_paths(params)[0].is_dir()
+
+
+@pytest.mark.parametrize("postfix", ["../../../escaped", "/tmp/escaped-member", "..", "a\\..\\..\\b", ""])
+def test_a_postfix_that_leaves_the_output_folder_is_refused(tiny_params, tmp_path, postfix):
+    with pytest.raises(ConfigError, match=r"postfix: .* is not a folder name; the member must stay in <output>/best/"):
+        tiny_params(postfix=postfix)
+    params = tiny_params()
+    result = CliRunner().invoke(app, [*cli_arguments(params), "--postfix", postfix])
+    assert result.exit_code == 2 and "error: postfix:" in result.output, result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "escaped").exists()
+
+
+def test_training_on_one_class_is_refused_naming_the_folder(tiny_params, synth_split, tmp_path):
+    species = sorted(p for p in synth_split[0].iterdir() if p.is_dir())[0]
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / species.name).symlink_to(species, target_is_directory=True)
+    params = tiny_params(train_dir=str(single), validation_dir=None, select="last")
+    result = CliRunner().invoke(app, ["train", "--train-dir", str(single), "--output", params.output,
+                                      "--preset", "tiny", "--epochs", "1", "--cache-dir", params.cache_dir,
+                                      "--no-progress"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {single}: clips of one class only ({species.name}); a classifier needs at least "
+                      "two class folders"], result.output
+    assert not run_paths(params)[0].exists()

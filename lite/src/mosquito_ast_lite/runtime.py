@@ -13,7 +13,7 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -92,7 +92,18 @@ def read_model_json(folder: str | Path) -> dict:
         raise ModelError(f"{path}: 'features' lacks {', '.join(missing)}")
     if not isinstance(meta.get("onnx"), str) or not meta["onnx"]:
         raise ModelError(f"{path}: 'onnx' must name the ONNX file")
+    for key in ("onnx", "onnx_fp32"):
+        if isinstance(meta.get(key), str) and not inside_folder(meta[key]):
+            raise ModelError(f"{path}: {key!r} is {meta[key]!r}, outside the model folder; it must name a file in it")
     return meta
+
+
+def inside_folder(name: str) -> bool:
+    """Whether a file name read from model.json stays inside the model folder: not absolute, no '..'. A copied
+    or downloaded folder could otherwise run a graph from anywhere on the device."""
+    relative = PurePosixPath(name.replace("\\", "/"))
+    return not (relative.is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive
+                or ".." in relative.parts)
 
 
 def load_model(folder: str | Path, threads: int = 0, fp32: bool = False) -> LiteModel:
