@@ -8,6 +8,7 @@ mean over its windows.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mosquito_ast_lite.audio import AudioError, fit_length, load_audio
+from mosquito_ast_lite.audio import AudioError, cut_short, cut_short_warning, fit_length, load_audio
 from mosquito_ast_lite.io import atomic_write_json, atomic_write_text, check_writable
 from mosquito_ast_lite.runtime import UNCERTAIN, decide, expand_inputs, window_starts
 
@@ -65,7 +66,7 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
 
         attach(list(members), graph_folder(None, False))
     settings_of = {m.features.extraction_key(): m.features for m in members}
-    window_rows, file_rows = [], []
+    window_rows, file_rows, cut = [], [], []
     for path in tqdm(files, desc="predict", disable=not params.progress):
         try:
             windows = {key: window_features(path, settings, params.hop_seconds) for key, settings in settings_of.items()}
@@ -74,6 +75,9 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
             print(f"warning: {path}: skipped ({problem})")
             file_rows.append({"path": str(path), "windows": 0, "error": problem})
             continue
+        missing = cut_short(path)
+        if missing:
+            cut.append((str(path), missing))
         member_probabilities = score_features(members, {k: v[0] for k, v in windows.items()}, precision,
                                               params.batch_size)
         ensemble = soft_vote(member_probabilities, weights)
@@ -85,6 +89,8 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
                                 **dict(zip(labels, row.tolist()))})
         pooled = ensemble.mean(axis=0)
         file_rows.append({"path": str(path), "windows": len(starts), "error": "", "pooled": pooled})
+    if cut:
+        print(cut_short_warning(cut, len(files)), file=sys.stderr)
     return Predictions(_file_table(file_rows, labels, params), pd.DataFrame(window_rows), labels)
 
 

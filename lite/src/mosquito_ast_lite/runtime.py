@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .audio import AudioError, fit_length, is_audio_file, load_audio
+from .audio import AudioError, cut_short, cut_short_warning, fit_length, is_audio_file, load_audio
 from .files import files_under
 from .io import atomic_write_json, atomic_write_text
 from .fbank import KALDI_MEL_FLOOR, Fbank, FbankSettings
@@ -278,6 +278,7 @@ def predict_files(model: LiteModel, files: Sequence[str | Path], hop_seconds: fl
         pending.clear()
 
     queued = 0
+    cut: list[tuple[str, str]] = []
     for index, path in enumerate(files):
         try:
             waves, starts = recording_windows(path, settings, hop_seconds)
@@ -287,12 +288,17 @@ def predict_files(model: LiteModel, files: Sequence[str | Path], hop_seconds: fl
                 warn(f"warning: {path}: skipped ({problem})")
             file_rows[index] = error_row(str(path), problem)
             continue
+        missing = cut_short(path)
+        if missing:
+            cut.append((str(path), missing))
         pending.append((index, model.fbank(waves), starts))
         queued += len(starts)
         if queued >= batch_size:
             flush()
             queued = 0
     flush()
+    if cut and warn:
+        warn(cut_short_warning(cut, len(files)))
     return LitePredictions([r for r in file_rows if r is not None], [w for rows in window_rows for w in rows], labels)
 
 
