@@ -55,3 +55,24 @@ def test_wavs_cut_short_are_reported_by_predict_and_the_runtime(model_folder, ti
                                       str(tmp_path / "predict.csv"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert expected in result.output
+
+
+def test_inputs_and_outputs_are_checked_before_any_work(model_folder, tiny_member, tmp_path, capsys):
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, 0.1 * np.sin(2 * np.pi * 500 * np.arange(16000) / 16000), 16000, subtype="PCM_16")
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-folder.csv").mkdir()
+    cases = {  # arguments after MODEL_DIR -> the one error line
+        "missing input": ([str(tmp_path / "nowhere.wav"), str(clip)], f"{tmp_path / 'nowhere.wav'}: no such file or folder"),
+        "output under a file": ([str(clip), "--output", str(tmp_path / "a-file" / "p.csv")], "cannot write the output here"),
+        "output is a folder": ([str(clip), "--output", str(tmp_path / "a-folder.csv")],
+                               f"{tmp_path / 'a-folder.csv'}: is a folder; --output names the file to write"),
+    }
+    for name, (arguments, message) in cases.items():
+        assert lite_main([str(tmp_path / "no-model"), *arguments]) == 2, name  # before the model is even read
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error: ") and message in error and "\n" not in error, (name, error)
+    result = CliRunner().invoke(app, ["predict", "--models", str(tiny_member), str(clip), "--output",
+                                      str(tmp_path / "a-folder.csv"), "--no-progress"])
+    assert result.exit_code == 2 and "predict:" not in result.output, result.output  # no member loaded
+    assert result.output.strip() == f"error: {tmp_path / 'a-folder.csv'}: is a folder; --output names the file to write"

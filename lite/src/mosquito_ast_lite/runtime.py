@@ -307,14 +307,19 @@ def windows_path(output: str | Path) -> Path:
     return output.with_name(output.stem + "_windows.csv")
 
 
+def output_paths(output: str | Path) -> list[Path]:
+    """The files `write_predictions` (and `mosquito-ast predict`) write for `output`: per file, per window, JSON."""
+    output = Path(output)
+    return [output, windows_path(output), output.with_suffix(".json")]
+
+
 def write_predictions(result: LitePredictions, output: str | Path, model: LiteModel, hop_seconds: float,
                       top_k: int, min_confidence: float, abstain_below: float) -> list[Path]:
     """`output` (per file), `<stem>_windows.csv` and `<stem>.json`, as `mosquito-ast predict` writes them."""
-    output = Path(output)
-    per_window = windows_path(output)
+    output, per_window, summary = output_paths(output)
     atomic_write_text(output, csv_text(result.files, file_columns(result.labels, top_k)))
     atomic_write_text(per_window, csv_text(result.windows, window_columns(result.labels)))
-    atomic_write_json(output.with_suffix(".json"), {
+    atomic_write_json(summary, {
         "models": str(model.folder), "members": model.meta.get("members", []), "labels": result.labels,
         "precision": model.meta.get("precision"), "hop_seconds": hop_seconds, "min_confidence": min_confidence,
         "abstain_below": abstain_below,
@@ -322,4 +327,4 @@ def write_predictions(result: LitePredictions, output: str | Path, model: LiteMo
                   for row in result.files],
         "windows": result.windows,
     })
-    return [output, per_window, output.with_suffix(".json")]
+    return [output, per_window, summary]
