@@ -75,8 +75,7 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
             print(f"warning: {path}: skipped ({problem})")
             file_rows.append({"path": str(path), "windows": 0, "error": problem})
             continue
-        missing = cut_short(path)
-        if missing:
+        if missing := cut_short(path):
             cut.append((str(path), missing))
         member_probabilities = score_features(members, {k: v[0] for k, v in windows.items()}, precision,
                                               params.batch_size)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterable, Iterator
 
 
@@ -44,3 +44,11 @@ def _identities(folders: Iterable[Path]) -> Iterator[tuple[int, int]]:
         except OSError:
             continue
         yield stat.st_dev, stat.st_ino
+
+
+def inside_folder(name: str) -> bool:
+    """Whether a file name read from a file (model.json's graph) stays inside that file's folder: not
+    absolute, no '..'. A copied or downloaded folder could otherwise run a graph from anywhere."""
+    relative = PurePosixPath(name.replace("\\", "/"))
+    return not (relative.is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive
+                or ".." in relative.parts)

@@ -13,13 +13,13 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from .audio import AudioError, cut_short, cut_short_warning, fit_length, is_audio_file, load_audio
-from .files import files_under
+from .files import files_under, inside_folder
 from .io import atomic_write_json, atomic_write_text
 from .fbank import KALDI_MEL_FLOOR, Fbank, FbankSettings
 
@@ -96,14 +96,6 @@ def read_model_json(folder: str | Path) -> dict:
         if isinstance(meta.get(key), str) and not inside_folder(meta[key]):
             raise ModelError(f"{path}: {key!r} is {meta[key]!r}, outside the model folder; it must name a file in it")
     return meta
-
-
-def inside_folder(name: str) -> bool:
-    """Whether a file name read from model.json stays inside the model folder: not absolute, no '..'. A copied
-    or downloaded folder could otherwise run a graph from anywhere on the device."""
-    relative = PurePosixPath(name.replace("\\", "/"))
-    return not (relative.is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive
-                or ".." in relative.parts)
 
 
 def load_model(folder: str | Path, threads: int = 0, fp32: bool = False) -> LiteModel:
@@ -277,8 +269,7 @@ def predict_files(model: LiteModel, files: Sequence[str | Path], hop_seconds: fl
                                         abstain_below)
         pending.clear()
 
-    queued = 0
-    cut: list[tuple[str, str]] = []
+    queued, cut = 0, []  # cut: (path, problem) of WAV files cut short
     for index, path in enumerate(files):
         try:
             waves, starts = recording_windows(path, settings, hop_seconds)
@@ -288,8 +279,7 @@ def predict_files(model: LiteModel, files: Sequence[str | Path], hop_seconds: fl
                 warn(f"warning: {path}: skipped ({problem})")
             file_rows[index] = error_row(str(path), problem)
             continue
-        missing = cut_short(path)
-        if missing:
+        if missing := cut_short(path):
             cut.append((str(path), missing))
         pending.append((index, model.fbank(waves), starts))
         queued += len(starts)
