@@ -284,11 +284,12 @@ def test_cli_abstain_and_bad_arguments(tiny_onnx, recordings, tmp_path, capsys):
     assert {r["label"] for r in read_csv(output)[1]} == {"uncertain"}
     assert {r["label"] for r in read_csv(tmp_path / "abstain_windows.csv")[1]} == {"uncertain"}
     assert lite_main([str(tiny_onnx[0]), str(recordings), "--abstain-below", "1.5"]) == 2
-    missing = tmp_path / "missing.wav"  # a bad file is one row with its error, not a failed run
-    assert lite_main([str(tiny_onnx[0]), str(missing), str(recordings / "short.wav"), "--output",
+    broken = tmp_path / "broken.wav"  # a bad file is one row with its error, not a failed run
+    broken.write_bytes(b"RIFF not audio")
+    assert lite_main([str(tiny_onnx[0]), str(broken), str(recordings / "short.wav"), "--output",
                       str(tmp_path / "x.csv")]) == 0
     rows = read_csv(tmp_path / "x.csv")[1]
-    assert rows[0]["path"] == str(missing) and rows[0]["error"] and rows[1]["error"] == "" and rows[1]["label"]
+    assert rows[0]["path"] == str(broken) and rows[0]["error"] and rows[1]["error"] == "" and rows[1]["label"]
     capsys.readouterr()
     (tmp_path / "no audio").mkdir()
     assert lite_main([str(tiny_onnx[0]), str(tmp_path / "no audio")]) == 2

@@ -2,6 +2,7 @@
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -85,3 +86,50 @@ def test_loaders_refuse_nonfinite_weights_by_member_folder(tiny_member, synth_sp
         assert len(lines) == 1 and lines[0].startswith("error:"), (command, result.output)
         assert f"{bad}: weights hold NaN/inf" in lines[0], command
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_finite_weights_with_nan_outputs_stop_training_by_epoch(tiny_params):
+    """One optimizer step at --learning-rate 1e6 leaves finite weights whose outputs are NaN."""
+    params = tiny_params(epochs=1, batch_sizes=[100], learning_rate=1e6, select="last")
+    with pytest.raises(DivergedError, match=r"epoch 1: the outputs on a probe clip are NaN/inf"):
+        train(params)
+    assert not run_paths(params)[0].exists()
+
+
+def _overflowing_copy(member, folder):
+    """Finite weights (3e38 is below float32's largest) whose outputs overflow: the final layernorm's scale."""
+    shutil.copytree(member, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    state["encoder.layernorm.weight"][:] = 3e38
+    save_file(state, str(folder / "model.safetensors"))
+    return folder
+
+
+def test_members_with_nan_outputs_are_refused_on_load(tiny_member, synth_split, tmp_path):
+    bad = _overflowing_copy(tiny_member, tmp_path / "models" / "overflowing")
+    with pytest.raises(CheckpointError, match=r"overflowing: outputs NaN/inf on a probe input"):
+        load_member(bad)
+    clip = next(synth_split[1].rglob("*.wav"))
+    result = CliRunner().invoke(app, ["predict", "--models", str(bad), str(clip), "--output",
+                                      str(tmp_path / "p.csv"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"error: {bad}: outputs NaN/inf on a probe input although its "
+                                                  "weights are finite; the run that wrote it diverged, train it "
+                                                  "again (lower --learning-rate, --max-grad-norm 1.0)"]
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_graph_checks_fail_on_nan():
+    from mosquito_ast.inference.onnx_graphs import compare
+
+    reference = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], np.float32)
+    same = compare(reference.copy(), reference)
+    assert same.finite and same.max_probability_difference == 0 and same.same_label == 1
+    graph = reference.copy()
+    graph[1] = np.nan  # argmax of a NaN row is 0, as the reference's of row 0: no longer "the same label"
+    check = compare(graph, reference)
+    assert not check.finite and check.max_probability_difference == float("inf")
+    assert check.same_label == pytest.approx(2 / 3)
+    assert not check.max_probability_difference <= 1e-3
+    nan_reference = compare(reference, np.full_like(reference, np.nan))
+    assert not nan_reference.finite and nan_reference.same_label == 0

@@ -3,7 +3,9 @@ cycle neither hangs nor repeats anything."""
 
 import shutil
 
-from mosquito_ast.data import discover
+import pytest
+
+from mosquito_ast.data import DatasetError, discover
 from mosquito_ast_lite.files import files_under
 from mosquito_ast.inference.members import find_member_folders, load_members
 from mosquito_ast.commands.predict import expand_inputs
@@ -56,3 +58,22 @@ def test_linked_member_folders_are_found(tiny_member, tmp_path):
     only_links.mkdir()
     (only_links / "b").symlink_to(elsewhere / "b", target_is_directory=True)
     assert [m.name for m in load_members(only_links)] == ["b"]
+
+
+def test_a_link_to_the_data_root_counts_no_other_class(tmp_path):
+    data = _tree(tmp_path)
+    (data / "aedes" / "s1" / "root").symlink_to(data, target_is_directory=True)
+    (data / "aedes" / "s1" / "up").symlink_to(tmp_path, target_is_directory=True)
+    samples = discover(data)
+    assert sorted(s.path[len(str(data)) + 1:] for s in samples if s.label == "aedes") == [
+        "aedes/s1/a.wav", "aedes/s1/b.wav", "aedes/s2/c.wav", "aedes/s2/d.wav"]
+    assert len(samples) == 6
+    assert len(expand_inputs([data / "aedes"])) == 4
+
+
+def test_a_link_into_another_class_folder_is_refused(tmp_path):
+    data = _tree(tmp_path)
+    (data / "aedes" / "s1" / "borrowed").symlink_to(data / "culex" / "s3", target_is_directory=True)
+    with pytest.raises(DatasetError, match=r"aedes/s1/borrowed/e.wav \(class aedes\) and .*culex/s3/e.wav \(class "
+                                           r"culex\) are one file, reached through a link; a clip belongs to one"):
+        discover(data)

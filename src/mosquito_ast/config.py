@@ -82,6 +82,8 @@ class TrainParams(LoopParams, DataParams):
 
     def validate(self) -> None:
         super().validate()
+        if not self.postfix or "/" in self.postfix or "\\" in self.postfix or self.postfix in (".", ".."):
+            raise ConfigError(f"postfix: {self.postfix!r} is not a folder name; the member must stay in <output>/best/")
         if self.norm_stats == "checkpoint" and not self.ssl_checkpoint:
             raise ConfigError("norm_stats: checkpoint takes the normalization of --ssl-checkpoint; give one, or use dataset or audioset")
         if self.select == "best" and not self.validation_dir:

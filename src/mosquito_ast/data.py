@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -74,10 +75,22 @@ def discover(source: str | Path, group_by: str = "auto", unlabelled: bool = Fals
         empty += [] if found else [class_dir.name]
     if not samples:
         raise DatasetError(f"{source}: no audio files found in class sub-folders (<class>/**/<file>)")
+    check_one_class_per_file(samples)
     if empty:
         print(f"warning: {source}: class folder(s) {', '.join(empty)} hold no audio files ({', '.join(AUDIO_EXTENSIONS)}) "
               "and are not classes of this data set", file=sys.stderr)
     return samples
+
+
+def check_one_class_per_file(samples: Sequence[Sample]) -> None:
+    """Refuse a file reached under two classes (a link from one class folder into another's): its clips
+    would train and score under both labels, one of them wrong."""
+    classes: dict[str, Sample] = {}
+    for sample in samples:
+        first = classes.setdefault(os.path.realpath(sample.path), sample)
+        if first.label != sample.label:
+            raise DatasetError(f"{first.path} (class {first.label}) and {sample.path} (class {sample.label}) are one "
+                               f"file, reached through a link; a clip belongs to one class")
 
 
 def _from_manifest(manifest: Path, group_by: str, unlabelled: bool = False) -> list[Sample]:

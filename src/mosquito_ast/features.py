@@ -23,7 +23,7 @@ import torch
 import transformers
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
-from mosquito_ast_lite.audio import AudioError, cut_short, load_clip
+from mosquito_ast_lite.audio import AudioError, cut_short, cut_short_warning, load_clip
 from mosquito_ast_lite.io import atomic_path
 
 from .data import DatasetError
@@ -288,12 +288,10 @@ def _report_notes(items: list[_Decoded], paths: Sequence[str]) -> None:
         print(f"warning: feature cache not written for {len(uncached)} of {len(paths)} files ({uncached[0]}); "
               "their features were computed and used, and will be computed again next time "
               "(free space, make the folder writable, or pass --cache-dir / --no-cache)", file=sys.stderr)
-    cut = [item for item in items if item.cut_short]
+    cut = [(paths[item.index], item.cut_short) for item in items if item.cut_short]
     if cut:
-        listing = "\n".join(f"  {paths[item.index]}: {item.cut_short}" for item in cut[:10])
-        more = f"\n  ... and {len(cut) - 10} more" if len(cut) > 10 else ""
-        print(f"warning: {len(cut)} of {len(paths)} WAV files are cut short (incomplete copies?); the audio present is "
-              f"used, zero-padded to the clip length:\n{listing}{more}", file=sys.stderr)
+        print(cut_short_warning(cut, len(paths), "the audio present is used, zero-padded to the clip length"),
+              file=sys.stderr)
 
 
 def compute_features(

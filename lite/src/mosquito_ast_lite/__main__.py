@@ -52,11 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(variable, str(args.threads))
 
-    from .runtime import ModelError, expand_inputs, load_model, predict_files, write_predictions
+    from .io import OutputFolderError, check_output_files
+    from .runtime import ModelError, expand_inputs, load_model, output_paths, predict_files, write_predictions
 
+    missing = [item for item in args.inputs if not os.path.exists(item)]
     try:
+        if missing:
+            raise ModelError(f"{', '.join(missing)}: no such file or folder")
+        check_output_files(*output_paths(args.output))
         model = load_model(args.model_dir, args.threads, fp32=args.fp32)
-    except ModelError as error:
+    except (ModelError, OutputFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     files = expand_inputs(args.inputs)

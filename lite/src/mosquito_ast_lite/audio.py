@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import soundfile as sf
@@ -83,3 +84,11 @@ def cut_short(path: str | Path) -> str | None:
                 handle.seek(length + (length & 1), 1)
     except OSError:
         return None
+
+
+def cut_short_warning(cut: Sequence[tuple[str, str]], total: int, used: str = "the audio present is used") -> str:
+    """The one counted warning every command gives for WAV files cut short (`cut`: path, problem), naming
+    the first ten."""
+    listing = "\n".join(f"  {path}: {problem}" for path, problem in cut[:10])
+    more = f"\n  ... and {len(cut) - 10} more" if len(cut) > 10 else ""
+    return f"warning: {len(cut)} of {total} WAV files are cut short (incomplete copies?); {used}:\n{listing}{more}"

@@ -71,6 +71,15 @@ def check_replaceable(folder: str | Path, kind: FolderKind) -> Path:
     return folder
 
 
+def check_output_files(*paths: str | Path) -> None:
+    """Check before any work that each output file can be written: its folder is writable and the path
+    is not a folder (writing there failed only after every recording was scored)."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise OutputFolderError(f"{path}: is a folder; --output names the file to write")
+        check_writable(path.parent)
+
+
 def default_mode(directory: bool = False) -> int:
     """Permissions a plain open()/mkdir() would give under the current umask (tempfile uses 0600/0700)."""
     umask = os.umask(0)

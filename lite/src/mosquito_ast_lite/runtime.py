@@ -18,8 +18,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .audio import AudioError, fit_length, is_audio_file, load_audio
-from .files import files_under
+from .audio import AudioError, cut_short, cut_short_warning, fit_length, is_audio_file, load_audio
+from .files import files_under, inside_folder
 from .io import atomic_write_json, atomic_write_text
 from .fbank import KALDI_MEL_FLOOR, Fbank, FbankSettings
 
@@ -92,6 +92,9 @@ def read_model_json(folder: str | Path) -> dict:
         raise ModelError(f"{path}: 'features' lacks {', '.join(missing)}")
     if not isinstance(meta.get("onnx"), str) or not meta["onnx"]:
         raise ModelError(f"{path}: 'onnx' must name the ONNX file")
+    for key in ("onnx", "onnx_fp32"):
+        if isinstance(meta.get(key), str) and not inside_folder(meta[key]):
+            raise ModelError(f"{path}: {key!r} is {meta[key]!r}, outside the model folder; it must name a file in it")
     return meta
 
 
@@ -266,7 +269,7 @@ def predict_files(model: LiteModel, files: Sequence[str | Path], hop_seconds: fl
                                         abstain_below)
         pending.clear()
 
-    queued = 0
+    queued, cut = 0, []  # cut: (path, problem) of WAV files cut short
     for index, path in enumerate(files):
         try:
             waves, starts = recording_windows(path, settings, hop_seconds)
@@ -276,12 +279,16 @@ def predict_files(model: LiteModel, files: Sequence[str | Path], hop_seconds: fl
                 warn(f"warning: {path}: skipped ({problem})")
             file_rows[index] = error_row(str(path), problem)
             continue
+        if missing := cut_short(path):
+            cut.append((str(path), missing))
         pending.append((index, model.fbank(waves), starts))
         queued += len(starts)
         if queued >= batch_size:
             flush()
             queued = 0
     flush()
+    if cut and warn:
+        warn(cut_short_warning(cut, len(files)))
     return LitePredictions([r for r in file_rows if r is not None], [w for rows in window_rows for w in rows], labels)
 
 
@@ -290,14 +297,19 @@ def windows_path(output: str | Path) -> Path:
     return output.with_name(output.stem + "_windows.csv")
 
 
+def output_paths(output: str | Path) -> list[Path]:
+    """The files `write_predictions` (and `mosquito-ast predict`) write for `output`: per file, per window, JSON."""
+    output = Path(output)
+    return [output, windows_path(output), output.with_suffix(".json")]
+
+
 def write_predictions(result: LitePredictions, output: str | Path, model: LiteModel, hop_seconds: float,
                       top_k: int, min_confidence: float, abstain_below: float) -> list[Path]:
     """`output` (per file), `<stem>_windows.csv` and `<stem>.json`, as `mosquito-ast predict` writes them."""
-    output = Path(output)
-    per_window = windows_path(output)
+    output, per_window, summary = output_paths(output)
     atomic_write_text(output, csv_text(result.files, file_columns(result.labels, top_k)))
     atomic_write_text(per_window, csv_text(result.windows, window_columns(result.labels)))
-    atomic_write_json(output.with_suffix(".json"), {
+    atomic_write_json(summary, {
         "models": str(model.folder), "members": model.meta.get("members", []), "labels": result.labels,
         "precision": model.meta.get("precision"), "hop_seconds": hop_seconds, "min_confidence": min_confidence,
         "abstain_below": abstain_below,
@@ -305,4 +317,4 @@ def write_predictions(result: LitePredictions, output: str | Path, model: LiteMo
                   for row in result.files],
         "windows": result.windows,
     })
-    return [output, per_window, output.with_suffix(".json")]
+    return [output, per_window, summary]

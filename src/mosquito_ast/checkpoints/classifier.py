@@ -116,4 +116,23 @@ def load_member(folder: str | Path, labels: list[str] | None = None) -> tuple[AS
     with torch.device("meta"):  # the head's weights follow: no random initialisation
         model = ASTClassifier(encoder, config["labels"])
     model.classifier.load_state_dict(head, assign=True)
-    return model.eval(), config
+    if not outputs_finite(model.eval()):
+        raise CheckpointError(f"{folder}: outputs NaN/inf on a probe input although its weights are finite; the run "
+                              f"that wrote it diverged, train it again (lower --learning-rate, --max-grad-norm 1.0)")
+    return model, config
+
+
+@torch.no_grad()
+def outputs_finite(model: ASTClassifier) -> bool:
+    """Whether the model's logits on a fixed probe clip (seeded standard normal, as normalized features are) are
+    finite: weights can be finite while the outputs overflow (a run at --learning-rate 1e6), and such a
+    member labelled every file with its first class. Runs in eval mode on the weights' device and dtype."""
+    weight = next(model.parameters())
+    config = model.encoder.config
+    probe = torch.randn(1, config.max_length, config.num_mel_bins, generator=torch.Generator().manual_seed(0))
+    training = model.training
+    try:
+        logits = model.eval()(probe.to(device=weight.device, dtype=weight.dtype))
+    finally:
+        model.train(training)
+    return bool(torch.isfinite(logits).all())

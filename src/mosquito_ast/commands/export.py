@@ -34,6 +34,7 @@ from mosquito_ast_lite.files import files_under
 from mosquito_ast_lite.io import FolderKind, atomic_path, atomic_write_json, check_replaceable
 
 from .. import __version__
+from ..checkpoints import CheckpointError
 from ..config import ConfigError, ExportParams
 from ..data import DatasetError, Sample, discover
 from ..inference.votes import parse_weights, soft_vote
@@ -220,7 +221,10 @@ def export(params: ExportParams) -> ExportResult:
         kind = f"ensemble of {len(members)} members" if len(members) > 1 else f"member {names[0]}"
         say(f"export: {kind} -> {output / ONNX_NAME} (fp32, {_megabytes(made, ONNX_NAME)})")
         say(f"self-check on {len(features)} clips ({source}), ONNX fp32 vs PyTorch: {fp32.line()}")
-        if fp32.max_probability_difference > FP32_TOLERANCE:
+        if not fp32.finite:
+            raise CheckpointError(f"{output}: the fp32 graph gives NaN/inf probabilities on the self-check clips "
+                                  f"({source}); nothing was written")
+        if not fp32.max_probability_difference <= FP32_TOLERANCE:
             say(f"warning: the fp32 graph differs from PyTorch by more than {FP32_TOLERANCE:g}")
         self_check: dict[str, Any] = {"clips": len(features), "source": source, **fp32.to_dict(),
                                       "fp32": fp32.to_dict()}
@@ -228,6 +232,9 @@ def export(params: ExportParams) -> ExportResult:
             info["onnx_fp32"] = ONNX_NAME
             quantization, int8 = _quantize_best(made, workdir, features, reference, params, settings, external)
             info["quantization"] = quantization
+            if not int8.finite:
+                raise CheckpointError(f"{output}: the int8 graph gives NaN/inf probabilities on the self-check "
+                                      f"clips ({source}); nothing was written")
             self_check.update(int8.to_dict())
             self_check["int8"] = int8.to_dict()
             say(f"int8 ({quantization['method']}, {quantization['weight_type']} weights) vs PyTorch: {int8.line()} "

@@ -8,6 +8,7 @@ mean over its windows.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,9 +16,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mosquito_ast_lite.audio import AudioError, fit_length, load_audio
-from mosquito_ast_lite.io import atomic_write_json, atomic_write_text, check_writable
-from mosquito_ast_lite.runtime import UNCERTAIN, decide, expand_inputs, window_starts
+from mosquito_ast_lite.audio import AudioError, cut_short, cut_short_warning, fit_length, load_audio
+from mosquito_ast_lite.io import atomic_write_json, atomic_write_text, check_output_files
+from mosquito_ast_lite.runtime import UNCERTAIN, decide, expand_inputs, output_paths, window_starts
 
 from ..config import ConfigError, PredictParams
 from ..inference.votes import parse_weights, soft_vote
@@ -65,7 +66,7 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
 
         attach(list(members), graph_folder(None, False))
     settings_of = {m.features.extraction_key(): m.features for m in members}
-    window_rows, file_rows = [], []
+    window_rows, file_rows, cut = [], [], []
     for path in tqdm(files, desc="predict", disable=not params.progress):
         try:
             windows = {key: window_features(path, settings, params.hop_seconds) for key, settings in settings_of.items()}
@@ -74,6 +75,8 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
             print(f"warning: {path}: skipped ({problem})")
             file_rows.append({"path": str(path), "windows": 0, "error": problem})
             continue
+        if missing := cut_short(path):
+            cut.append((str(path), missing))
         member_probabilities = score_features(members, {k: v[0] for k, v in windows.items()}, precision,
                                               params.batch_size)
         ensemble = soft_vote(member_probabilities, weights)
@@ -85,6 +88,8 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
                                 **dict(zip(labels, row.tolist()))})
         pooled = ensemble.mean(axis=0)
         file_rows.append({"path": str(path), "windows": len(starts), "error": "", "pooled": pooled})
+    if cut:
+        print(cut_short_warning(cut, len(files)), file=sys.stderr)
     return Predictions(_file_table(file_rows, labels, params), pd.DataFrame(window_rows), labels)
 
 
@@ -124,19 +129,18 @@ def predict(params: PredictParams) -> Predictions:
     """Load the ensemble in `params.models`, predict `params.inputs`, write CSV and JSON tables."""
     use_physical_cores()
     check_inputs_exist(params.inputs)
+    output, windows_path, summary = output_paths(params.output)
+    check_output_files(output, windows_path, summary)
     members = load_members(params.models, params.labels or None, params.progress)
     print(f"predict: {len(members)} members, precision {resolve_precision(params.precision)}")
     check_one_window_length(members)
     files = expand_inputs(params.inputs)
     if not files:
         raise FileNotFoundError(f"no audio files found in {', '.join(params.inputs)}")
-    check_writable(Path(params.output).parent)
     result = predict_files(members, files, params)
-    output = Path(params.output)
-    windows_path = output.with_name(output.stem + "_windows.csv")
     atomic_write_text(output, result.files.to_csv(index=False))
     atomic_write_text(windows_path, result.windows.to_csv(index=False))
-    atomic_write_json(output.with_suffix(".json"), {
+    atomic_write_json(summary, {
         "models": list(params.models), "members": [m.name for m in members], "labels": result.labels,
         "hop_seconds": params.hop_seconds, "min_confidence": params.min_confidence,
         "abstain_below": params.abstain_below,
@@ -148,5 +152,5 @@ def predict(params: PredictParams) -> Predictions:
     abstained = int((result.files["label"] == UNCERTAIN).sum())
     print(f"{len(files)} files: {failed} unreadable, {uncertain} below confidence {params.min_confidence}, "
           f"{abstained} labelled {UNCERTAIN} (--abstain-below {params.abstain_below}) "
-          f"-> {output}, {windows_path}, {output.with_suffix('.json')}")
+          f"-> {output}, {windows_path}, {summary}")
     return result

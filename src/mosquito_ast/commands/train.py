@@ -15,10 +15,10 @@ from lightning.pytorch.callbacks import Callback
 
 from .. import __version__, augment
 from ..checkpoints import run_folders
-from ..checkpoints.classifier import promote_member, save_member
+from ..checkpoints.classifier import outputs_finite, promote_member, save_member
 from ..checkpoints.encoder import encoder_from_checkpoint
 from ..config import TrainParams
-from ..data import check_validation_labels, label_names
+from ..data import DatasetError, check_validation_labels, label_names
 from ..evaluation.metrics import classification_metrics
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
@@ -44,6 +44,10 @@ class ClassifierModule(EpochModule):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.model(features)
+
+    def outputs_finite(self) -> bool:
+        """Asked by `FiniteGuard`: weights can stay finite while the outputs overflow."""
+        return outputs_finite(self.model)
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         features, targets = batch
@@ -194,6 +198,17 @@ def start_block(params: TrainParams, stored: tuple[float, float] | None, precisi
             + values_in_effect(params, start_defaults(params.start), details))
 
 
+def training_labels(train_set: ClipSet, val_set: ClipSet, source: str) -> list[str]:
+    """The label map of the training clips; one class is refused (its softmax is 1 whatever the input, so
+    a run "succeeded" and learned nothing), and so are validation classes training lacks."""
+    labels = label_names(train_set.samples)
+    if len(labels) < 2:
+        raise DatasetError(f"{source}: clips of one class only ({', '.join(labels)}); a classifier needs at least "
+                           f"two class folders")
+    check_validation_labels(labels, val_set.samples)
+    return labels
+
+
 def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
     """Fine-tune one member and export its best epoch to `<output>/best/<postfix>/`.
 
@@ -220,8 +235,7 @@ def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Pa
     train_set = load_clip_set(params.train_dir, params, settings, params.progress)
     val_set = (load_clip_set(params.validation_dir, params, settings, params.progress) if params.validation_dir
                else ClipSet([], np.zeros((0, *train_set.features.shape[1:]), np.float32)))
-    labels = label_names(train_set.samples)
-    check_validation_labels(labels, val_set.samples)
+    labels = training_labels(train_set, val_set, params.train_dir)
     if params.norm_stats == "dataset":
         settings = settings.with_stats(*dataset_stats(train_set.features))
     elif params.norm_stats == "checkpoint":

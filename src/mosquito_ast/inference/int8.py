@@ -20,7 +20,7 @@ import torch
 
 from mosquito_ast_lite.io import atomic_path
 
-from ..checkpoints import WEIGHTS_NAME
+from ..checkpoints import WEIGHTS_NAME, CheckpointError
 from .members import Member, torch_probabilities
 from ..features import FeatureCache, file_digest
 from .onnx_graphs import EnsembleGraph, compare, export_graph, onnx_session, quantize, run_onnx
@@ -58,6 +58,9 @@ def build_graph(member: Member, target: Path, check: np.ndarray) -> str:
             quantize(traced, written, WEIGHT_TYPE, external=False)
             agreement = compare(run_onnx(onnx_session(written, torch.get_num_threads()), check),
                                 torch_probabilities(member, check, torch.float32, torch.device("cpu")))
+            if not agreement.finite:  # raised inside: the graph is not kept
+                raise CheckpointError(f"member {member.name}: its int8 graph gives NaN/inf probabilities on "
+                                      f"{len(check)} clips; score it with --precision 32 instead")
     clips = f"{len(check)} clip{'s' if len(check) != 1 else ''}"
     return f"int8 graph of member {member.name} built, against its fp32 scores on {clips}: {agreement.line()}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
 import signal
@@ -28,6 +29,7 @@ from mosquito_ast_lite.io import atomic_path, atomic_write_text, check_replaceab
 
 from ..checkpoints import MEMBER_FOLDER, CheckpointError
 from ..checkpoints.encoder import first_nonfinite
+from ..params import DATA, LOOP, MODEL, ConfigError
 from .optim import build_optimizer, build_scheduler
 
 
@@ -82,9 +84,29 @@ class EpochModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["history"] = self.history
+        checkpoint["parameters"] = run_parameters(self.params)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse to resume with other parameters: the optimizer, schedule and loops come back from the
+        checkpoint, so a run resumed with another --learning-rate or --epochs trained with the old values
+        while its config.json recorded the new ones. Checkpoints written before this check carry none."""
+        stored = checkpoint.get("parameters")
+        if stored is not None:
+            current = run_parameters(self.params)
+            changed = [f"{name} {stored.get(name)!r} (now {value!r})" for name, value in current.items()
+                       if stored.get(name) != value]
+            if changed:
+                raise ConfigError(f"--resume: the interrupted run was started with other parameters: "
+                                  f"{', '.join(changed)}; resume with the same ones, or start again with --overwrite")
         self.history = checkpoint.get("history", [])
+
+
+def run_parameters(params: Any) -> dict[str, Any]:
+    """The parameters that decide what a run computes (data, model and training loop groups), not where
+    it writes or how it shows progress: a resumed run must have the same."""
+    values = params.to_dict()
+    return {spec.name: values[spec.name] for spec in dataclasses.fields(params)
+            if spec.metadata.get("group") in (DATA, MODEL, LOOP)}
 
 
 class LastCheckpoint(Checkpoint):
@@ -206,9 +228,9 @@ class DivergedError(ValueError):
 
 
 class FiniteGuard(Callback):
-    """Stop at a non-finite training loss or weight, naming the epoch: Lightning trains on through NaN,
-    and a diverged run used to exit 0 with a NaN member. Weights are checked before each validation and
-    at each epoch's end, so before anything of that epoch is exported or checkpointed; the loss every
+    """Stop at a non-finite training loss, weight or output (a module's `outputs_finite()`, where it has
+    one), naming the epoch: Lightning trains on through NaN, and a diverged run used to exit 0 with a NaN
+    member. Weights and outputs are checked before each validation and at each epoch's end, so before anything of that epoch is exported or checkpointed; the loss every
     `check_every` steps and at those points, as reading it on the host each step would stall the GPU.
     Put it before the callbacks that export: hooks run in list order."""
 
@@ -245,6 +267,8 @@ class FiniteGuard(Callback):
         name = first_nonfinite(dict(getattr(module, "model", module).named_parameters()))  # member key names
         if name is not None:
             self._fail(trainer, module, f"weight {name} holds NaN/inf")
+        if not getattr(module, "outputs_finite", lambda: True)():
+            self._fail(trainer, module, "the outputs on a probe clip are NaN/inf (the weights are finite)")
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -371,12 +395,19 @@ def claimed_run(member_dir: Path, run_dir: Path, overwrite: bool, resume: bool,
 
 
 def run_checkpoint(member_dir: Path, run_dir: Path, overwrite: bool, resume: bool) -> Path | None:
-    """Where a run keeps `last.ckpt`, or None when `--resume` finds the run already finished. A finished
-    member is never replaced silently: without --overwrite or --resume it is an error."""
+    """Where a run keeps `last.ckpt`, or None when `--resume` finds the run already finished. Neither a
+    finished member nor an interrupted run's epochs are thrown away silently: without --overwrite or
+    --resume either is an error (a rerun used to start at epoch 1 and write over the checkpoint);
+    --overwrite alone starts again from epoch 1."""
     if member_dir.exists() and not (overwrite or resume):
         raise FileExistsError(f"{member_dir}: a member already exists (use --overwrite to replace it)")
     check_replaceable(member_dir, MEMBER_FOLDER)
     last_checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if last_checkpoint.exists() and not resume:
+        if not overwrite:
+            raise FileExistsError(f"{run_dir}: an interrupted run left {last_checkpoint.relative_to(run_dir)}; "
+                                  f"continue it with --resume, or start again with --overwrite")
+        last_checkpoint.unlink()
     if resume and not last_checkpoint.exists() and member_dir.exists():
         print(f"{member_dir}: already finished, nothing to resume")
         return None
