@@ -111,17 +111,19 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
     assert len(predictions) == clips and set(predictions.true_label) == set(SPECIES)
     probabilities = predictions[[f"soft vote:p:{s}" for s in SPECIES]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
-    expected = 0.25 * predictions[[f"random/best/r1:p:{s}" for s in SPECIES]].to_numpy() \
-        + 0.75 * predictions[[f"sweep/best/tiny:p:{s}" for s in SPECIES]].to_numpy()
+    forest = "sweep/best/spectrum-forest"  # train fitted it beside the member; it holds half the soft vote
+    expected = 0.5 * (0.25 * predictions[[f"random/best/r1:p:{s}" for s in SPECIES]].to_numpy()
+                      + 0.75 * predictions[[f"sweep/best/tiny:p:{s}" for s in SPECIES]].to_numpy()) \
+        + 0.5 * predictions[[f"{forest}:p:{s}" for s in SPECIES]].to_numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
-    assert list(result.summary.system) == ["random/best/r1", "sweep/best/tiny", "mean member", "best member",
-                                           "hard vote", "soft vote", *BASELINES]
+    assert list(result.summary.system) == ["random/best/r1", "sweep/best/tiny", forest, "mean member",
+                                           "best member", "hard vote", "soft vote", *BASELINES]
     assert result.summary.set_index("system").loc[list(BASELINES), "kind"].eq("baseline").all()
     baseline_p = predictions[[f"{BASELINES[1]}:p:{s}" for s in SPECIES]].to_numpy()
     np.testing.assert_allclose(baseline_p.sum(1), 1, atol=1e-6)
-    # (2 members + 2 ensembles + 4 baselines) x 4 classes x 2 levels
-    assert len(pd.read_csv(out / "per_class.csv")) == 2 * 8 * 4
-    assert pd.read_csv(out / "members.csv").weight.tolist() == [0.25, 0.75]
+    # (3 members + 2 ensembles + 4 baselines) x 4 classes x 2 levels
+    assert len(pd.read_csv(out / "per_class.csv")) == 2 * 9 * 4
+    assert pd.read_csv(out / "members.csv").weight.tolist() == [0.125, 0.375, 0.5]
     text = (out / "metrics.json").read_text()
     metrics = json.loads(text)
     assert "NaN" not in text and metrics["clips"] == clips and metrics["recordings"] == 4
