@@ -22,6 +22,7 @@ from mosquito_ast.cli import app
 from mosquito_ast.config import EvaluateParams, TrainParams
 from mosquito_ast.data import DatasetError
 from mosquito_ast.ensemble.evaluate import evaluate
+from mosquito_ast.ensemble.forest import find_forest_folders
 from mosquito_ast.ensemble.members import find_member_folders, load_members, predict_probabilities
 from mosquito_ast.ensemble.figures import FIGURES
 from mosquito_ast.ensemble.report import write_outputs
@@ -177,12 +178,13 @@ def test_wingbeats_ensemble_of_two_tiny_members(tmp_path, wingbeats, feature_cac
                           clip_seconds=0.625, precision="32", progress=False, cache_dir=str(feature_cache_dir),
                           seed=seed))
     result = evaluate(params(tmp_path / "sweep", validation_dir, tmp_path / "out", feature_cache_dir,
-                             precision="bf16-mixed"))
+                             precision="bf16-mixed", spectrum_forest=False))
     assert result.metrics["precision"] == "bf16-mixed"
     assert len(result.predictions) == len(list(validation_dir.rglob("*.wav")))
     assert len(result.per_class[result.per_class.system == "soft vote"]) == 6
     assert result.metrics["recordings"] == 6 and result.metrics["warnings"] == []
     assert result.members.shared_groups.tolist() == ["", ""]
+    assert len(find_forest_folders(tmp_path / "sweep")) == 1  # fitted once for both seeds' training clips
     assert all(len(g.split("; ")) == 6 for g in result.members.train_groups)
     soft = result.summary.set_index("system").loc["soft vote"]
     assert 0 <= soft.accuracy_ci_low <= soft.accuracy <= soft.accuracy_ci_high <= 1
