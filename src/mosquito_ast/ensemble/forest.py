@@ -150,3 +150,38 @@ def forest_probabilities(forests: Sequence[ForestMember], paths: Sequence[str], 
             raise table.bad[0]
         result[index] = forest.probabilities(table.features, labels)
     return result
+
+
+def join_forests(model, forests: Sequence[ForestMember], labels: Sequence[str]):
+    """The AST members' ONNX graph `model` (input `fbank`, output `probabilities` in `labels` order) with the
+    forests' graphs beside it on the same input: output (1 - share) * members + share * mean(forests), as
+    `vote_weights` votes. For `export`, so the field runtime runs the heterogeneous vote as one graph."""
+    import onnx
+    from onnx import compose, helper
+
+    graph = model.graph
+    members_output = "members_probabilities"
+    for node in graph.node:
+        node.output[:] = [members_output if name == OUTPUT_NAME else name for name in node.output]
+    share = forests[0].share
+    graph.node.append(helper.make_node("Mul", [members_output, "members_share"], ["members_term"]))
+    terms = ["members_term"]
+    constants = [helper.make_tensor("members_share", onnx.TensorProto.FLOAT, [], [1 - share]),
+                 helper.make_tensor("forest_share", onnx.TensorProto.FLOAT, [], [share / len(forests)])]
+    for index, forest in enumerate(forests):
+        prefix = f"forest{index}_"
+        trees = compose.add_prefix(onnx.load(str(forest.folder / GRAPH_NAME)), prefix).graph
+        for node in trees.node:
+            node.input[:] = [INPUT_NAME if name == prefix + INPUT_NAME else name for name in node.input]
+        order = helper.make_tensor(f"{prefix}order", onnx.TensorProto.INT64, [len(labels)],
+                                   [forest.labels.index(name) for name in labels])
+        graph.node.extend([*trees.node,
+                           helper.make_node("Gather", [prefix + OUTPUT_NAME, order.name], [f"{prefix}ordered"], axis=1),
+                           helper.make_node("Mul", [f"{prefix}ordered", "forest_share"], [f"{prefix}term"])])
+        graph.initializer.extend([*trees.initializer, order])
+        terms.append(f"{prefix}term")
+    graph.node.append(helper.make_node("Sum", terms, [OUTPUT_NAME]))
+    graph.initializer.extend(constants)
+    if not any(o.domain == "ai.onnx.ml" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    return model
