@@ -7,8 +7,9 @@ epoch (`select: last`, fixed epoch count: the scored sessions pick no epoch, no 
 value), their soft and hard votes, and the spectrum baselines (`mosquito_ast.evaluation.baselines`, fitted by
 `evaluate` on the same training clips). Reported per fold and pooled ("both folds": out-of-fold
 predictions of every clip); members as mean ± sd over seeds. "best member" is picked after the fact on
-the scored clips and is shown only as the hindsight ceiling of a single member. Two hybrid votes average
-the soft vote with the mel-spectrum forest at fixed weights (the forest as one more member, and as half).
+the scored clips and is shown only as the hindsight ceiling of a single member. The soft vote is the
+heterogeneous default: `train` fits the spectrum forest beside each fold's members; "AST soft vote" is the
+members' vote without it, and `quality_forest.py` adds the forest's own rows and seed spread.
 
 `--distill`: per fold, a tiny "student" (`mosquito-ast distill`) learns from that fold's members' soft
 vote on that fold's training clips (never the scored ones), and is scored beside them. With
@@ -47,8 +48,10 @@ import numpy as np
 import pandas as pd
 import yaml
 from _common import cpu_model
+from quality_forest import (AST_VOTE, FOREST, HYBRID, SEEDED, cross_fit_models, hybrid_labels, is_forest,
+                            seeded_forest_rows)
 
-from mosquito_ast.evaluation.baselines import BASELINES, MEL_BASELINES
+from mosquito_ast.evaluation.baselines import BASELINES
 from mosquito_ast.config import DistillParams, EvaluateParams
 from mosquito_ast.data import UNLABELLED, discover, label_names
 from mosquito_ast.commands.evaluate import evaluate
@@ -61,9 +64,8 @@ from mosquito_ast.sweep.spec import SweepSpec
 from mosquito_ast.commands.distill import distill
 
 WINGBEATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"
-FOREST = MEL_BASELINES[1]
-HYBRIDS = ("soft vote + forest as a member", "soft vote + forest, half")
-SYSTEMS = ("mean member", "best member", "hard vote", "soft vote", *HYBRIDS, "student", *BASELINES)
+SYSTEMS = ("mean member", "best member", "hard vote", "soft vote", SEEDED, AST_VOTE, HYBRID, FOREST, "student",
+           *BASELINES)
 METRICS = ("balanced_accuracy", "accuracy", "f1_macro")
 
 
@@ -92,27 +94,16 @@ def fold_rows(fold: str, y_true: np.ndarray, systems: dict[str, np.ndarray], k: 
 
 
 def member_and_vote_labels(predictions: pd.DataFrame, labels: list[str]) -> dict[str, np.ndarray]:
-    """Predicted class ids per system from an evaluation's predictions table."""
+    """Predicted class ids per system from an evaluation's predictions table; the spectrum forest member
+    is named FOREST, so it is not counted among the AST members."""
     index = {name: i for i, name in enumerate(labels)}
     systems = [c[: -len(":label")] for c in predictions.columns if c.endswith(":label")]
-    return {s: predictions[f"{s}:label"].map(index).to_numpy() for s in systems}
-
-
-def hybrid_labels(predictions: pd.DataFrame, labels: list[str], members: int) -> dict[str, np.ndarray]:
-    """The soft vote averaged with the mel-spectrum forest's probabilities, at two fixed weights (nothing
-    tuned on the scored clips): the forest as one more member (1 / (members + 1)) and as half the vote.
-    A candidate for sessions unlike the training ones, where the forest beat the transformers (issue 13)."""
-    vote = predictions[[f"soft vote:p:{name}" for name in labels]].to_numpy()
-    forest = predictions[[f"{FOREST}:p:{name}" for name in labels]].to_numpy()
-    return {HYBRIDS[0]: (vote * members + forest).argmax(axis=1), HYBRIDS[1]: (vote + forest).argmax(axis=1)}
+    return {FOREST if is_forest(s) else s: predictions[f"{s}:label"].map(index).to_numpy() for s in systems}
 
 
 def system_labels(evaluation, labels: list[str]) -> dict[str, np.ndarray]:
     """Class ids of every member, vote, baseline and hybrid vote of an evaluation."""
-    systems = member_and_vote_labels(evaluation.predictions, labels)
-    if f"{FOREST}:p:{labels[0]}" in evaluation.predictions:
-        systems.update(hybrid_labels(evaluation.predictions, labels, len(evaluation.members)))
-    return systems
+    return {**member_and_vote_labels(evaluation.predictions, labels), **hybrid_labels(evaluation, labels)}
 
 
 def distil_student(args: argparse.Namespace, output: Path, name: str, teachers: list[Path], train_manifest: str,
@@ -253,7 +244,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
             students[name] = distil_student(args, output, name, [output / "members" / name / "best"],
                                             datasets[name]["train"], Path(datasets[name]["validation"]))
             systems["student"] = student_labels(students[name], list(evaluation.predictions["path"]), labels)
-        rows += fold_rows(name, y_true, systems, k)
+        rows += fold_rows(name, y_true, systems, k) + seeded_forest_rows(name, evaluation, datasets[name]["train"],
+                                                                         labels, args.group_by, cache_dir(args))
         pooled_truth.append(y_true)
         for system, predicted in systems.items():
             pooled.setdefault(system, []).append(predicted)
@@ -290,7 +282,7 @@ def unseen_rows(args: argparse.Namespace, output: Path, member_folders: list[Pat
     `--data`) beside the student distilled from all of them on all of `--data` (with --distill), then each
     fold's members alone, as a single train/validation split would deploy them, beside that fold's student."""
     rows = []
-    for name, folders in [("unseen sessions", member_folders),
+    for name, folders in [("unseen sessions", cross_fit_models(args.data, args.group_by, cache_dir(args), output, member_folders)),
                           *((f"unseen sessions, {f.parent.name} only", [f]) for f in member_folders)]:
         evaluation = evaluate(EvaluateParams(models=[str(f) for f in folders], data=args.unseen,
                                              output=str(output / name.replace(", ", "-").replace(" ", "-")),
@@ -299,12 +291,13 @@ def unseen_rows(args: argparse.Namespace, output: Path, member_folders: list[Pat
         write_report(evaluation)
         y_true = evaluation.predictions["true_label"].map(labels.index).to_numpy()
         systems = system_labels(evaluation, labels)
-        student = students.get("all folds" if folders == member_folders else folders[0].parent.name)
+        whole = name == "unseen sessions"
+        student = students.get("all folds" if whole else folders[0].parent.name)
         if student:
             systems["student"] = student_labels(student, list(evaluation.predictions["path"]), labels)
         found = fold_rows(name, y_true, systems, len(labels))
-        rows += found if folders == member_folders else [r for r in found if r["system"] in ("mean member", "soft vote",
-                                                                                             "student")]
+        rows += found if whole else [r for r in found if r["system"] in ("mean member", "soft vote", AST_VOTE, FOREST,
+                                                                          "student")]
     return rows
 
 

@@ -69,12 +69,25 @@ def test_without_feature_settings_only_welch_baselines_run(tmp_path):
     assert set(baseline_probabilities(train_paths, train_targets, train_paths[:2], 3)) == set(WELCH_BASELINES)
 
 
-def test_mel_spectrum_is_the_members_fbank_averaged_over_time(tmp_path):
+def test_mel_spectrum_is_the_members_fbank_averaged_over_its_real_frames(tmp_path):
+    """0.5 s tones: 48 whole 25 ms frames at a 10 ms hop; the 2 frames past the clip's end are not averaged."""
     paths, _ = tones(tmp_path, 0)
-    expected = compute_features(paths[:3], TONE_FEATURES, progress=False).features.mean(axis=1)
+    expected = compute_features(paths[:3], TONE_FEATURES, progress=False).features[:, :48].mean(axis=1)
     features = mel_spectrum_features(paths[:3], TONE_FEATURES)
     assert features.shape == (3, TONE_FEATURES.num_mel_bins)
-    np.testing.assert_allclose(features, expected)
+    np.testing.assert_allclose(features, expected, rtol=1e-6)
+
+
+def test_a_padded_clip_has_the_mel_spectrum_of_the_clip_itself(tmp_path):
+    """Padding a 0.5 s clip to 2 s (75 % zeros, as 0.625 s wingbeat clips in 1 s members hold 37 %) leaves
+    its feature as it was, up to the 2 frames that straddle the clip's end: the mean covers sound, not
+    the clip length the members chose. Averaged over every frame it moved by several log units."""
+    paths, _ = tones(tmp_path, 0)
+    padded = FeatureSettings(sample_rate=8000, clip_seconds=2.0)
+    own = mel_spectrum_features(paths[:3], TONE_FEATURES)
+    assert np.abs(mel_spectrum_features(paths[:3], padded) - own).max() < 0.25
+    every_frame = compute_features(paths[:3], padded, progress=False).features.mean(axis=1)
+    assert np.abs(every_frame - own).max() > 3
 
 
 def test_an_unreadable_training_clip_is_named(tmp_path):

@@ -22,6 +22,7 @@ from mosquito_ast.cli import app
 from mosquito_ast.config import EvaluateParams, TrainParams
 from mosquito_ast.data import DatasetError
 from mosquito_ast.commands.evaluate import evaluate
+from mosquito_ast.inference.forest import find_forest_folders
 from mosquito_ast.inference.members import find_member_folders, load_members, predict_probabilities
 from mosquito_ast.evaluation.figures import FIGURES
 from mosquito_ast.evaluation.report import write_outputs
@@ -111,17 +112,19 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
     assert len(predictions) == clips and set(predictions.true_label) == set(SPECIES)
     probabilities = predictions[[f"soft vote:p:{s}" for s in SPECIES]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
-    expected = 0.25 * predictions[[f"random/best/r1:p:{s}" for s in SPECIES]].to_numpy() \
-        + 0.75 * predictions[[f"sweep/best/tiny:p:{s}" for s in SPECIES]].to_numpy()
+    forest = "sweep/best/spectrum-forest"  # train fitted it beside the member; it holds half the soft vote
+    expected = 0.5 * (0.25 * predictions[[f"random/best/r1:p:{s}" for s in SPECIES]].to_numpy()
+                      + 0.75 * predictions[[f"sweep/best/tiny:p:{s}" for s in SPECIES]].to_numpy()) \
+        + 0.5 * predictions[[f"{forest}:p:{s}" for s in SPECIES]].to_numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
-    assert list(result.summary.system) == ["random/best/r1", "sweep/best/tiny", "mean member", "best member",
-                                           "hard vote", "soft vote", *BASELINES]
+    assert list(result.summary.system) == ["random/best/r1", "sweep/best/tiny", forest, "mean member",
+                                           "best member", "hard vote", "soft vote", *BASELINES]
     assert result.summary.set_index("system").loc[list(BASELINES), "kind"].eq("baseline").all()
     baseline_p = predictions[[f"{BASELINES[1]}:p:{s}" for s in SPECIES]].to_numpy()
     np.testing.assert_allclose(baseline_p.sum(1), 1, atol=1e-6)
-    # (2 members + 2 ensembles + 4 baselines) x 4 classes x 2 levels
-    assert len(pd.read_csv(out / "per_class.csv")) == 2 * 8 * 4
-    assert pd.read_csv(out / "members.csv").weight.tolist() == [0.25, 0.75]
+    # (3 members + 2 ensembles + 4 baselines) x 4 classes x 2 levels
+    assert len(pd.read_csv(out / "per_class.csv")) == 2 * 9 * 4
+    assert pd.read_csv(out / "members.csv").weight.tolist() == [0.125, 0.375, 0.5]
     text = (out / "metrics.json").read_text()
     metrics = json.loads(text)
     assert "NaN" not in text and metrics["clips"] == clips and metrics["recordings"] == 4
@@ -175,12 +178,13 @@ def test_wingbeats_ensemble_of_two_tiny_members(tmp_path, wingbeats, feature_cac
                           clip_seconds=0.625, precision="32", progress=False, cache_dir=str(feature_cache_dir),
                           seed=seed))
     result = evaluate(params(tmp_path / "sweep", validation_dir, tmp_path / "out", feature_cache_dir,
-                             precision="bf16-mixed"))
+                             precision="bf16-mixed", spectrum_forest=False))
     assert result.metrics["precision"] == "bf16-mixed"
     assert len(result.predictions) == len(list(validation_dir.rglob("*.wav")))
     assert len(result.per_class[result.per_class.system == "soft vote"]) == 6
     assert result.metrics["recordings"] == 6 and result.metrics["warnings"] == []
     assert result.members.shared_groups.tolist() == ["", ""]
+    assert len(find_forest_folders(tmp_path / "sweep")) == 1  # fitted once for both seeds' training clips
     assert all(len(g.split("; ")) == 6 for g in result.members.train_groups)
     soft = result.summary.set_index("system").loc["soft vote"]
     assert 0 <= soft.accuracy_ci_low <= soft.accuracy <= soft.accuracy_ci_high <= 1

@@ -23,6 +23,7 @@ from .checkpoints import model_folders
 from .checkpoints.transformers_format import save_for_transformers, write_transformers_folder
 from .config import EvaluateParams, PredictParams
 from .commands.evaluate import evaluate
+from .inference.forest import ForestMember, load_forests
 from .inference.members import Member, ensemble_labels, load_members
 from .evaluation.results import EnsembleEvaluation
 from .commands.predict import check_one_window_length, predict_files
@@ -52,19 +53,22 @@ class Ensemble:
     >>> ensemble.labels, [member.name for member in ensemble.members]  # doctest: +SKIP
     """
 
-    def __init__(self, members: Sequence[Member], models: Paths, old_labels: Sequence[str] | None = None) -> None:
+    def __init__(self, members: Sequence[Member], models: Paths, old_labels: Sequence[str] | None = None,
+                 forests: Sequence[ForestMember] = ()) -> None:
         self.members = [EnsembleMember(**{f.name: getattr(m, f.name) for f in fields(m)}) for m in members]
+        self.forests = list(forests)  # the spectrum forests (`ensemble.forest`), voting beside the members
         self.models = [str(folder) for folder in model_folders(models)]
         self.old_labels = list(old_labels) if old_labels else None
 
     @classmethod
     def load(cls, models: Paths, old_labels: Sequence[str] | None = None) -> Ensemble:
-        """Every member under `models` (a folder searched recursively, or a list of them), as `--models`
-        finds them; `old_labels` are the old id order old-notebook members need (`--labels`).
+        """Every member and spectrum forest under `models` (a folder searched recursively, or a list of them),
+        as `--models` finds them; `old_labels` are the old id order old-notebook members need (`--labels`).
 
         >>> ensemble = Ensemble.load("runs/best")  # doctest: +SKIP
         """
-        return cls(load_members(models, old_labels), models, old_labels)
+        members = load_members(models, old_labels)
+        return cls(members, models, old_labels, load_forests(models, ensemble_labels(members)))
 
     @property
     def labels(self) -> list[str]:
@@ -86,8 +90,9 @@ class Ensemble:
             raise FileNotFoundError(f"no audio files found in {', '.join(inputs) or 'an empty list of paths'}")
         params = PredictParams(inputs=inputs, models=self.models, labels=self.old_labels,
                                **{"progress": False, **options})
-        check_one_window_length(self.members)
-        table = predict_files(self.members, files, params).files
+        forests = self.forests if params.spectrum_forest else []
+        check_one_window_length([*self.members, *forests])
+        table = predict_files(self.members, files, params, forests).files
         return table[table["error"] == ""].set_index("path")[["label", "confidence", *self.labels]]
 
     def evaluate(self, data_dir: str | Path, **options: Any) -> EnsembleEvaluation:
@@ -99,4 +104,4 @@ class Ensemble:
         """
         params = EvaluateParams(models=self.models, data=str(data_dir), labels=self.old_labels,
                                 **{"progress": False, **options})
-        return evaluate(params, self.members)
+        return evaluate(params, self.members, self.forests if params.spectrum_forest else [])

@@ -25,6 +25,10 @@ def inference_precision_option() -> Any:
     return option("auto", "auto (bf16 weights on GPUs and CPUs with AMX/AVX512-BF16, else 32), 32, bf16-mixed, 16-mixed, or int8 (CPU: each member as an onnxruntime graph with int8 weights, built once with a check against fp32 and cached; see README, Precision and speed).", INFERENCE_PRECISIONS, group=SYSTEM)
 
 
+def forest_option() -> Any:
+    return option(True, "Vote with the spectrum-forest member(s) found under --models (model.onnx + config.json, fitted by train; their share of the soft vote is in their config.json); --no-spectrum-forest uses the AST members alone.", group=MODEL)
+
+
 def progress_option(help: str = "Show progress bars.") -> Any:
     return option(True, help, group=SYSTEM)
 

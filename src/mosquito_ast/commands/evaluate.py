@@ -23,6 +23,7 @@ from ..data import DatasetError, Sample, discover
 from ..features import check_bad_files, open_cache
 from ..hardware import resolve_precision, use_physical_cores
 from ..inference.votes import hard_vote, parse_weights, pool_by_group, soft_vote, vote_shares
+from ..inference.forest import ForestMember, forest_probabilities, load_forests, vote_weights
 from ..inference.members import Member, ensemble_labels, load_members, predict_probabilities
 from ..evaluation.coverage import coverage_table, headline
 from ..evaluation.metrics import (bootstrap_intervals, confusion, label_metrics, per_class_table, probability_metrics)
@@ -50,20 +51,23 @@ def system_row(y_true: np.ndarray, predicted: np.ndarray, scores: np.ndarray, nu
 
 def assess(y_true: np.ndarray, member_probabilities: np.ndarray, member_names: Sequence[str], weights: np.ndarray,
            labels: Sequence[str], resamples: int = 1000, seed: int = 0, ece_bins: int = 15,
-           baselines: dict[str, np.ndarray] | None = None, groups: Sequence[str] | None = None) -> Assessment:
+           baselines: dict[str, np.ndarray] | None = None, groups: Sequence[str] | None = None,
+           hard_weights: np.ndarray | None = None) -> Assessment:
     """Score members and ensembles on (members, items, classes) probabilities against true class ids,
-    and `baselines` (name -> items x classes probabilities) beside them. With `groups` (each item's
+    and `baselines` (name -> items x classes probabilities) beside them. `weights` make the soft vote,
+    `hard_weights` (default: the same) the hard vote. With `groups` (each item's
     recording) the bootstrap resamples recordings, since clips of one recording are not independent.
     The best member is picked by balanced accuracy on this same set (hindsight, so optimistic)."""
     labels = list(labels)
     k = len(labels)
     baselines = baselines or {}
+    hard_weights = weights if hard_weights is None else hard_weights
     scores = {name: member_probabilities[i] for i, name in enumerate(member_names)}
-    scores[HARD] = vote_shares(member_probabilities, weights)
+    scores[HARD] = vote_shares(member_probabilities, hard_weights)
     scores[SOFT] = soft_vote(member_probabilities, weights)
     scores.update(baselines)
     predicted = {name: p.argmax(axis=1) for name, p in scores.items()}
-    predicted[HARD] = hard_vote(member_probabilities, weights)
+    predicted[HARD] = hard_vote(member_probabilities, hard_weights)
     rows = {name: system_row(y_true, predicted[name], scores[name], k, resamples, seed, ece_bins, name != HARD,
                              groups) for name in scores}
     members = pd.DataFrame([{"system": n, "kind": "member", "member": n, "weight": w, **rows[n]}
@@ -209,6 +213,22 @@ def member_table(members: Sequence[Member], weights: np.ndarray, samples: Sequen
     return pd.DataFrame(rows)
 
 
+def forest_table(forests: Sequence[ForestMember], weights: np.ndarray, samples: Sequence[Sample]) -> pd.DataFrame:
+    """members.csv rows of the spectrum forests: what they are, their share, what they learned from."""
+    evaluated = {s.group for s in samples}
+    rows = []
+    for forest, weight in zip(forests, weights):
+        data = forest.config.get("data", {})
+        groups = data.get("train_groups", [])
+        rows.append({"member": forest.name, "folder": str(forest.folder), "format": "spectrum-forest",
+                     "weight": weight, "feature_settings": forest.features.extraction_key(),
+                     "train_clips": data.get("train_clips"), "train_groups": "; ".join(groups),
+                     "shared_groups": "; ".join(sorted(evaluated & set(groups))), "selected_on_evaluated": False,
+                     "training_digest": forest.config.get("training_digest"),
+                     "trees": forest.config.get("forest", {}).get("n_estimators")})
+    return pd.DataFrame(rows)
+
+
 def level_metrics(assessment: Assessment) -> dict:
     return {"systems": assessment.summary.set_index("system").to_dict(orient="index"),
             "best_member": {"name": assessment.best_member,
@@ -218,20 +238,25 @@ def level_metrics(assessment: Assessment) -> dict:
                           for s, t in assessment.per_class.groupby("system", sort=False)}}
 
 
-def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None) -> EnsembleEvaluation:
-    """Load every member under `params.models` (or take the `members` already loaded from there), predict
-    `params.data`, and score members, ensembles and baselines per clip and per recording. Nothing is
-    written: `report.write_outputs` turns the result into tables, metrics.json, plots and report.html in
-    `params.output`, which must be empty, missing or an earlier evaluation (checked first)."""
+def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None,
+             forests: Sequence[ForestMember] | None = None) -> EnsembleEvaluation:
+    """Load every member and spectrum forest under `params.models` (or take the `members` and `forests`
+    already loaded from there), predict `params.data`, and score members, ensembles and baselines per clip
+    and per recording. Nothing is written: `report.write_outputs` turns the result into tables,
+    metrics.json, plots and report.html in `params.output`, which must be empty, missing or an earlier
+    evaluation (checked first)."""
     check_replaceable(params.output, EVALUATION_FOLDER)
     precision = resolve_precision(params.precision)
     threads = use_physical_cores()
     members = list(members) if members is not None else load_members(params.models, params.labels or None,
                                                                       params.progress)
     labels = ensemble_labels(members)
-    names = [m.name for m in members]
-    weights = parse_weights(params.weights, names)
-    print(f"evaluate: {len(members)} members, precision {precision}, {threads} CPU threads")
+    if forests is None:
+        forests = load_forests(params.models, labels) if params.spectrum_forest else []
+    names = [m.name for m in members] + [f.name for f in forests]
+    weights, hard_weights = vote_weights(parse_weights(params.weights, [m.name for m in members]), forests)
+    print(f"evaluate: {len(members)} members, {len(forests)} spectrum forest(s), precision {precision}, "
+          f"{threads} CPU threads")
 
     samples = discover(params.data, params.group_by)
     unknown = sorted({s.label for s in samples} - set(labels))
@@ -244,6 +269,8 @@ def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None) ->
         attach(members, graph_folder(params.cache_dir, params.no_cache))
     predicted = predict_probabilities(members, [s.path for s in samples], params, params.batch_size, params.progress)
     check_bad_files(params.data, predicted.bad, len(samples), params.max_bad_fraction)
+    probabilities = np.concatenate([predicted.probabilities, forest_probabilities(
+        forests, predicted.paths, labels, open_cache(params.cache_dir, params.no_cache), params.num_workers)])
     readable = set(predicted.paths)
     samples = [s for s in samples if s.path in readable]
     if not samples:
@@ -253,16 +280,17 @@ def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None) ->
     options = dict(resamples=params.bootstrap, seed=params.seed, ece_bins=params.ece_bins)
     baselines, baseline_note = fit_baselines(members, samples, labels, params) if params.baseline else ({}, None)
     keys = recording_keys(samples)
-    clips = assess(y_true, predicted.probabilities, names, weights, labels, **options, baselines=baselines,
-                   groups=keys)
+    clips = assess(y_true, probabilities, names, weights, labels, **options, baselines=baselines,
+                   groups=keys, hard_weights=hard_weights)
 
-    groups, pooled = pool_by_group(predicted.probabilities, keys)
+    groups, pooled = pool_by_group(probabilities, keys)
     truth_of = dict(zip(keys, y_true))
     group_truth = np.array([truth_of[g] for g in groups])
     pooled_baselines = {name: pool_by_group(p, keys)[1] for name, p in baselines.items()}
-    recordings = assess(group_truth, pooled, names, weights, labels, **options, baselines=pooled_baselines)
+    recordings = assess(group_truth, pooled, names, weights, labels, **options, baselines=pooled_baselines,
+                        hard_weights=hard_weights)
 
-    coverage = coverage_table(y_true, predicted.probabilities, weights, clips.scores, clips.predicted,
+    coverage = coverage_table(y_true, probabilities, weights, clips.scores, clips.predicted,
                               clips.best_member)
     warnings, notes = leakage_checks(members, samples, params)
     if baseline_note:
@@ -283,7 +311,8 @@ def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None) ->
     }
     return EnsembleEvaluation(
         predictions=prediction_table([s.path for s in samples], keys, y_true, clips, labels, "path"),
-        members=member_table(members, weights, samples, params.data),
+        members=pd.concat([member_table(members, weights, samples, params.data),
+                           forest_table(forests, weights[len(members):], samples)], ignore_index=True),
         per_class=clips.per_class, summary=clips.summary,
         recordings=prediction_table(groups, groups, group_truth, recordings, labels, "recording"),
         recording_summary=recordings.summary, recording_per_class=recordings.per_class,

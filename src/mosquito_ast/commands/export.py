@@ -38,6 +38,7 @@ from ..checkpoints import CheckpointError
 from ..config import ConfigError, ExportParams
 from ..data import DatasetError, Sample, discover
 from ..inference.votes import parse_weights, soft_vote
+from ..inference.forest import ForestMember, join_forests, load_forests, vote_weights
 from ..inference.members import Member, ensemble_labels, load_members, score_features
 from ..features import FeatureSettings, compute_features, open_cache
 from ..hardware import use_physical_cores
@@ -88,11 +89,15 @@ def needs_external_data(members: Sequence[Member]) -> bool:
     return sum(p.numel() * 4 for m in members for p in m.model.parameters()) > MAX_ONNX_BYTES
 
 
-def write_onnx(traced: Path, path: Path, metadata: dict[str, Any], external: bool) -> None:
-    """The traced graph at `path` with `metadata` (JSON) under METADATA_KEY in the model's metadata."""
+def write_onnx(traced: Path, path: Path, metadata: dict[str, Any], external: bool,
+               forests: Sequence[ForestMember] = ()) -> None:
+    """The traced graph at `path`, the spectrum forests joined to its vote, with `metadata` (JSON) under
+    METADATA_KEY in the model's metadata."""
     import onnx
 
     model = onnx.load(str(traced))
+    if forests:
+        model = join_forests(model, forests, metadata["labels"])
     onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
     save_onnx(model, path, external)
 
@@ -187,7 +192,8 @@ def export(params: ExportParams) -> ExportResult:
     members = load_members(params.models, params.labels or None, params.progress)
     names = [m.name for m in members]
     weights = parse_weights(params.weights, names)
-    settings = shared_features(members)
+    forests = load_forests(params.models, ensemble_labels(members)) if params.spectrum_forest else []
+    settings = shared_features([*members, *forests])
     external = needs_external_data(members)
     labels = ensemble_labels(members)
     for member in members:
@@ -203,6 +209,8 @@ def export(params: ExportParams) -> ExportResult:
     info: dict[str, Any] = {
         "format": FORMAT, "labels": labels, "features": settings.to_dict(), "members": names,
         "weights": [float(w) for w in weights], "precision": "int8" if params.int8 else "fp32",
+        "spectrum_forests": {f.name: {"vote_share": f.share, "training_digest": f.config.get("training_digest")}
+                             for f in forests},
         "onnx": INT8_NAME if params.int8 else ONNX_NAME,
     }
     with tempfile.TemporaryDirectory(prefix="mosquito-ast-export-") as scratch:
@@ -213,12 +221,17 @@ def export(params: ExportParams) -> ExportResult:
         export_graph(graph, workdir / "traced" / ONNX_NAME, settings)
         metadata = {**info, "tool_version": __version__}
         del metadata["onnx"], metadata["precision"]
-        write_onnx(workdir / "traced" / ONNX_NAME, made / ONNX_NAME, metadata, external)
+        write_onnx(workdir / "traced" / ONNX_NAME, made / ONNX_NAME, metadata, external, forests)
         paths, source = check_clips(members, params, workdir)
         features = clip_features(paths, settings, params, source)
         reference = pytorch_probabilities(members, features, weights, params.batch_size)
+        if forests:  # the forests' own graphs, voted as `evaluate` and `predict` vote them
+            soft, _ = vote_weights(weights, forests)
+            reference = reference * (1 - forests[0].share) + sum(
+                w * f.probabilities(features, labels) for w, f in zip(soft[len(members):], forests))
         fp32 = compare(run_onnx(onnx_session(made / ONNX_NAME), features, params.batch_size), reference)
         kind = f"ensemble of {len(members)} members" if len(members) > 1 else f"member {names[0]}"
+        kind += f" and {len(forests)} spectrum forest(s)" if forests else ""
         say(f"export: {kind} -> {output / ONNX_NAME} (fp32, {_megabytes(made, ONNX_NAME)})")
         say(f"self-check on {len(features)} clips ({source}), ONNX fp32 vs PyTorch: {fp32.line()}")
         if not fp32.finite:

@@ -22,6 +22,7 @@ from mosquito_ast_lite.runtime import UNCERTAIN, decide, expand_inputs, output_p
 
 from ..config import ConfigError, PredictParams
 from ..inference.votes import parse_weights, soft_vote
+from ..inference.forest import ForestMember, load_forests, vote_weights
 from ..inference.members import Member, ensemble_labels, load_members, score_features
 from ..features import FeatureSettings, fbank, make_extractor
 from ..hardware import resolve_precision, use_physical_cores
@@ -54,18 +55,19 @@ def top_k_columns(probabilities: np.ndarray, labels: list[str], k: int) -> dict[
     return columns
 
 
-def predict_files(members: Sequence[Member], files: Sequence[str | Path], params: PredictParams) -> Predictions:
-    """Window, featurize once per feature setting, score with every member, and pool."""
+def predict_files(members: Sequence[Member], files: Sequence[str | Path], params: PredictParams,
+                  forests: Sequence[ForestMember] = ()) -> Predictions:
+    """Window, featurize once per feature setting, score with every member and spectrum forest, and pool."""
     from tqdm.auto import tqdm
 
     labels = ensemble_labels(members)
-    weights = parse_weights(params.weights, [m.name for m in members])
+    weights, _ = vote_weights(parse_weights(params.weights, [m.name for m in members]), forests)
     precision = resolve_precision(params.precision)
     if precision == "int8":
         from ..inference.int8 import attach, graph_folder
 
         attach(list(members), graph_folder(None, False))
-    settings_of = {m.features.extraction_key(): m.features for m in members}
+    settings_of = {m.features.extraction_key(): m.features for m in [*members, *forests]}
     window_rows, file_rows, cut = [], [], []
     for path in tqdm(files, desc="predict", disable=not params.progress):
         try:
@@ -79,6 +81,9 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
             cut.append((str(path), missing))
         member_probabilities = score_features(members, {k: v[0] for k, v in windows.items()}, precision,
                                               params.batch_size)
+        if forests:
+            member_probabilities = np.concatenate([member_probabilities, np.stack(
+                [forest.probabilities(windows[forest.features.extraction_key()][0], labels) for forest in forests])])
         ensemble = soft_vote(member_probabilities, weights)
         starts = next(iter(windows.values()))[1]
         clip = next(iter(settings_of.values())).clip_seconds
@@ -108,7 +113,7 @@ def _file_table(rows: list[dict], labels: list[str], params: PredictParams) -> p
     return pd.DataFrame(table)
 
 
-def check_one_window_length(members: Sequence[Member]) -> None:
+def check_one_window_length(members: Sequence[Member | ForestMember]) -> None:
     """Windows are pooled across members, so every member must see windows of the same span."""
     spans = {m.name: m.features.clip_seconds for m in members}
     if len(set(spans.values())) > 1:
@@ -132,16 +137,18 @@ def predict(params: PredictParams) -> Predictions:
     output, windows_path, summary = output_paths(params.output)
     check_output_files(output, windows_path, summary)
     members = load_members(params.models, params.labels or None, params.progress)
-    print(f"predict: {len(members)} members, precision {resolve_precision(params.precision)}")
-    check_one_window_length(members)
+    forests = load_forests(params.models, ensemble_labels(members)) if params.spectrum_forest else []
+    print(f"predict: {len(members)} members, {len(forests)} spectrum forest(s), "
+          f"precision {resolve_precision(params.precision)}")
+    check_one_window_length([*members, *forests])
     files = expand_inputs(params.inputs)
     if not files:
         raise FileNotFoundError(f"no audio files found in {', '.join(params.inputs)}")
-    result = predict_files(members, files, params)
+    result = predict_files(members, files, params, forests)
     atomic_write_text(output, result.files.to_csv(index=False))
     atomic_write_text(windows_path, result.windows.to_csv(index=False))
     atomic_write_json(summary, {
-        "models": list(params.models), "members": [m.name for m in members], "labels": result.labels,
+        "models": list(params.models), "members": [m.name for m in [*members, *forests]], "labels": result.labels,
         "hop_seconds": params.hop_seconds, "min_confidence": params.min_confidence,
         "abstain_below": params.abstain_below,
         "files": result.files.replace({np.nan: None}).to_dict(orient="records"),

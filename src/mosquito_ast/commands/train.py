@@ -19,6 +19,7 @@ from ..checkpoints.classifier import outputs_finite, promote_member, save_member
 from ..checkpoints.encoder import encoder_from_checkpoint
 from ..config import TrainParams
 from ..data import DatasetError, check_validation_labels, label_names
+from ..inference.forest import FOREST_FOLDER
 from ..evaluation.metrics import classification_metrics
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
@@ -27,6 +28,7 @@ from ..models.encoder import build_encoder, encoder_config, tie_positions_over_t
 from ..training.datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
 from ..training.loop import EpochModule, WeightAverage, claimed_run, drop_checkpoint, fit_run
 from ..training.optim import optimizer_steps
+from ..training.spectrum_forest import ensure_forest
 from ..recipes import PRETRAINED, START_NAMES, start_defaults, values_in_effect
 
 LOWER_IS_BETTER = {"loss"}
@@ -290,6 +292,9 @@ def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Pa
     promote_member(candidate, member_dir, {"history": module.history, "best_epoch": chosen, "selected": params.select,
                                            "best_metric": {"name": params.metric, "value": value}})
     drop_checkpoint(last_checkpoint)
+    if params.spectrum_forest:
+        ensure_forest(member_dir.parent / FOREST_FOLDER, train_set.samples, train_set.features, labels, settings,
+                      params.forest_share)
     if averaging:
         shown = f"weights averaged over epochs {params.average_from_epoch}-{chosen}, not validated"
     else:

@@ -24,8 +24,10 @@ from sklearn.preprocessing import StandardScaler
 from mosquito_ast_lite.audio import AudioError, load_audio
 
 from ..features import FeatureCache, FeatureSettings, compute_features
+from ..inference.forest import real_frame_mean
 
 WELCH_POINTS = 256
+TREES = 500
 CLASSIFIERS = ("logistic regression", "random forest")
 WELCH_BASELINES = tuple(f"Welch spectrum + {c}" for c in CLASSIFIERS)
 MEL_BASELINES = tuple(f"mel spectrum + {c}" for c in CLASSIFIERS)
@@ -52,19 +54,27 @@ def spectrum_features(paths: Sequence[str], sample_rate: int | None = None) -> n
 
 def mel_spectrum_features(paths: Sequence[str], settings: FeatureSettings, cache: FeatureCache | None = None,
                           progress: bool = False) -> np.ndarray:
-    """(files, mel bins): the un-normalized log-mel fbank the members see, averaged over its frames.
-    A file that cannot be featurized raises its AudioError: a baseline fitted on fewer clips than the
-    members would not be comparable."""
+    """(files, mel bins): the un-normalized log-mel fbank the members see, averaged over its real frames
+    (`real_frame_mean`): averaged over padding too, a clip's mean depended on its length (a 0.625 s clip
+    padded to 1 s mixed 37 % log floor into every bin), so sessions of other clip lengths than the
+    training ones shifted every feature. A file that cannot be featurized raises its AudioError: a
+    baseline fitted on fewer clips than the members would not be comparable."""
     table = compute_features(paths, settings, cache, description="baseline features", progress=progress)
     if table.bad:
         raise table.bad[0]
-    return table.features.mean(axis=1)
+    return real_frame_mean(table.features)
+
+
+def random_forest(seed: int) -> RandomForestClassifier:
+    """The forest of the baselines and of the spectrum-forest member: every species counts alike, as in
+    balanced accuracy (on the shared 2-fold, balanced class weights gave 0.287 against 0.212 without)."""
+    return RandomForestClassifier(n_estimators=TREES, class_weight="balanced", random_state=seed, n_jobs=-1)
 
 
 def classifiers(seed: int) -> dict[str, object]:
     return {
         CLASSIFIERS[0]: make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced")),
-        CLASSIFIERS[1]: RandomForestClassifier(n_estimators=500, class_weight="balanced", random_state=seed, n_jobs=-1),
+        CLASSIFIERS[1]: random_forest(seed),
     }
 
 
