@@ -29,7 +29,7 @@ def test_variants_with_unseen_sessions_write_their_table_and_figure(tmp_path, qu
     generate_dataset(tmp_path / "shared", species, recordings_per_species=2, clips_per_recording=3, seed=4)
     generate_dataset(tmp_path / "unseen", species, recordings_per_species=1, clips_per_recording=3, seed=5,
                      first_recording=20)
-    (tmp_path / "variants.yaml").write_text("dropout:\n  dropout: 0.5\n")
+    (tmp_path / "variants.yaml").write_text("layer drop:\n  layer_drop: 0.5\n")
     output = tmp_path / "out"
     monkeypatch.setattr(sys, "argv", [
         "quality.py", "--data", str(tmp_path / "shared"), "--unseen", str(tmp_path / "unseen"),
@@ -38,11 +38,11 @@ def test_variants_with_unseen_sessions_write_their_table_and_figure(tmp_path, qu
     quality.main()
 
     table = pd.read_csv(output / "variants.csv")
-    assert set(table["variant"]) == {"recipe", "dropout"}
+    assert set(table["variant"]) == {"recipe", "layer drop"}
     expected_folds = {"fold0", "fold1", "both folds", "unseen sessions", "unseen sessions, fold0 only",
                       "unseen sessions, fold1 only"}
     assert set(table["fold"]) == expected_folds
-    assert set(table.loc[table["variant"] == "dropout", "parameters"]) == {"dropout=0.5"}
+    assert set(table.loc[table["variant"] == "layer drop", "parameters"]) == {"layer_drop=0.5"}
     assert (output / "variants.png").stat().st_size > 0
     page = (output / "variants.md").read_text()
-    assert "| dropout | soft vote |" in page and "unseen sessions, fold1 only" in page
+    assert "| layer drop | soft vote |" in page and "unseen sessions, fold1 only" in page
