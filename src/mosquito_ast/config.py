@@ -359,7 +359,8 @@ class DistillParams(LoopParams, ReadParams):
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"alpha: must be between 0 and 1, got {self.alpha}")
         if "session-mixup" in self.augment:
-            raise ConfigError("augment: session-mixup needs each clip's label and recording; distill's batches carry soft targets")
+            raise ConfigError("augment: session-mixup needs each clip's label and recording; distill's batches "
+                              "carry soft targets")
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
         if unknown:
             raise ConfigError(f"augment: unknown {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}")

@@ -90,8 +90,8 @@ def _check_head(head: Mapping[str, torch.Tensor], model: ASTClassifier, origin: 
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()
                 if not name.startswith("encoder.")}
     if shapes != expected:
-        raise CheckpointError(f"{origin}: classifier weights {shapes}, expected {expected} ({len(model.labels)} labels, "
-                              f"hidden size {model.encoder.config.hidden_size}, spectrum token "
+        raise CheckpointError(f"{origin}: classifier weights {shapes}, expected {expected} ({len(model.labels)} "
+                              f"labels, hidden size {model.encoder.config.hidden_size}, spectrum token "
                               f"{model.spectrum_token})")
 
 

@@ -72,8 +72,8 @@ class ASTClassifier(nn.Module):
 
 
 def apply_freezing(model: ASTClassifier, mode: str, last_n_layers: int = 0) -> None:
-    """Choose what trains. The new head (with the spectrum token's embedding) always trains; 'last-n' adds the last N encoder layers and
-    the final layernorm; 'head' trains the head alone; 'none' trains everything."""
+    """Choose what trains. The new head (with the spectrum token's embedding) always trains; 'last-n' adds
+    the last N encoder layers and the final layernorm; 'head' trains the head alone; 'none' trains everything."""
     if mode not in FREEZE_MODES:
         raise ValueError(f"unknown freeze mode {mode!r}; choose one of {', '.join(FREEZE_MODES)}")
     layers = model.encoder.layers
