@@ -184,7 +184,7 @@ def plot_variants(combined: pd.DataFrame, path: Path, baselines: pd.Series) -> N
 
     votes = combined[combined["system"] == "soft vote"].pivot_table(index="variant", columns="fold",
                                                                    values="balanced_accuracy", sort=False)
-    best_baseline = combined[baselines].groupby("fold")["balanced_accuracy"].max()
+    best_baseline = combined[baselines].groupby("fold")["balanced_accuracy"].max()  # none on "foldK only" rows
     folds = list(votes.columns)
     figure = Figure(figsize=(4 + 2 * len(folds), 1.2 + 0.35 * len(votes)))
     FigureCanvasAgg(figure)
@@ -192,12 +192,13 @@ def plot_variants(combined: pd.DataFrame, path: Path, baselines: pd.Series) -> N
     for axes, fold in zip(panels, folds):
         axes.barh(range(len(votes)), votes[fold], color=["tab:blue" if v == "recipe" else "tab:gray" for v in votes.index])
         axes.axvline(votes.loc["recipe", fold], color="tab:blue", linestyle="--", linewidth=1, label="recipe")
-        axes.axvline(best_baseline[fold], color="tab:red", linestyle=":", linewidth=1, label="best baseline")
+        if fold in best_baseline.index:
+            axes.axvline(best_baseline[fold], color="tab:red", linestyle=":", linewidth=1, label="best baseline")
         axes.set_title(fold, fontsize=9)
         axes.set_xlabel("soft vote balanced accuracy", fontsize=8)
     panels[0].set_yticks(range(len(votes)), votes.index, fontsize=8)
     panels[0].invert_yaxis()  # shared: the recipe on top in every panel
-    panels[-1].legend(loc="lower right", fontsize=7)
+    panels[0].legend(loc="lower right", fontsize=7)  # the first panel (a 2-fold fold) draws both lines
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 

@@ -140,7 +140,7 @@ def test_every_unseen_session_candidate_is_a_valid_train_recipe(tmp_path):
     from pathlib import Path
 
     candidates = yaml.safe_load((Path(__file__).parents[1] / "benchmarks" / "unseen_candidates.yaml").read_text())
-    assert len(candidates) >= 10
+    assert 5 <= len(candidates) <= 12  # issue 25: at most 12, each within 8 minutes for 6 members
     for name, values in candidates.items():
         params = TrainParams(**{"train_dir": str(tmp_path), "preset": "auto", "select": "last", **values})
         for key, value in values.items():

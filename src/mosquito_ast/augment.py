@@ -97,3 +97,20 @@ def mixup(features: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[
     weight = float(torch.distributions.Beta(alpha, alpha).sample())
     order = torch.randperm(features.shape[0]).to(features.device)
     return weight * features + (1 - weight) * features[order], weight * targets + (1 - weight) * targets[order]
+
+
+def session_partners(classes: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """For each clip, the index of a random clip of the same class from another group (recording session)
+    in the batch; its own index when the batch holds none (global RNG)."""
+    allowed = (classes.view(-1, 1) == classes.view(1, -1)) & (groups.view(-1, 1) != groups.view(1, -1))
+    scores = torch.rand(allowed.shape).to(classes.device).masked_fill(~allowed, -1.0)
+    best, partner = scores.max(dim=1)
+    return torch.where(best >= 0, partner, torch.arange(len(classes), device=classes.device))
+
+
+def session_mixup(features: torch.Tensor, classes: torch.Tensor, groups: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Blend each clip with a clip of its own class from another recording session, one Beta(alpha, alpha)
+    weight per clip: a wider picture of each species, not more clips to memorise. The targets stay as they
+    are (both clips are of the class); a clip whose class the batch holds in one session only is left as it is."""
+    weight = torch.distributions.Beta(alpha, alpha).sample((len(features), 1, 1)).to(features.device, features.dtype)
+    return weight * features + (1 - weight) * features[session_partners(classes, groups)]

@@ -21,9 +21,10 @@ __all__ = ["AUGMENTATIONS", "CheckSplitParams", "ConfigError", "DataParams", "De
            "SELECTIONS", "SPLIT_MODES", "SplitParams", "SweepParams", "TAILS", "TrainParams", "base_type", "coerce",
            "option", "precision_option", "progress_option", "restate"]
 
-AUGMENTATIONS = ("roll", "gain", "frequency", "mask", "mixup", "noise")
+AUGMENTATIONS = ("roll", "gain", "frequency", "mask", "mixup", "noise", "session-mixup")
 ENCODER_SIZES = ("tiny", "small", "base")
 POSITIONS = ("time-frequency", "frequency")  # models.encoder.tie_positions_over_time makes the second
+SPECTRUM_TOKENS = ("none", "token", "head")  # models.classifier.SPECTRUM_TOKEN_MODES, not imported (torch)
 METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "loss")
 SELECTIONS = ("best", "last")
 SPLIT_MODES = ("independent", "random", "kfold")  # splits.MODES, not imported: it would load numpy for --help
@@ -52,6 +53,8 @@ class TrainParams(LoopParams, DataParams):
     warmup_ratio: float = restate(LoopParams, "warmup_ratio", help="Share of steps used for linear warm-up (cosine, linear, constant_with_warmup).")
     norm_stats: str | None = option(None, "Feature normalization: audioset (AST's mean/std), dataset (training-set mean/std) or checkpoint (the mean/std the --ssl-checkpoint's encoder learned on: stored by pretrain and members, AudioSet's for other checkpoints) (default by start: dataset from scratch, checkpoint from a checkpoint of ours, audioset from an AudioSet AST).", (*NORM_STATS, "checkpoint"), group=DATA)
     positions: str = option("time-frequency", "Patch position embeddings: time-frequency (AST's, one per patch) or frequency (one per frequency row, the same at every time step: the encoder sees where in the spectrum a patch lies, not when in the clip). frequency is a candidate for recording sessions never heard (benchmarks/unseen_candidates.yaml), not a default.", POSITIONS, group=MODEL)
+    spectrum_token: str = option("none", "The clip's time-averaged fbank (over its real frames), embedded by a linear layer: none, token (one more token beside the patches) or head (joined to the pooled output before the head). A spectrum model's view of the clip; a candidate for recording sessions never heard (benchmarks/unseen_candidates.yaml), not a default.", SPECTRUM_TOKENS, group=MODEL)
+    layer_drop: float = option(0.0, "Skip each encoder layer with this probability per training batch (LayerDrop, Fan et al. 2019); every layer runs at inference. A regulariser against memorising a session; a candidate, not a default.", group=MODEL)
     freeze: str = option("none", "What trains: none (everything), head (the new head only), last-n (last N encoder layers + head).", ("none", "head", "last-n"), group=MODEL)
     train_last_n_layers: int = option(0, "N for --freeze last-n.", group=MODEL)
     label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.", group=LOOP)
@@ -60,7 +63,7 @@ class TrainParams(LoopParams, DataParams):
     gain_db: float = option(6.0, "gain: largest gain change in dB.", group=LOOP)
     frequency_scale: float = option(0.05, "frequency: largest relative frequency change (0.05 = +-5%).", group=LOOP)
     mask_fraction: float = option(0.2, "mask: widest time and frequency mask, as a share of the axis.", group=LOOP)
-    mixup_alpha: float = option(0.4, "mixup: Beta(alpha, alpha) weight of the blend.", group=LOOP)
+    mixup_alpha: float = option(0.4, "mixup and session-mixup (each clip blended with one of its class from another recording session in the batch): Beta(alpha, alpha) weight of the blend.", group=LOOP)
     noise_std: float = option(0.05, "noise: std of Gaussian noise added to the normalized features.", group=LOOP)
     select: str | None = option(None, "Which epoch becomes the member: best (by --metric on --validation-dir) or last (after --epochs; the validation set, optional then, only reports). last is honest when the validation clips also score the member, and trains on every labelled recording (default: last).", SELECTIONS, group=LOOP)
     metric: str | None = option(None, "Validation metric that picks the best epoch and is reported (default: balanced_accuracy).", METRICS, group=LOOP)
@@ -103,6 +106,8 @@ class TrainParams(LoopParams, DataParams):
         self.check_loop()
         if self.patience < 0:
             raise ConfigError(f"patience: must be 0 (off) or more, got {self.patience}")
+        if not 0 <= self.layer_drop < 1:
+            raise ConfigError(f"layer_drop: must be at least 0 and below 1, got {self.layer_drop}")
         if self.freeze == "last-n" and self.train_last_n_layers < 1:
             raise ConfigError("--freeze last-n needs --train-last-n-layers N (N >= 1)")
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
@@ -363,6 +368,9 @@ class DistillParams(LoopParams, ReadParams):
             raise ConfigError(f"temperature: must be positive, got {self.temperature}")
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"alpha: must be between 0 and 1, got {self.alpha}")
+        if "session-mixup" in self.augment:
+            raise ConfigError("augment: session-mixup needs each clip's label and recording; distill's batches "
+                              "carry soft targets")
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
         if unknown:
             raise ConfigError(f"augment: unknown {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}")

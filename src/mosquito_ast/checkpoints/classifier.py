@@ -35,7 +35,8 @@ def save_member(model: ASTClassifier, folder: str | Path, features: FeatureSetti
     config = {
         "format": MEMBER_FORMAT,
         "encoder": config_to_dict(model.encoder.config),
-        "head": {"type": "layernorm-meanpool-linear", "num_labels": len(model.labels)},
+        "head": {"type": "layernorm-meanpool-linear", "num_labels": len(model.labels),
+                 "spectrum_token": model.spectrum_token},
         "labels": model.labels,
         "id2label": {str(i): name for i, name in enumerate(model.labels)},
         "features": features.to_dict(),
@@ -82,13 +83,16 @@ def _old_member_config(labels: list[str]) -> dict[str, Any]:
             "encoder": config_to_dict(old_notebook_config())}
 
 
-def _check_head(head: Mapping[str, torch.Tensor], labels: int, hidden: int, origin: Path) -> None:
-    """The head must be a Linear from the encoder's width to one output per label."""
+def _check_head(head: Mapping[str, torch.Tensor], model: ASTClassifier, origin: Path) -> None:
+    """The head's weights (and the spectrum token's) must have the shapes of the config's head: a Linear
+    from the encoder's width (twice it with --spectrum-token head) to one output per label."""
     shapes = {name: tuple(tensor.shape) for name, tensor in head.items()}
-    expected = {"weight": (labels, hidden), "bias": (labels,)}
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()
+                if not name.startswith("encoder.")}
     if shapes != expected:
-        raise CheckpointError(f"{origin}: classifier weights {shapes}, expected {expected} ({labels} labels, "
-                              f"hidden size {hidden})")
+        raise CheckpointError(f"{origin}: classifier weights {shapes}, expected {expected} ({len(model.labels)} "
+                              f"labels, hidden size {model.encoder.config.hidden_size}, spectrum token "
+                              f"{model.spectrum_token})")
 
 
 def load_member(folder: str | Path, labels: list[str] | None = None) -> tuple[ASTClassifier, dict]:
@@ -108,14 +112,18 @@ def load_member(folder: str | Path, labels: list[str] | None = None) -> tuple[AS
     config = _old_member_config(labels) if old else stored
     state = load_file(str(folder / WEIGHTS_NAME))
     check_finite(state, folder)
-    head = {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")}
+    head = {k: v for k, v in state.items() if not k.startswith("encoder.")}
     encoder = encoder_from_state(state, stored, folder / WEIGHTS_NAME)
     if old and config_to_dict(encoder.config) != config["encoder"]:
         raise CheckpointError(f"{folder}: old-format members must be AST-base at {OLD_NOTEBOOK_MAX_LENGTH} frames")
-    _check_head(head, len(config["labels"]), encoder.config.hidden_size, folder / WEIGHTS_NAME)
-    with torch.device("meta"):  # the head's weights follow: no random initialisation
-        model = ASTClassifier(encoder, config["labels"])
-    model.classifier.load_state_dict(head, assign=True)
+    spectrum_token = config.get("head", {}).get("spectrum_token", "none")
+    try:
+        with torch.device("meta"):  # the head's weights follow: no random initialisation
+            model = ASTClassifier(encoder, config["labels"], spectrum_token)
+    except ValueError as error:
+        raise CheckpointError(f"{folder / CONFIG_NAME}: {error}") from error
+    _check_head(head, model, folder / WEIGHTS_NAME)
+    model.load_state_dict(head, strict=False, assign=True)  # every other key is the encoder's, loaded above
     if not outputs_finite(model.eval()):
         raise CheckpointError(f"{folder}: outputs NaN/inf on a probe input although its weights are finite; the run "
                               f"that wrote it diverged, train it again (lower --learning-rate, --max-grad-norm 1.0)")

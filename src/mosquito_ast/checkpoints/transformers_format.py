@@ -53,6 +53,9 @@ def write_transformers_folder(model: ASTClassifier, features: FeatureSettings, o
     """Write a loaded member as a transformers folder, atomically; an existing non-empty folder is
     replaced only with `overwrite`."""
     output = Path(output_dir)
+    if model.spectrum_token != "none":
+        raise ValueError(f"{output}: this member joins a spectrum token to the AST (spectrum_token "
+                         f"{model.spectrum_token}), which a transformers AST folder cannot hold; export it to ONNX")
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise FileExistsError(f"{output}: not empty (pass overwrite=True to replace it)")
     if not extractor_matches(features):

@@ -52,16 +52,17 @@ class ClassifierModule(EpochModule):
         return outputs_finite(self.model)
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
-        features, targets = batch
-        loss = self.batch_loss(features, targets)
+        features, targets, *groups = batch  # `train`'s batches carry each clip's recording (group) id too
+        loss = self.batch_loss(features, targets, *groups)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(targets))
         self._largest_batch = max(self._largest_batch, len(targets))
         self._train_losses.append(float(loss.detach()))
         return loss
 
-    def batch_loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def batch_loss(self, features: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """The training loss of one batch, augmentations included (`distill` replaces it)."""
-        features, soft_targets = augment_batch(features, targets, len(self.model.labels), self.params, self.features)
+        features, soft_targets = augment_batch(features, targets, len(self.model.labels), self.params, self.features,
+                                               groups)
         logits = self.model(features)
         return torch.nn.functional.cross_entropy(logits.float(), soft_targets, weight=self.class_weights,
                                                  label_smoothing=self.params.label_smoothing)
@@ -99,8 +100,14 @@ class ClassifierModule(EpochModule):
 
 
 def augment_batch(features: torch.Tensor, targets: torch.Tensor, num_classes: int, params: TrainParams,
-                  settings: FeatureSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply the chosen augmentations to normalized features; returns features and soft targets."""
+                  settings: FeatureSettings, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the chosen augmentations to normalized features; returns features and soft targets.
+    session-mixup (it needs each clip's class and recording `groups`) blends the clips as they come,
+    before the others."""
+    if "session-mixup" in params.augment:
+        if groups is None:
+            raise ValueError("session-mixup needs each clip's recording (group) id")
+        features = augment.session_mixup(features, targets, groups, params.mixup_alpha)
     return augment_features(features, torch.nn.functional.one_hot(targets, num_classes).float(), params, settings)
 
 
@@ -249,7 +256,7 @@ def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Pa
         encoder = build_encoder(encoder_config(params.encoder_size, settings, params.dropout))
     if params.positions == "frequency":
         tie_positions_over_time(encoder)
-    model = ASTClassifier(encoder, labels)
+    model = ASTClassifier(encoder, labels, params.spectrum_token, params.layer_drop)
     try:
         apply_freezing(model, params.freeze, params.train_last_n_layers)
     except ValueError as error:  # the encoder's depth is known only now, so the flags are named here
@@ -262,7 +269,7 @@ def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Pa
     datamodule = ClipDataModule(
         torch.from_numpy(normalize(train_set.features, settings)), train_targets,
         torch.from_numpy(normalize(val_set.features, settings)), val_set.targets(labels),
-        params.batch_size_for, params.seed)
+        params.batch_size_for, params.seed, train_set.group_ids())
     module = ClassifierModule(model, params, total_steps, settings,
                               balanced_class_weights(train_targets, len(labels))
                               if params.class_weight == "balanced" else None)

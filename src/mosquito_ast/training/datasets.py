@@ -35,6 +35,11 @@ class ClipSet:
     def groups(self) -> list[str]:
         return sorted({s.group for s in self.samples})
 
+    def group_ids(self) -> torch.Tensor:
+        """Each clip's recording (group) as an index into `groups()`."""
+        index = {name: i for i, name in enumerate(self.groups())}
+        return torch.tensor([index[s.group] for s in self.samples], dtype=torch.long)
+
 
 def feature_settings(params: DataParams) -> FeatureSettings:
     try:
@@ -84,9 +89,12 @@ class ClipDataModule(L.LightningDataModule):
     shuffling is seeded per epoch so a resumed run sees the same batches as an uninterrupted one."""
 
     def __init__(self, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
-                 batch_size_for: Callable[[int], int], seed: int, eval_batch_size: int = 64) -> None:
+                 batch_size_for: Callable[[int], int], seed: int, train_groups: torch.Tensor | None = None,
+                 eval_batch_size: int = 64) -> None:
         super().__init__()
-        self.train_set = torch.utils.data.TensorDataset(train_x, train_y)
+        # with `train_groups`, training batches are (features, targets, group ids)
+        extra = () if train_groups is None else (train_groups,)
+        self.train_set = torch.utils.data.TensorDataset(train_x, train_y, *extra)
         self.val_set = torch.utils.data.TensorDataset(val_x, val_y)
         self.batch_size_for = batch_size_for
         self.seed = seed
