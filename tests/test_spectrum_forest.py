@@ -13,9 +13,9 @@ from mosquito_ast.data import DatasetError, discover
 from mosquito_ast.inference.forest import (FOREST_FOLDER, GRAPH_NAME, find_forest_folders, load_forest, load_forests,
                                           real_frame_mean, vote_weights)
 from mosquito_ast.inference.members import load_members, score_features
-from mosquito_ast.export import export
+from mosquito_ast.commands.export import export
 from mosquito_ast.features import FeatureSettings, compute_features
-from mosquito_ast.predict import predict_files, window_features
+from mosquito_ast.commands.predict import predict_files, window_features
 from mosquito_ast.training.spectrum_forest import fit_forest, save_forest
 from mosquito_ast.commands.train import train
 from mosquito_ast_lite.runtime import load_model

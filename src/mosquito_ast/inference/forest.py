@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mosquito_ast_lite.files import files_under
+from mosquito_ast_lite.io import FolderKind
 
 from ..checkpoints import CONFIG_NAME, CheckpointError, model_folders, named_member_folders
 from ..data import DatasetError
@@ -29,6 +30,7 @@ from ..features import FeatureCache, FeatureSettings, compute_features
 FOREST_KIND = "mosquito-ast-spectrum-forest"
 FOREST_FOLDER = "spectrum-forest"
 GRAPH_NAME = "model.onnx"
+FOREST_FOLDER_KIND = FolderKind("a spectrum-forest member", (GRAPH_NAME,), (GRAPH_NAME, CONFIG_NAME))
 INPUT_NAME = "fbank"
 OUTPUT_NAME = "probabilities"
 

@@ -20,7 +20,7 @@ from mosquito_ast_lite.io import atomic_directory
 from ..checkpoints import CONFIG_NAME
 from ..evaluation.baselines import TREES, random_forest
 from ..data import Sample
-from ..inference.forest import FOREST_KIND, GRAPH_NAME, INPUT_NAME, OUTPUT_NAME, real_frame_mean
+from ..inference.forest import FOREST_FOLDER_KIND, FOREST_KIND, GRAPH_NAME, INPUT_NAME, OUTPUT_NAME, real_frame_mean
 from ..features import FeatureSettings, file_digest
 
 OPSET = 17
@@ -87,7 +87,7 @@ def save_forest(folder: Path, forest, labels: Sequence[str], settings: FeatureSe
               "features_used": "log-mel fbank averaged over its real (non-padding) frames",
               "forest": {"class": "sklearn.ensemble.RandomForestClassifier", "n_estimators": TREES,
                          "class_weight": "balanced", "random_state": seed}}
-    with atomic_directory(folder) as staging:
+    with atomic_directory(folder, FOREST_FOLDER_KIND) as staging:
         (staging / GRAPH_NAME).write_bytes(graph.SerializeToString())
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     return folder
