@@ -23,7 +23,7 @@ def test_demo_runs_the_whole_workflow_and_leaves_a_tidy_folder(tmp_path, monkeyp
         report = json.loads((output / "splits" / split / "split_report.json").read_text())
         assert report["files"] == 4 * 3 * 4
         members = sorted(p.name for p in (output / "sweep" / split / "best").iterdir())
-        assert members == ["seed1", "seed2"]
+        assert members == ["seed1", "seed2", "spectrum-forest"]  # the forest fitted once for both seeds
         config = json.loads((output / "sweep" / split / "best" / "seed1" / "config.json").read_text())
         assert config["training"]["ssl_checkpoint"] == str(output / "pretrained")
         evaluation = output / "sweep" / split / "evaluation"

@@ -112,10 +112,10 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
     assert len(predictions) == clips and set(predictions.true_label) == set(SPECIES)
     probabilities = predictions[[f"soft vote:p:{s}" for s in SPECIES]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
-    forest = "sweep/best/spectrum-forest"  # train fitted it beside the member; it holds half the soft vote
-    expected = 0.5 * (0.25 * predictions[[f"random/best/r1:p:{s}" for s in SPECIES]].to_numpy()
-                      + 0.75 * predictions[[f"sweep/best/tiny:p:{s}" for s in SPECIES]].to_numpy()) \
-        + 0.5 * predictions[[f"{forest}:p:{s}" for s in SPECIES]].to_numpy()
+    forest = "sweep/best/spectrum-forest"  # train fitted it beside the member; it holds a quarter of the soft vote
+    expected = 0.75 * (0.25 * predictions[[f"random/best/r1:p:{s}" for s in SPECIES]].to_numpy()
+                       + 0.75 * predictions[[f"sweep/best/tiny:p:{s}" for s in SPECIES]].to_numpy()) \
+        + 0.25 * predictions[[f"{forest}:p:{s}" for s in SPECIES]].to_numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     assert list(result.summary.system) == ["random/best/r1", "sweep/best/tiny", forest, "mean member",
                                            "best member", "hard vote", "soft vote", *BASELINES]
@@ -124,7 +124,7 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
     np.testing.assert_allclose(baseline_p.sum(1), 1, atol=1e-6)
     # (3 members + 2 ensembles + 4 baselines) x 4 classes x 2 levels
     assert len(pd.read_csv(out / "per_class.csv")) == 2 * 9 * 4
-    assert pd.read_csv(out / "members.csv").weight.tolist() == [0.125, 0.375, 0.5]
+    assert pd.read_csv(out / "members.csv").weight.tolist() == [0.1875, 0.5625, 0.25]
     text = (out / "metrics.json").read_text()
     metrics = json.loads(text)
     assert "NaN" not in text and metrics["clips"] == clips and metrics["recordings"] == 4

@@ -92,24 +92,24 @@ def test_no_spectrum_forest_fits_none(tiny_params):
 def test_predict_export_and_lite_runtime_vote_with_the_forest(tiny_member, synth_split, feature_cache_dir, tmp_path):
     best = tiny_member.parent
     members, forests = load_members(best), load_forests(best, load_members(best)[0].labels)
-    assert [f.name for f in forests] == [FOREST_FOLDER] and forests[0].share == 0.5
+    assert [f.name for f in forests] == [FOREST_FOLDER] and forests[0].share == 0.25
     labels = members[0].labels
     path = sorted(synth_split[1].rglob("*.wav"))[0]
     params = PredictParams(inputs=[str(path)], models=[str(best)], progress=False, precision="32")
     windows, _ = window_features(path, members[0].features, params.hop_seconds)
     ast = score_features(members, {members[0].features.extraction_key(): windows}, "32")[0]
-    expected = 0.5 * ast + 0.5 * forests[0].probabilities(windows, labels)
+    expected = 0.75 * ast + 0.25 * forests[0].probabilities(windows, labels)
     table = predict_files(members, [path], params, forests).windows
     np.testing.assert_allclose(table[labels].to_numpy(), expected, atol=1e-5)
 
     result = export(ExportParams(models=[str(best)], output=str(tmp_path / "export"), progress=False,
                                  cache_dir=str(feature_cache_dir), check_clips=8, int8=True))
-    assert result.info["spectrum_forests"][FOREST_FOLDER]["vote_share"] == 0.5
+    assert result.info["spectrum_forests"][FOREST_FOLDER]["vote_share"] == 0.25
     assert result.info["self_check"]["fp32"]["max_probability_difference"] < 1e-4
     lite = load_model(tmp_path / "export", fp32=True)
     clips = sorted(str(p) for p in synth_split[1].rglob("*.wav"))[:6]
     fbank = compute_features(clips, members[0].features, progress=False).features
-    reference = 0.5 * score_features(members, {members[0].features.extraction_key(): fbank}, "32")[0] \
-        + 0.5 * forests[0].probabilities(fbank, labels)
+    reference = 0.75 * score_features(members, {members[0].features.extraction_key(): fbank}, "32")[0] \
+        + 0.25 * forests[0].probabilities(fbank, labels)
     np.testing.assert_allclose(lite.probabilities(fbank), reference, atol=1e-4)
     assert (load_model(tmp_path / "export").probabilities(fbank).argmax(1) == reference.argmax(1)).mean() >= 0.8
