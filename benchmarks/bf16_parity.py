@@ -25,7 +25,7 @@ from mosquito_ast.config import DataParams, TrainParams
 from mosquito_ast.data import discover
 from mosquito_ast.inference.members import load_members, predict_probabilities
 from mosquito_ast.evaluation.metrics import label_metrics
-from mosquito_ast.splits import session_folds
+from mosquito_ast.sides import session_folds
 from mosquito_ast.commands.train import train
 
 WINGBEATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wingbeats"

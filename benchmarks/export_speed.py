@@ -40,9 +40,9 @@ import torch
 from _common import Tally, cpu_model, interleave, machine_report, print_table, quiet_lightning
 
 from mosquito_ast.config import ExportParams, ReadParams, TrainParams
-from mosquito_ast.data import discover
+from mosquito_ast.data import discover_unlabelled
 from mosquito_ast.inference.members import load_members, predict_probabilities, score_features
-from mosquito_ast.commands.export import audio_files, export, onnx_session, run_onnx
+from mosquito_ast.commands.export import export, onnx_session, run_onnx
 from mosquito_ast.features import compute_features
 from mosquito_ast.hardware import resolve_precision
 from mosquito_ast.commands.train import train
@@ -98,7 +98,7 @@ def main() -> None:
         torch.set_num_threads(1)  # after export, which uses the physical cores: timing is on one thread
         print(machine_report())
 
-        clips = audio_files(args.data) if args.data.is_dir() else [s.path for s in discover(args.data)]
+        clips = discover_unlabelled(args.data)
         paths = clips * args.repeat
         read = ReadParams(no_cache=True, precision="auto")
         precision = resolve_precision("auto", cuda=False)

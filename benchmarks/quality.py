@@ -58,7 +58,7 @@ from mosquito_ast.commands.evaluate import evaluate
 from mosquito_ast.evaluation.report import write_outputs as write_report
 from mosquito_ast.inference.members import load_members, predict_probabilities
 from mosquito_ast.evaluation.metrics import label_metrics
-from mosquito_ast.splits import session_folds
+from mosquito_ast.sides import session_folds
 from mosquito_ast.sweep import run_sweep
 from mosquito_ast.sweep.spec import SweepSpec
 from mosquito_ast.commands.distill import distill

@@ -160,10 +160,10 @@ def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_pat
     import subprocess
     import sys
 
-    from mosquito_ast.training.loop import exclusive_run
+    from mosquito_ast.training.run import exclusive_run
 
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from mosquito_ast.training.loop import exclusive_run\n"
+        "import sys, time; from pathlib import Path; from mosquito_ast.training.run import exclusive_run\n"
         f"with exclusive_run(Path({str(tmp_path / 'run')!r})):\n"
         "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:

@@ -15,7 +15,8 @@ from mosquito_ast.cli import app
 from mosquito_ast.config import ConfigError, DistillParams, TrainParams
 from mosquito_ast.data import DatasetError
 from mosquito_ast.inference.members import load_members, predict_probabilities
-from mosquito_ast.commands.distill import distill, distillation_loss, labelled_samples, tempered, working_folder
+from mosquito_ast.commands.distill import distill, distillation_loss, labelled_samples, tempered
+from mosquito_ast.training.run import student_run
 from mosquito_ast.commands.train import train
 
 
@@ -55,7 +56,7 @@ def test_student_is_a_member_folder_that_records_its_teachers(teachers, synth_sp
     # the student learned the teachers' recordings through them: its training groups include theirs
     assert set(ensemble[0].train_groups) <= set(config["data"]["train_groups"])
     assert config["data"]["train"] == str(synth_split[0]) and config["data"]["labelled_clips"] == 60
-    assert list(pd.read_csv(working_folder(student) / "history.csv").epoch) == [1, 2]
+    assert list(pd.read_csv(student_run(student).work / "history.csv").epoch) == [1, 2]
     clips = sorted(str(p) for p in synth_split[1].rglob("*.wav"))
     scored = predict_probabilities([member], clips, distill_params(teachers, "x", "y", feature_cache_dir), progress=False)
     assert scored.probabilities.shape == (1, len(clips), 4)

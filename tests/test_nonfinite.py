@@ -14,7 +14,7 @@ from mosquito_ast.checkpoints.classifier import load_member
 from mosquito_ast.checkpoints.encoder import load_pretrained_encoder
 from mosquito_ast.cli import app
 from mosquito_ast.commands.train import run_paths, train
-from mosquito_ast.training.loop import DivergedError
+from mosquito_ast.training.callbacks import DivergedError
 
 
 class PoisonLastStep(Callback):

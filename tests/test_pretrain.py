@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from helpers import CrashAtEpoch, old_state
 from mosquito_ast.augment import axis_masks, frequency_mask, spec_augment, time_mask
-from mosquito_ast.checkpoints.encoder import config_to_dict, load_encoder_into
+from mosquito_ast.checkpoints.encoder import config_to_dict, encoder_from_checkpoint
 from mosquito_ast.cli import app
 from mosquito_ast.config import ConfigError, PretrainParams
 from mosquito_ast.data import DatasetError
@@ -20,7 +20,8 @@ from mosquito_ast.features import FeatureSettings
 from mosquito_ast.models.encoder import build_encoder, encoder_config, resize_position_embeddings
 from mosquito_ast.models.ssl import MaskedPatchAST, masked_patch_loss
 from mosquito_ast.commands.train import train
-from mosquito_ast.commands.pretrain import discover_unlabeled, initial_encoder, pretrain
+from mosquito_ast.commands.pretrain import initial_encoder, pretrain
+from mosquito_ast.data import discover_unlabelled
 
 
 @pytest.fixture
@@ -137,8 +138,7 @@ def test_masked_patch_loss_decreases(pretrain_params):
     assert config["objective"] == {"name": "masked-patch", "mask_ratio": 0.4}
     keys = load_file(str(folder / "model.safetensors")).keys()
     assert {k.split(".")[0] for k in keys} == {"encoder", "mask_token", "patch_head"}
-    fresh = build_encoder(encoder_config("tiny", FeatureSettings()))
-    load_encoder_into(fresh, folder)  # heads dropped, as `train --ssl-checkpoint` does
+    fresh = encoder_from_checkpoint(folder, FeatureSettings())  # heads dropped, as `train --ssl-checkpoint` does
     torch.testing.assert_close(fresh.layernorm.weight, encoder_tensors(folder)["layernorm.weight"])
 
 
@@ -155,8 +155,7 @@ def test_train_starts_from_the_pretrained_encoder(denoise_output, tiny_params, s
     assert set(seen.state) == set(pretrained)
     for name, tensor in pretrained.items():
         torch.testing.assert_close(seen.state[name], tensor, msg=name)
-    fresh = build_encoder(encoder_config("tiny", FeatureSettings(clip_seconds=2.0)))
-    load_encoder_into(fresh, denoise_output)
+    fresh = encoder_from_checkpoint(denoise_output, FeatureSettings(clip_seconds=2.0))
     torch.testing.assert_close(fresh.layers[1].mlp.fc2.weight, pretrained["layers.1.mlp.fc2.weight"])
 
 
@@ -184,8 +183,7 @@ def test_old_notebook_ssl_checkpoint_without_config_is_ast_base_at_1024_frames(t
     state = old_state(old)
     state.update({"projector.weight": torch.randn(128, 768), "decoder.0.weight": torch.randn(128, 128, 3)})
     save_file(state, str(tmp_path / "model.safetensors"))
-    target = build_encoder(encoder_config("base", FeatureSettings()))
-    load_encoder_into(target, tmp_path)  # what `train --ssl-checkpoint` calls
+    target = encoder_from_checkpoint(tmp_path, FeatureSettings())  # what `train --ssl-checkpoint` calls
     torch.testing.assert_close(target.layers[11].mlp.fc1.weight, old.layers[11].mlp.fc1.weight)
     assert target.embeddings.position_embeddings.shape[1] == 12 * 9 + 2
     print(f"AST-base old-format load: {time.perf_counter() - started:.1f} s")
@@ -224,19 +222,19 @@ def test_init_from_a_hugging_face_folder_resizes_position_embeddings(tmp_path):
 
 # data
 
-def test_unlabeled_discovery_any_layout_and_manifest(tmp_path, synth_split):
+def test_unlabelled_discovery_any_layout_and_manifest(tmp_path, synth_split):
     nested = sorted(synth_split[1].rglob("*.wav"))
-    assert discover_unlabeled(synth_split[1]) == [str(p) for p in nested]
+    assert discover_unlabelled(synth_split[1]) == [str(p) for p in nested]
     (tmp_path / "local.wav").write_bytes(nested[0].read_bytes())
     manifest = tmp_path / "clips.csv"
     manifest.write_text(f"path,notes\nlocal.wav,x\n{nested[1]},y\n")
-    assert discover_unlabeled(manifest) == [str(tmp_path / "local.wav"), str(nested[1])]
+    assert discover_unlabelled(manifest) == [str(tmp_path / "local.wav"), str(nested[1])]
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no audio files"):
-        discover_unlabeled(tmp_path / "empty")
+        discover_unlabelled(tmp_path / "empty")
     (tmp_path / "labels.csv").write_text("file,label\na.wav,x\n")
     with pytest.raises(DatasetError, match="'path' column"):
-        discover_unlabeled(tmp_path / "labels.csv")
+        discover_unlabelled(tmp_path / "labels.csv")
 
 
 def test_bad_files_and_validation_dir(pretrain_params, synth_split, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from mosquito_ast.config import ConfigError, DistillParams, TrainParams
 from mosquito_ast.data import Sample, discover
-from mosquito_ast.splits import session_folds
+from mosquito_ast.sides import session_folds
 from mosquito_ast.recipes import (AUDIOSET_AST, FUNCTION_MATCHING, PRETRAINED, RECIPE_PARAMETERS, SCRATCH, SOURCES,
                                            distill_defaults, start_defaults, values_in_effect)
 

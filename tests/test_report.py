@@ -16,7 +16,8 @@ from mosquito_ast.inference.votes import pool_by_group
 from mosquito_ast.evaluation.coverage import coverage_table, headline
 from mosquito_ast.commands.evaluate import assess, level_metrics, prediction_table
 from mosquito_ast.evaluation.figures import FIGURES
-from mosquito_ast.evaluation.report import general, shown_text, vote_warnings, with_interval, write_outputs
+from mosquito_ast.evaluation.report import vote_warnings, write_outputs
+from mosquito_ast.evaluation.tables import general, shown_text, with_interval
 from mosquito_ast.evaluation.results import BEST, HARD, MEAN, SOFT, EnsembleEvaluation
 
 LABELS = ["Ae. aegypti", "Ae. albopictus", "An. arabiensis", "An. gambiae", "C. pipiens", "C. quinquefasciatus"]

@@ -18,7 +18,8 @@ from helpers import CrashAtEpoch
 from mosquito_ast.checkpoints import CheckpointError
 from mosquito_ast.cli import app
 from mosquito_ast.commands.train import run_paths, train
-from mosquito_ast.training.loop import FileCheckpointIO, resume_checkpoint
+from mosquito_ast.training.callbacks import FileCheckpointIO
+from mosquito_ast.training.run import resume_checkpoint
 from mosquito_ast.commands.pretrain import pretrain
 
 KILL_AT_SECOND_EPOCH = textwrap.dedent("""

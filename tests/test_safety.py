@@ -17,7 +17,7 @@ from mosquito_ast.checkpoints.transformers_format import write_transformers_fold
 from mosquito_ast.cli import app
 from mosquito_ast.config import EvaluateParams, PretrainParams
 from mosquito_ast.commands.evaluate import evaluate
-from mosquito_ast.training.loop import resume_checkpoint
+from mosquito_ast.training.run import resume_checkpoint
 from mosquito_ast.commands.pretrain import pretrain
 
 runner = CliRunner()

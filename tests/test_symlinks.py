@@ -9,7 +9,7 @@ from mosquito_ast.data import DatasetError, discover
 from mosquito_ast_lite.files import files_under
 from mosquito_ast.inference.members import find_member_folders, load_members
 from mosquito_ast.commands.predict import expand_inputs
-from mosquito_ast.commands.pretrain import discover_unlabeled
+from mosquito_ast.data import discover_unlabelled
 
 
 def _tree(tmp_path):
@@ -38,7 +38,7 @@ def test_linked_session_folders_and_files_are_discovered_once(tmp_path):
                      ("aedes", "aedes/s2", "aedes/s2/c.wav"), ("aedes", "aedes/s2", "aedes/s2/d.wav"),
                      ("culex", "culex/s3", "culex/s3/e.wav"), ("culex", "culex/s3", "culex/s3/f.wav")}
     assert len(samples) == len(found)
-    assert len(discover_unlabeled(data)) == 6
+    assert len(discover_unlabelled(data)) == 6
     assert len(expand_inputs([data / "aedes"])) == 4
     everything = [p.relative_to(data).as_posix() for p in files_under(data)]
     assert len(everything) == len(set(everything)) and not any("back" in p for p in everything)

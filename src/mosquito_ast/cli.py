@@ -31,7 +31,7 @@ COMMANDS: dict[str, type[Params]] = {}
 # Errors about the user's input, as (module, class): printed as one line, exit code 2, no traceback.
 USER_ERRORS = (("mosquito_ast.params", "ConfigError"), ("mosquito_ast.data", "DatasetError"),
                ("mosquito_ast_lite.audio", "AudioError"), ("mosquito_ast.inference.votes", "WeightsError"),
-               ("mosquito_ast.checkpoints", "CheckpointError"), ("mosquito_ast_lite.io", "OutputFolderError"), ("mosquito_ast.training.loop", "DivergedError"),
+               ("mosquito_ast.checkpoints", "CheckpointError"), ("mosquito_ast_lite.io", "OutputFolderError"), ("mosquito_ast.training.callbacks", "DivergedError"),
                ("yaml", "YAMLError"), ("builtins", "FileExistsError"), ("builtins", "FileNotFoundError"))
 
 
@@ -151,9 +151,10 @@ def _split(params: SplitParams) -> None:
                SegmentSettings(params.clip_seconds, params.hop_seconds, params.tail, params.min_rms_db))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SplitWarning)
-        report = make_split(params.data, params.output, params.mode, params.group_by, params.validation_fraction,
-                            params.seed, params.folds, params.link, params.overwrite, segment, params.progress,
-                            params.test_fraction)
+        report = make_split(params.data, params.output, params.mode, group_by=params.group_by,
+                            validation_fraction=params.validation_fraction, seed=params.seed, folds=params.folds,
+                            link=params.link, overwrite=params.overwrite, segment=segment, progress=params.progress,
+                            test_fraction=params.test_fraction)
     for note in report["warnings"]:
         typer.echo(f"warning: {note}", err=True)
     typer.echo(f"{params.mode} split of {report['files']} files in {report['recording_groups']} recording groups"

@@ -117,3 +117,21 @@ def check_validation_labels(train_labels: Sequence[str], validation: Iterable[Sa
     unknown = sorted({s.label for s in validation} - set(train_labels))
     if unknown:
         raise DatasetError(f"validation classes missing from training: {', '.join(unknown)}")
+
+
+def discover_unlabelled(source: str | Path) -> list[str]:
+    """Audio files under a folder (any depth, any layout) or listed in a manifest CSV's 'path' column."""
+    source = Path(source)
+    if not source.exists():
+        raise DatasetError(f"{source}: no such file or directory")
+    if source.is_file():
+        with open(source, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if not rows or "path" not in rows[0]:
+            raise DatasetError(f"{source}: a manifest needs a header with a 'path' column")
+        paths = [Path(row["path"]) for row in rows]
+        return [str(p if p.is_absolute() else source.parent / p) for p in paths]
+    paths = sorted(str(p) for p in files_under(source) if is_audio_file(p))
+    if not paths:
+        raise DatasetError(f"{source}: no audio files found (searched all sub-folders)")
+    return paths

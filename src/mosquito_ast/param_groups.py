@@ -22,11 +22,11 @@ def precision_option() -> Any:
 
 
 def inference_precision_option() -> Any:
-    return option("auto", "auto (bf16 weights on GPUs and CPUs with AMX/AVX512-BF16, else 32), 32, bf16-mixed, 16-mixed, or int8 (CPU: each member as an onnxruntime graph with int8 weights, built once with a check against fp32 and cached; see README, Precision and speed).", INFERENCE_PRECISIONS, group=SYSTEM)
+    return option("auto", "auto (bf16 where the hardware has it, else 32), 32, bf16-mixed, 16-mixed, or int8 (CPU: each member as a cached onnxruntime graph with int8 weights; README, Precision and speed).", INFERENCE_PRECISIONS, group=SYSTEM)
 
 
 def forest_option() -> Any:
-    return option(True, "Vote with the spectrum-forest member(s) found under --models (model.onnx + config.json, fitted by train; their share of the soft vote is in their config.json); --no-spectrum-forest uses the AST members alone.", group=MODEL)
+    return option(True, "Vote with the spectrum-forest member(s) under --models (fitted by train; their vote share is in their config.json); --no-spectrum-forest uses the AST members alone.", group=MODEL)
 
 
 def progress_option(help: str = "Show progress bars.") -> Any:
@@ -84,7 +84,7 @@ class LoopParams(Params):
     patience: int = option(0, "Stop after N epochs without a better --metric on the validation set; the best epoch is kept (0 = run every epoch).", group=LOOP)
     norm_stats: str = option("audioset", "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std).", NORM_STATS, group=DATA)
     resume: bool = option(False, "Continue an interrupted run from its last checkpoint.", group=OUTPUT)
-    checkpoint_minutes: float = option(5.0, "Write the resumable last.ckpt after an epoch once this many minutes have passed since the run (or the last one) started: an interruption loses at most that much work (0 = after every epoch; AST-base writes about 1 GB each time).", group=OUTPUT)
+    checkpoint_minutes: float = option(5.0, "Write the resumable last.ckpt after an epoch once this many minutes have passed since the last one: an interruption loses at most that much work (0 = every epoch; AST-base writes about 1 GB).", group=OUTPUT)
     overwrite: bool = option(False, "Replace an existing member at <output>/best/<postfix>/.", group=OUTPUT)
     progress: bool = progress_option()
 

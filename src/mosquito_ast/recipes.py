@@ -40,9 +40,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 RECIPE_PARAMETERS = tuple(RECIPES[SCRATCH])
 # How `distill` teaches by default: function matching (Beyer et al. 2022, "a good teacher is patient and
 # consistent"): the teachers score every augmented, mixed batch the student sees and the student learns their
-# vote alone (KL at T = 1, no cross-entropy with the labels). On benchmarks/quality.py's session folds, 10
-# student seeds, it scored 0.518 ± 0.015 / 0.510 ± 0.017 against 0.452 ± 0.028 / 0.453 ± 0.046 for fixed
-# targets with masks, alpha 0.5, T 2 (the README has the runs).
+# vote alone (KL at T = 1, no cross-entropy with the labels); benchmarks/README.md has the figures.
 FUNCTION_MATCHING: dict[str, Any] = {"augment": ["mask", "mixup"], "teaching": "consistent", "alpha": 1.0,
                                      "temperature": 1.0}
 # Parameters whose start value the checkpoint defines rather than the recipe.

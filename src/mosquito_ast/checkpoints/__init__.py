@@ -9,7 +9,8 @@ A checkpoint folder holds `model.safetensors` and, except for the old notebooks'
 - a Hugging Face AST checkpoint (`model_type` audio-spectrogram-transformer), local or a hub id;
 - an old-notebook folder: weights only (keys `encoder.*` next to `projector.*`/`decoder.*` or
   `classifier.*`), AST-base at 1024 frames, transformers 4.x key names.
-Every encoder is built by `encoder.encoder_from_state`. This module imports no torch, so the file
+Our formats' and the old notebooks' encoders are built by `encoder.encoder_from_state`, Hugging Face
+folders and hub ids by transformers' `from_pretrained`. This module imports no torch, so the file
 names serve light callers (the sweep planner) too.
 """
 

@@ -25,7 +25,7 @@ def _write_config(folder: Path, config: Mapping[str, Any]) -> None:
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
 
 
-def save_member(model: ASTClassifier, folder: str | Path, features: FeatureSettings, extra: dict[str, Any],
+def save_member(model: ASTClassifier, folder: str | Path, features: FeatureSettings, provenance: dict[str, Any],
                 overwrite: bool = True) -> Path:
     """Write a member folder atomically: a reader sees the old member or the new one, never half."""
     folder = Path(folder)
@@ -40,7 +40,7 @@ def save_member(model: ASTClassifier, folder: str | Path, features: FeatureSetti
         "labels": model.labels,
         "id2label": {str(i): name for i, name in enumerate(model.labels)},
         "features": features.to_dict(),
-        **extra,
+        **provenance,
     }
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     with atomic_directory(folder, MEMBER_FOLDER) as staging:
@@ -49,11 +49,11 @@ def save_member(model: ASTClassifier, folder: str | Path, features: FeatureSetti
     return folder
 
 
-def promote_member(candidate: str | Path, folder: str | Path, extra: dict[str, Any]) -> Path:
-    """Put an exported member in place with `extra` added to its config, atomically. The weights are
+def promote_member(candidate: str | Path, folder: str | Path, selection: dict[str, Any]) -> Path:
+    """Put an exported member in place with its `selection` record added to its config, atomically. The weights are
     hard-linked (copied across file systems), not loaded and rewritten: AST-base's are 350 MB."""
     candidate = Path(candidate)
-    config = {**json.loads((candidate / CONFIG_NAME).read_text()), **extra}
+    config = {**json.loads((candidate / CONFIG_NAME).read_text()), **selection}
     with atomic_directory(folder, MEMBER_FOLDER) as staging:
         try:
             os.link(candidate / WEIGHTS_NAME, staging / WEIGHTS_NAME)

@@ -122,31 +122,6 @@ def load_pretrained_encoder(source: str | Path) -> ASTModel:
     return encoder_from_state(load_file(str(weights_file)), config, weights_file)
 
 
-def _check_compatible(source: ASTConfig, target: ASTConfig, origin: str) -> None:
-    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                 "patch_size", "frequency_stride", "time_stride", "num_mel_bins"):
-        if getattr(source, name) != getattr(target, name):
-            raise CheckpointError(
-                f"{origin}: checkpoint has {name}={getattr(source, name)}, the model needs "
-                f"{getattr(target, name)}; pick the matching --preset"
-            )
-
-
-def _copy_resized(loaded: ASTModel, target: ASTModel, origin: str, assign: bool = False) -> None:
-    """Load `loaded`'s weights into `target`, position embeddings resized; `assign` hands the tensors
-    over instead of copying them (for a target built on the meta device)."""
-    _check_compatible(loaded.config, target.config, origin)
-    state = loaded.state_dict()
-    key = "embeddings.position_embeddings"
-    state[key] = resize_position_embeddings(state[key], loaded.config, target.config)
-    target.load_state_dict(state, assign=assign)
-
-
-def load_encoder_into(target: ASTModel, source: str | Path) -> None:
-    """Copy a checkpoint's encoder weights into `target`, resizing position embeddings to its length."""
-    _copy_resized(load_pretrained_encoder(source), target, str(source))
-
-
 def encoder_from_checkpoint(source: str | Path, features: FeatureSettings, dropout: float = 0.0) -> ASTModel:
     """The checkpoint's architecture at the clip's frame count, with its weights (position embeddings
     resized): fine-tuning or continued pretraining needs no --preset that matches the checkpoint."""
@@ -158,5 +133,8 @@ def encoder_from_checkpoint(source: str | Path, features: FeatureSettings, dropo
               "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     with torch.device("meta"):  # every weight is assigned next: random initialisation would be wasted
         encoder = ASTModel(ASTConfig(**values))
-    _copy_resized(loaded, encoder, str(source), assign=True)
+    state = loaded.state_dict()
+    key = "embeddings.position_embeddings"
+    state[key] = resize_position_embeddings(state[key], loaded.config, encoder.config)
+    encoder.load_state_dict(state, assign=True)  # tensors handed over, not copied into meta ones
     return encoder

@@ -18,7 +18,7 @@ from .encoder import config_to_dict
 
 
 def save_pretrained(model: SSLModel, folder: str | Path, features: FeatureSettings,
-                    extra: dict[str, Any] | None = None) -> Path:
+                    provenance: dict[str, Any] | None = None) -> Path:
     """Write `model.safetensors` then `config.json`, each atomically (the config names the weights' format)."""
     folder = Path(folder)
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
@@ -28,6 +28,6 @@ def save_pretrained(model: SSLModel, folder: str | Path, features: FeatureSettin
               "encoder": config_to_dict(model.encoder.config),
               "objective": {"name": model.objective, **model.options},
               "features": features.to_dict(),
-              **(extra or {})}
+              **(provenance or {})}
     atomic_write_json(folder / CONFIG_NAME, config)
     return folder

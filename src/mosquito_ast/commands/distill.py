@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from .. import __version__
 from ..checkpoints import model_folders
 from ..checkpoints.classifier import save_member
 from ..config import ConfigError, DistillParams
@@ -45,10 +44,9 @@ from ..inference.int8 import attach, graph_folder
 from ..models.classifier import ASTClassifier
 from ..models.encoder import build_encoder, encoder_config
 from ..inference.onnx_graphs import EnsembleGraph
-from ..training.datasets import ClipDataModule, ClipSet, load_clip_set
-from ..training.loop import claimed_run, drop_checkpoint, fit_run
-from ..training.optim import optimizer_steps
-from .pretrain import load_unlabeled
+from ..training.datasets import ClipDataModule, ClipSet, load_clip_set, load_unlabelled, validation_set
+from ..training.optim import run_steps
+from ..training.run import Run, claimed_run, finish, fit_run, run_provenance, student_run
 from ..recipes import distill_defaults, values_in_effect
 from .train import ClassifierModule, augment_features, balanced_class_weights
 
@@ -185,12 +183,6 @@ def labelled_samples(source: str | Path, use_labels: str, labels: Sequence[str],
     return samples
 
 
-def working_folder(output: str | Path) -> Path:
-    """Checkpoints and history beside the student: `<output>-run/`."""
-    output = Path(output)
-    return output.with_name(output.name + "-run")
-
-
 def student_settings(params: DistillParams, teacher: FeatureSettings, features: np.ndarray) -> FeatureSettings:
     if params.norm_stats == "audioset":
         return teacher.with_stats(AUDIOSET_MEAN, AUDIOSET_STD)
@@ -209,66 +201,39 @@ def training_groups(members: Sequence[Member], samples: list[Sample] | None) -> 
 
 def distill(params: DistillParams, callbacks: Sequence[Callback] = ()) -> Path:
     """Train one student on the soft votes of the members under `params.models`; returns its folder."""
-    member_dir, run_dir = Path(params.output), working_folder(params.output)
-    inside = [root for root in model_folders(params.models) if member_dir.resolve().is_relative_to(root.resolve())]
+    run = student_run(params.output)
+    inside = [root for root in model_folders(params.models) if run.output.resolve().is_relative_to(root.resolve())]
     if inside:
-        raise ConfigError(f"--output {member_dir} lies inside --models {inside[0]}: the student would be "
+        raise ConfigError(f"--output {run.output} lies inside --models {inside[0]}: the student would be "
                           f"taken for a teacher; put it elsewhere")
-    return claimed_run(member_dir, run_dir, params.overwrite, params.resume,
-                       lambda last_checkpoint: fit_student(params, callbacks, member_dir, run_dir, last_checkpoint))
+    return claimed_run(run, params.overwrite, params.resume,
+                       lambda last_checkpoint: fit_student(params, callbacks, run, last_checkpoint))
 
 
-def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir: Path, run_dir: Path,
-                last_checkpoint: Path) -> Path:
+def fit_student(params: DistillParams, callbacks: Sequence[Callback], run: Run, last_checkpoint: Path) -> Path:
     """`distill`'s work once the run folder is this process's own."""
     precision = resolve_precision(params.precision)
-    threads = use_physical_cores()
     members, weights = load_teachers(params)
     labels = ensemble_labels(members)
     teacher_settings = members[0].features
     samples = labelled_samples(params.data, params.use_labels, labels, params.group_by)
     print(f"distill: {len(members)} teachers{' (int8)' if params.int8_teachers else ''} -> {params.preset} student, "
-          f"T {params.temperature:g}, alpha {params.alpha:g}, precision {precision}, {threads} CPU threads")
+          f"T {params.temperature:g}, alpha {params.alpha:g}, precision {precision}, "
+          f"{use_physical_cores()} CPU threads")
     stats = f"mean {teacher_settings.norm_mean:.4g}, std {teacher_settings.norm_std:.4g}"
     print(values_in_effect(params, distill_defaults(), {"norm_stats": stats} if params.norm_stats == "teachers" else {}))
     L.seed_everything(params.seed, verbose=False)
 
-    if samples is not None:
-        train_set = load_clip_set(params.data, params, teacher_settings, params.progress, unlabelled=True)
-        train_targets = train_set.targets(labels)
-        train_targets = train_targets if bool((train_targets >= 0).any()) else None
-    else:
-        paths, features = load_unlabeled(params.data, params, teacher_settings)
-        train_set, train_targets = ClipSet([Sample(p, "", "") for p in paths], features), None
-    if not len(train_set.features):
-        raise DatasetError(f"{params.data}: no readable clips to distil on")
-    val_set = (load_clip_set(params.validation_dir, params, teacher_settings, params.progress) if params.validation_dir
-               else ClipSet([], np.zeros((0, *train_set.features.shape[1:]), np.float32)))
-    unknown = sorted({s.label for s in val_set.samples} - set(labels))
-    if unknown:
-        raise DatasetError(f"{params.validation_dir}: classes the teachers do not know: {', '.join(unknown)}")
+    train_set, train_targets, val_set = student_sets(params, samples, labels, teacher_settings)
     alpha = params.alpha if train_targets is not None else 1.0
     if alpha != params.alpha:
         print(f"distill: {params.data} has no labels; training on the KL term alone (alpha 1)")
-
     if params.int8_teachers:
         attach(members, graph_folder(params.cache_dir, params.no_cache))
-    key = teacher_settings.extraction_key()
-    probabilities = score_features(members, {key: train_set.features}, "int8" if params.int8_teachers else precision,
-                                   progress=params.progress)
-    vote = soft_vote(probabilities, weights)
-    teacher = tempered(vote, params.temperature)
-    if train_targets is not None:
-        known = train_targets.numpy() >= 0
-        agreement = float((vote.argmax(1)[known] == train_targets.numpy()[known]).mean())
-        print(f"  soft vote agrees with {agreement:.1%} of the {int(known.sum())} labels of {params.data}"
-              + (f" ({int((~known).sum())} clips unlabelled)" if not known.all() else "")
-              + ("; with alpha 1 the student learns the vote alone" if alpha == 1 else ""))
+    teacher = teacher_targets(params, members, weights, train_set, train_targets, alpha, precision)
 
     settings = student_settings(params, teacher_settings, train_set.features)
     model = ASTClassifier(build_encoder(encoder_config(params.preset, settings, params.dropout)), labels)
-    schedule = [params.batch_size_for(e) for e in range(params.epochs)]
-    total_steps = optimizer_steps(len(train_set.features), schedule, params.grad_accumulation)
     class_weights = None
     if params.class_weight == "balanced" and train_targets is not None:
         class_weights = balanced_class_weights(train_targets[train_targets >= 0], len(labels))
@@ -279,10 +244,11 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
         params.batch_size_for, params.seed)
     teachers = (TeacherVote(members, weights, settings, params.temperature, params.int8_teachers)
                 if params.teaching == "consistent" else None)
-    module = DistillModule(model, params, total_steps, settings, alpha, class_weights, teachers)
-    fit_run(module, datamodule, params, precision, run_dir, f"distillation into {member_dir}", list(callbacks),
-            last_checkpoint, validate=bool(val_set.samples))
-    teacher_names = [m.name for m in members]
+    module = DistillModule(model, params, run_steps(params, len(train_set.features)), settings, alpha, class_weights,
+                           teachers)
+    fit_run(module, datamodule, params, precision, run, list(callbacks), last_checkpoint,
+            validate=bool(val_set.samples))
+    value = module.history[-1].get("balanced_accuracy") if module.history else None
     data = {"train": str(params.data) if samples is not None else "",
             "validation": str(params.validation_dir or ""),
             "train_clips": len(train_set.features),
@@ -293,26 +259,61 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], member_dir
     groups = training_groups(members, None if samples is None else train_set.samples)
     if groups is not None:
         data["train_groups"] = groups  # with the teachers': the student learned from them too
-    value = module.history[-1].get("balanced_accuracy") if module.history else None
-    extra = {
-        "training": params.to_dict(),
-        "precision": precision,
-        "data": data,
-        "distilled_from": teacher_names,
-        "distillation": {
-            "teachers": [{"name": m.name, "folder": str(m.folder), "weight": float(w)}
+    provenance = run_provenance("training", params, precision, data, distilled_from=[m.name for m in members],
+                       distillation=distillation_record(params, members, weights, alpha, train_targets is not None),
+                       history=module.history, best_epoch=len(module.history), selected="last",
+                       best_metric={"name": "balanced_accuracy", "value": value})
+    save_member(module.model, run.output, settings, provenance)
+    finish(last_checkpoint)
+    shown = f"validation balanced accuracy {value:.4f}" if value is not None else "no validation set"
+    print(f"last epoch {len(module.history)}: {shown} -> {run.output}")
+    return run.output
+
+
+def student_sets(params: DistillParams, samples: list[Sample] | None, labels: list[str],
+                 settings: FeatureSettings) -> tuple[ClipSet, torch.Tensor | None, ClipSet]:
+    """(training clips, their class ids or None without any label, validation clips) in the teachers'
+    feature settings."""
+    if samples is not None:
+        train_set = load_clip_set(params.data, params, settings, params.progress, unlabelled=True)
+        train_targets = train_set.targets(labels)
+        train_targets = train_targets if bool((train_targets >= 0).any()) else None
+    else:
+        paths, features = load_unlabelled(params.data, params, settings, params.progress)
+        train_set, train_targets = ClipSet([Sample(p, "", "") for p in paths], features), None
+    if not len(train_set.features):
+        raise DatasetError(f"{params.data}: no readable clips to distil on")
+    val_set = validation_set(params.validation_dir, params, settings, params.progress, train_set)
+    unknown = sorted({s.label for s in val_set.samples} - set(labels))
+    if unknown:
+        raise DatasetError(f"{params.validation_dir}: classes the teachers do not know: {', '.join(unknown)}")
+    return train_set, train_targets, val_set
+
+
+def teacher_targets(params: DistillParams, members: Sequence[Member], weights: np.ndarray, train_set: ClipSet,
+                    train_targets: torch.Tensor | None, alpha: float, precision: str) -> np.ndarray:
+    """The teachers' tempered soft vote on the un-augmented clips (the targets of `--teaching fixed`),
+    and how often it agrees with the labels there are."""
+    key = members[0].features.extraction_key()
+    probabilities = score_features(members, {key: train_set.features}, "int8" if params.int8_teachers else precision,
+                                   progress=params.progress)
+    vote = soft_vote(probabilities, weights)
+    if train_targets is not None:
+        known = train_targets.numpy() >= 0
+        agreement = float((vote.argmax(1)[known] == train_targets.numpy()[known]).mean())
+        print(f"  soft vote agrees with {agreement:.1%} of the {int(known.sum())} labels of {params.data}"
+              + (f" ({int((~known).sum())} clips unlabelled)" if not known.all() else "")
+              + ("; with alpha 1 the student learns the vote alone" if alpha == 1 else ""))
+    return tempered(vote, params.temperature)
+
+
+def distillation_record(params: DistillParams, members: Sequence[Member], weights: np.ndarray, alpha: float,
+                        labelled: bool) -> dict:
+    """What the student's config records of its teachers and targets."""
+    when = ("on every augmented batch as the student sees it" if params.teaching == "consistent"
+            else "once on the un-augmented clips")
+    return {"teachers": [{"name": m.name, "folder": str(m.folder), "weight": float(w)}
                          for m, w in zip(members, weights)],
             "models": params.models, "data": str(params.data), "temperature": params.temperature,
-            "alpha": alpha, "alpha_requested": params.alpha, "labelled": train_targets is not None,
-            "soft_targets": "softmax(log(weighted mean of member probabilities) / T), computed once on the "
-                            "un-augmented clips",
-        },
-        "mosquito_ast_version": __version__,
-        "history": module.history, "best_epoch": len(module.history), "selected": "last",
-        "best_metric": {"name": "balanced_accuracy", "value": value},
-    }
-    save_member(module.model, member_dir, settings, extra)
-    drop_checkpoint(last_checkpoint)
-    shown = f"validation balanced accuracy {value:.4f}" if value is not None else "no validation set"
-    print(f"last epoch {len(module.history)}: {shown} -> {member_dir}")
-    return member_dir
+            "alpha": alpha, "alpha_requested": params.alpha, "labelled": labelled,
+            "soft_targets": f"softmax(log(weighted mean of member probabilities) / T), computed {when}"}

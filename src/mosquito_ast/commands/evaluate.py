@@ -27,11 +27,12 @@ from ..inference.forest import ForestMember, forest_probabilities, load_forests,
 from ..inference.members import Member, ensemble_labels, load_members, predict_probabilities
 from ..evaluation.coverage import coverage_table, headline
 from ..evaluation.metrics import (bootstrap_intervals, confusion, label_metrics, per_class_table, probability_metrics)
+from ..evaluation.member_tables import forest_table, member_table, selected_on
+from ..evaluation.tables import GAIN_METRICS
 from ..evaluation.results import (BEST, ENSEMBLES, EVALUATION_FOLDER, HARD, MEAN, SOFT, Assessment,
                                   EnsembleEvaluation)
 
 BEST_BY = "balanced_accuracy"
-GAIN_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro")
 HARD_VOTE_SCORES = ("hard vote: ECE and ROC-AUC use the (weighted) vote shares as scores; its log loss is "
                     "undefined, since vote shares are 0 for classes no member chose")
 
@@ -117,17 +118,6 @@ def recording_keys(samples: Sequence[Sample]) -> list[str]:
     return [s.group if len(labels_of[s.group]) == 1 else f"{s.group} [{s.label}]" for s in samples]
 
 
-def selected_on(member: Member, here: Path) -> bool | None:
-    """Whether the member picked its best epoch on the evaluated folder; None where its config records no
-    data (old-notebook members), so nobody can tell."""
-    data = member.config.get("data")
-    if data is None:
-        return None
-    validation = data.get("validation")
-    return (member.config.get("selected", "best") == "best" and bool(validation)
-            and Path(validation).resolve() == here)
-
-
 def leakage_checks(members: Sequence[Member], samples: Sequence[Sample], params: EvaluateParams) -> tuple[list[str], list[str]]:
     """(warnings, notes): recordings shared between the evaluated set and members' training sets,
     members trained or tuned on this very set, and members whose training recordings are unknown."""
@@ -183,50 +173,10 @@ def fit_baselines(members: Sequence[Member], samples: Sequence[Sample], labels: 
                            f"{', '.join(sources)}")
 
 
-def member_table(members: Sequence[Member], weights: np.ndarray, samples: Sequence[Sample],
-                 data_dir: str) -> pd.DataFrame:
-    evaluated = {s.group for s in samples}
-    here = Path(data_dir).resolve()
-    rows = []
-    for member, weight in zip(members, weights):
-        training = member.config.get("training", {})
-        data = member.config.get("data", {})
-        groups = member.train_groups
-        augment = training.get("augment")
-        rows.append({
-            "member": member.name, "folder": str(member.folder), "format": member.format, "weight": weight,
-            "feature_settings": member.features.extraction_key(), "norm_mean": member.features.norm_mean,
-            "norm_std": member.features.norm_std, "preset_hidden_size": member.model.encoder.config.hidden_size,
-            "encoder_layers": member.model.encoder.config.num_hidden_layers, "preset": training.get("preset"),
-            "norm_stats": training.get("norm_stats"),
-            "augment": None if augment is None else "+".join(augment) or "none", "epochs": training.get("epochs"),
-            "selected": member.config.get("selected"),
-            "selection_metric": (member.config.get("best_metric") or {}).get("name"),
-            "validation_data": data.get("validation"), "selected_on_evaluated": selected_on(member, here),
-            "seed": training.get("seed"), "optimizer": training.get("optimizer"), "scheduler": training.get("scheduler"),
-            "learning_rate": training.get("learning_rate"), "freeze": training.get("freeze"),
-            "best_epoch": member.config.get("best_epoch"), "train_data": data.get("train"),
-            "train_clips": data.get("train_clips"),
-            "train_groups": "unknown" if groups is None else "; ".join(groups),
-            "shared_groups": "" if groups is None else "; ".join(sorted(evaluated & set(groups))),
-        })
-    return pd.DataFrame(rows)
-
-
-def forest_table(forests: Sequence[ForestMember], weights: np.ndarray, samples: Sequence[Sample]) -> pd.DataFrame:
-    """members.csv rows of the spectrum forests: what they are, their share, what they learned from."""
-    evaluated = {s.group for s in samples}
-    rows = []
-    for forest, weight in zip(forests, weights):
-        data = forest.config.get("data", {})
-        groups = data.get("train_groups", [])
-        rows.append({"member": forest.name, "folder": str(forest.folder), "format": "spectrum-forest",
-                     "weight": weight, "feature_settings": forest.features.extraction_key(),
-                     "train_clips": data.get("train_clips"), "train_groups": "; ".join(groups),
-                     "shared_groups": "; ".join(sorted(evaluated & set(groups))), "selected_on_evaluated": False,
-                     "training_digest": forest.config.get("training_digest"),
-                     "trees": forest.config.get("forest", {}).get("n_estimators")})
-    return pd.DataFrame(rows)
+def scoring_record(params: EvaluateParams) -> dict:
+    """How the intervals and the calibration error were computed."""
+    return {"bootstrap": {"resamples": params.bootstrap, "seed": params.seed, "level": 0.95, "unit": "recording"},
+            "ece_bins": params.ece_bins}
 
 
 def level_metrics(assessment: Assessment) -> dict:
@@ -236,6 +186,26 @@ def level_metrics(assessment: Assessment) -> dict:
             "gain": assessment.gain, "confusion_matrix": assessment.confusion,
             "per_class": {s: t.drop(columns="system").to_dict(orient="records")
                           for s, t in assessment.per_class.groupby("system", sort=False)}}
+
+
+def clip_probabilities(params: EvaluateParams, members: Sequence[Member], forests: Sequence[ForestMember],
+                       labels: list[str]) -> tuple[list[Sample], np.ndarray, list[AudioError]]:
+    """(readable clips of `params.data`, (systems, clips, classes) probabilities of the members then the
+    forests, the files skipped); a class no member knows is an error."""
+    samples = discover(params.data, params.group_by)
+    unknown = sorted({s.label for s in samples} - set(labels))
+    if unknown:
+        raise DatasetError(f"{params.data}: classes no member knows: {', '.join(unknown)} "
+                           f"(members know {', '.join(labels)})")
+    predicted = predict_probabilities(members, [s.path for s in samples], params, params.batch_size, params.progress)
+    check_bad_files(params.data, predicted.bad, len(samples), params.max_bad_fraction)
+    probabilities = np.concatenate([predicted.probabilities, forest_probabilities(
+        forests, predicted.paths, labels, open_cache(params.cache_dir, params.no_cache), params.num_workers)])
+    readable = set(predicted.paths)
+    samples = [s for s in samples if s.path in readable]
+    if not samples:
+        raise DatasetError(f"{params.data}: no readable clips to evaluate")
+    return samples, probabilities, predicted.bad
 
 
 def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None,
@@ -258,23 +228,11 @@ def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None,
     print(f"evaluate: {len(members)} members, {len(forests)} spectrum forest(s), precision {precision}, "
           f"{threads} CPU threads")
 
-    samples = discover(params.data, params.group_by)
-    unknown = sorted({s.label for s in samples} - set(labels))
-    if unknown:
-        raise DatasetError(f"{params.data}: classes no member knows: {', '.join(unknown)} "
-                           f"(members know {', '.join(labels)})")
     if precision == "int8":
         from ..inference.int8 import attach, graph_folder
 
         attach(members, graph_folder(params.cache_dir, params.no_cache))
-    predicted = predict_probabilities(members, [s.path for s in samples], params, params.batch_size, params.progress)
-    check_bad_files(params.data, predicted.bad, len(samples), params.max_bad_fraction)
-    probabilities = np.concatenate([predicted.probabilities, forest_probabilities(
-        forests, predicted.paths, labels, open_cache(params.cache_dir, params.no_cache), params.num_workers)])
-    readable = set(predicted.paths)
-    samples = [s for s in samples if s.path in readable]
-    if not samples:
-        raise DatasetError(f"{params.data}: no readable clips to evaluate")
+    samples, probabilities, bad = clip_probabilities(params, members, forests, labels)
     index = {name: i for i, name in enumerate(labels)}
     y_true = np.array([index[s.label] for s in samples])
     options = dict(resamples=params.bootstrap, seed=params.seed, ece_bins=params.ece_bins)
@@ -284,11 +242,9 @@ def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None,
                    groups=keys, hard_weights=hard_weights)
 
     groups, pooled = pool_by_group(probabilities, keys)
-    truth_of = dict(zip(keys, y_true))
-    group_truth = np.array([truth_of[g] for g in groups])
-    pooled_baselines = {name: pool_by_group(p, keys)[1] for name, p in baselines.items()}
-    recordings = assess(group_truth, pooled, names, weights, labels, **options, baselines=pooled_baselines,
-                        hard_weights=hard_weights)
+    group_truth = np.array([dict(zip(keys, y_true))[g] for g in groups])
+    recordings = assess(group_truth, pooled, names, weights, labels, **options, hard_weights=hard_weights,
+                        baselines={name: pool_by_group(p, keys)[1] for name, p in baselines.items()})
 
     coverage = coverage_table(y_true, probabilities, weights, clips.scores, clips.predicted,
                               clips.best_member)
@@ -297,18 +253,13 @@ def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None,
         notes.append(baseline_note)
     for line in warnings:
         print(f"warning: {line}")
-    metrics = {
-        "models": [str(folder) for folder in model_folders(params.models)], "data": str(params.data), "labels": labels, "members": names,
-        "weights": dict(zip(names, weights.tolist())), "precision": precision,
-        "clips": len(samples), "recordings": len(groups), "group_by": params.group_by,
-        "skipped_files": [str(e) for e in predicted.bad],
-        "bootstrap": {"resamples": params.bootstrap, "seed": params.seed, "level": 0.95,
-                      "unit": "recording"},
-        "ece_bins": params.ece_bins,
-        "clip_level": level_metrics(clips), "recording_level": level_metrics(recordings),
-        "coverage_headline": headline(coverage),
-        "warnings": warnings, "notes": [HARD_VOTE_SCORES, *notes],
-    }
+    metrics = {"models": [str(folder) for folder in model_folders(params.models)], "data": str(params.data),
+               "labels": labels, "members": names, "weights": dict(zip(names, weights.tolist())),
+               "precision": precision, "clips": len(samples), "recordings": len(groups),
+               "group_by": params.group_by, "skipped_files": [str(e) for e in bad],
+               **scoring_record(params), "clip_level": level_metrics(clips),
+               "recording_level": level_metrics(recordings), "coverage_headline": headline(coverage),
+               "warnings": warnings, "notes": [HARD_VOTE_SCORES, *notes]}
     return EnsembleEvaluation(
         predictions=prediction_table([s.path for s in samples], keys, y_true, clips, labels, "path"),
         members=pd.concat([member_table(members, weights, samples, params.data),

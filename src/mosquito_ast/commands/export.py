@@ -1,21 +1,17 @@
 """`export`: a member, or a whole ensemble with its soft vote, as one ONNX graph from the clip's fbank to
 class probabilities, with a `model.json` beside it; `--int8` adds an onnxruntime-quantized copy.
 
-The graph (`onnx_graphs.EnsembleGraph`) takes the un-normalized log-mel fbank exactly as `features.fbank`
-returns it, input `fbank` (batch, frames, mel) float32 with a dynamic batch axis. Inside it each member
-normalizes with its own statistics ((x - mean) / (2 * std)), runs, and takes its softmax; the columns follow
-the first member's label order (`ensemble_labels`) and the members' probabilities are averaged with the
-vote's weights. Output `probabilities` (batch, classes) float32. A runtime without PyTorch
+The graph (`onnx_graphs.EnsembleGraph`) takes the un-normalized log-mel fbank as `features.fbank` returns
+it, input `fbank` (batch, frames, mel) float32. Inside it each member normalizes with its own statistics,
+runs and takes its softmax; the columns follow the first member's label order and the probabilities are
+averaged with the vote's weights into `probabilities` (batch, classes). A runtime without PyTorch
 (`mosquito_ast_lite`) needs only the fbank and onnxruntime.
 
-The export checks itself: onnxruntime and PyTorch (`score_features` + `soft_vote`, the path of
-`evaluate` and `predict`, in fp32) score the same clips, and the largest probability difference and the
-share of identical labels are printed and recorded in model.json.
-
-The ONNX file says what it is without model.json: its metadata (key `mosquito_ast`) holds the labels,
-feature settings, members and tool version. Weights beyond what one protobuf file holds (2 GB: about
-six AST-base members) go to one external data file beside the graph (`model.onnx.data`), which
-onnxruntime reads from the same folder; model.json lists every file of the export under "files".
+The export checks itself: onnxruntime and PyTorch (the path of `evaluate` and `predict`, in fp32) score
+the same clips; the largest probability difference and the share of identical labels go into model.json.
+The ONNX file's metadata (key `mosquito_ast`) holds the labels, feature settings, members and tool
+version. Weights beyond 2 GB (about six AST-base members) go to one external data file beside the graph
+(`model.onnx.data`); model.json lists every file of the export under "files".
 """
 
 from __future__ import annotations
@@ -24,19 +20,18 @@ import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from mosquito_ast_lite.audio import is_audio_file
-from mosquito_ast_lite.files import files_under
 from mosquito_ast_lite.io import FolderKind, atomic_path, atomic_write_json, check_replaceable
 
 from .. import __version__
 from ..checkpoints import CheckpointError
 from ..config import ConfigError, ExportParams
-from ..data import DatasetError, Sample, discover
+from ..data import DatasetError, Sample, discover, discover_unlabelled
 from ..inference.votes import parse_weights, soft_vote
 from ..inference.forest import ForestMember, join_forests, load_forests, vote_weights
 from ..inference.members import Member, ensemble_labels, load_members, score_features
@@ -51,8 +46,7 @@ ONNX_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
 JSON_NAME = "model.json"
 EXPORT_FOLDER = FolderKind("an export", (JSON_NAME,), (JSON_NAME, ONNX_NAME, INT8_NAME, "*.onnx.data"))
-# Dynamic quantization: both tried; QInt8 (u8s8 kernels, the fast path of x86 VNNI and ARM dot products:
-# AST-base 1.6x bf16 weights on an AVX512-VNNI EPYC, QUInt8 0.9x) kept unless QUInt8 agrees on more clips.
+# Dynamic quantization: both tried, QInt8 kept unless QUInt8 agrees on more clips (speeds: benchmarks/README.md).
 WEIGHT_TYPES = ("QInt8", "QUInt8")
 MAX_ONNX_BYTES = 2 * 1024 ** 3 - 64 * 1024 ** 2  # one protobuf file holds < 2 GiB; keep a margin for the graph
 METADATA_KEY = "mosquito_ast"
@@ -124,22 +118,11 @@ def training_clips(members: Sequence[Member]) -> tuple[list[Sample], str] | None
     return None
 
 
-def audio_files(source: str | Path) -> list[str]:
-    """Audio files of a folder (searched recursively) or the paths of a manifest CSV."""
-    source = Path(source)
-    if source.is_dir():
-        found = sorted(str(p) for p in files_under(source) if is_audio_file(p))
-        if not found:
-            raise DatasetError(f"{source}: no audio files found")
-        return found
-    return [s.path for s in discover(source)]
-
-
 def check_clips(members: Sequence[Member], params: ExportParams, workdir: Path) -> tuple[list[str], str]:
     """Paths of the self-check clips and where they come from: --check-data, else the members' training
     clips when reachable, else clips generated into `workdir` at the members' sample rate and length."""
     if params.check_data:
-        return spread(sorted(audio_files(params.check_data)), params.check_clips), str(params.check_data)
+        return spread(sorted(discover_unlabelled(params.check_data)), params.check_clips), str(params.check_data)
     found = training_clips(members)
     if found:
         samples, source = found
@@ -181,31 +164,20 @@ def export(params: ExportParams) -> ExportResult:
     """Write `model.onnx` (+ `model.int8.onnx` with --int8, + their `.data` files beyond 2 GB) and `model.json`
     into `params.output`, after checking ONNX against PyTorch on a few clips. The files are made in a scratch
     folder and each moved in atomically, model.json last; files of an earlier export it no longer names go."""
-    output = Path(params.output)
-    if output.exists() and not output.is_dir():
-        raise FileExistsError(f"{output}: exists and is not a folder")
-    if (output / ONNX_NAME).exists() and not params.overwrite:
-        raise FileExistsError(f"{output / ONNX_NAME}: an export already exists here (use --overwrite to replace it)")
-    if any((output / name).exists() for name in EXPORT_FOLDER.entries if "*" not in name):
-        check_replaceable(output, EXPORT_FOLDER)
+    output = export_folder(params)
     use_physical_cores()
     members = load_members(params.models, params.labels or None, params.progress)
     names = [m.name for m in members]
     weights = parse_weights(params.weights, names)
-    forests = load_forests(params.models, ensemble_labels(members)) if params.spectrum_forest else []
+    labels = ensemble_labels(members)
+    forests = load_forests(params.models, labels) if params.spectrum_forest else []
     settings = shared_features([*members, *forests])
     external = needs_external_data(members)
-    labels = ensemble_labels(members)
     for member in members:
         member.model.float().eval()
     graph = EnsembleGraph(members, weights).eval()
-
     lines: list[str] = []
-
-    def say(line: str) -> None:
-        lines.append(line)
-        print(line)
-
+    say = partial(print_and_keep, lines)
     info: dict[str, Any] = {
         "format": FORMAT, "labels": labels, "features": settings.to_dict(), "members": names,
         "weights": [float(w) for w in weights], "precision": "int8" if params.int8 else "fp32",
@@ -219,16 +191,12 @@ def export(params: ExportParams) -> ExportResult:
         (workdir / "traced").mkdir()
         made.mkdir()
         export_graph(graph, workdir / "traced" / ONNX_NAME, settings)
-        metadata = {**info, "tool_version": __version__}
-        del metadata["onnx"], metadata["precision"]
-        write_onnx(workdir / "traced" / ONNX_NAME, made / ONNX_NAME, metadata, external, forests)
+        metadata = {key: value for key, value in info.items() if key not in ("onnx", "precision")}
+        write_onnx(workdir / "traced" / ONNX_NAME, made / ONNX_NAME, {**metadata, "tool_version": __version__},
+                   external, forests)
         paths, source = check_clips(members, params, workdir)
         features = clip_features(paths, settings, params, source)
-        reference = pytorch_probabilities(members, features, weights, params.batch_size)
-        if forests:  # the forests' own graphs, voted as `evaluate` and `predict` vote them
-            soft, _ = vote_weights(weights, forests)
-            reference = reference * (1 - forests[0].share) + sum(
-                w * f.probabilities(features, labels) for w, f in zip(soft[len(members):], forests))
+        reference = reference_probabilities(members, forests, weights, labels, features, params.batch_size)
         fp32 = compare(run_onnx(onnx_session(made / ONNX_NAME), features, params.batch_size), reference)
         kind = f"ensemble of {len(members)} members" if len(members) > 1 else f"member {names[0]}"
         kind += f" and {len(forests)} spectrum forest(s)" if forests else ""
@@ -242,38 +210,87 @@ def export(params: ExportParams) -> ExportResult:
         self_check: dict[str, Any] = {"clips": len(features), "source": source, **fp32.to_dict(),
                                       "fp32": fp32.to_dict()}
         if params.int8:
-            info["onnx_fp32"] = ONNX_NAME
-            quantization, int8 = _quantize_best(made, workdir, features, reference, params, settings, external)
-            info["quantization"] = quantization
-            if not int8.finite:
-                raise CheckpointError(f"{output}: the int8 graph gives NaN/inf probabilities on the self-check "
-                                      f"clips ({source}); nothing was written")
-            self_check.update(int8.to_dict())
-            self_check["int8"] = int8.to_dict()
-            say(f"int8 ({quantization['method']}, {quantization['weight_type']} weights) vs PyTorch: {int8.line()} "
-                f"-> {output / INT8_NAME} ({_megabytes(made, INT8_NAME)})")
+            say(add_int8(made, workdir, features, reference, params, settings, external, info, self_check, source))
         files = sorted(p.name for p in made.iterdir())
-        info.update({
-            "files": [*files, JSON_NAME],
-            "input": {"name": INPUT_NAME, "shape": ["batch", settings.max_length, settings.num_mel_bins],
-                      "normalized": False},
-            "output": {"name": OUTPUT_NAME, "shape": ["batch", len(labels)]},
-            "member_features": {m.name: m.features.to_dict() for m in members},
-            "opset": OPSET, "tool_version": __version__, "self_check": self_check,
-        })
-        output.mkdir(parents=True, exist_ok=True)
-        for name in sorted(files, key=lambda n: not n.endswith(".data")):  # a graph never before its weights
-            with atomic_path(output / name, Path(name).suffix) as target:
-                shutil.move(made / name, target)
-        atomic_write_json(output / JSON_NAME, info)
-    for name in (ONNX_NAME, INT8_NAME, data_name(ONNX_NAME), data_name(INT8_NAME)):
-        if name not in files and (output / name).exists():
-            (output / name).unlink()  # left by an earlier export; model.json no longer names it
+        info.update(graph_record(files, settings, labels, members, self_check))
+        move_in(made, output, files, info)
     if external:
         say(f"weights beyond 2 GB: stored in {', '.join(f for f in files if f.endswith('.data'))} beside the graph; "
             f"copy the whole folder")
     say(f"wrote {output / JSON_NAME}")
     return ExportResult(output, info, lines)
+
+
+def print_and_keep(lines: list[str], line: str) -> None:
+    """Print a summary line and keep it for `ExportResult.lines`."""
+    lines.append(line)
+    print(line)
+
+
+def graph_record(files: list[str], settings: FeatureSettings, labels: list[str], members: Sequence[Member],
+                 self_check: dict[str, Any]) -> dict[str, Any]:
+    """What model.json says of the files, the graph's input and output, and the self-check."""
+    return {"files": [*files, JSON_NAME],
+            "input": {"name": INPUT_NAME, "shape": ["batch", settings.max_length, settings.num_mel_bins],
+                      "normalized": False},
+            "output": {"name": OUTPUT_NAME, "shape": ["batch", len(labels)]},
+            "member_features": {m.name: m.features.to_dict() for m in members},
+            "opset": OPSET, "tool_version": __version__, "self_check": self_check}
+
+
+def export_folder(params: ExportParams) -> Path:
+    """--output, once it may be written: a folder, holding no export unless --overwrite, and if it holds
+    any file an export writes, an export (never a user's folder)."""
+    output = Path(params.output)
+    if output.exists() and not output.is_dir():
+        raise FileExistsError(f"{output}: exists and is not a folder")
+    if (output / ONNX_NAME).exists() and not params.overwrite:
+        raise FileExistsError(f"{output / ONNX_NAME}: an export already exists here (use --overwrite to replace it)")
+    if any((output / name).exists() for name in EXPORT_FOLDER.entries if "*" not in name):
+        check_replaceable(output, EXPORT_FOLDER)
+    return output
+
+
+def reference_probabilities(members: list, forests: list, weights: np.ndarray, labels: list[str],
+                            features: np.ndarray, batch_size: int) -> np.ndarray:
+    """PyTorch's soft vote on the self-check clips, with the forests' own graphs voted in as `evaluate` and
+    `predict` vote them."""
+    reference = pytorch_probabilities(members, features, weights, batch_size)
+    if forests:
+        soft, _ = vote_weights(weights, forests)
+        reference = reference * (1 - forests[0].share) + sum(
+            w * f.probabilities(features, labels) for w, f in zip(soft[len(members):], forests))
+    return reference
+
+
+def add_int8(made: Path, workdir: Path, features: np.ndarray, reference: np.ndarray, params: ExportParams,
+             settings: FeatureSettings, external: bool, info: dict, self_check: dict, source: str) -> str:
+    """Quantize the fp32 graph (the best of the tried methods), record it in `info` and `self_check`;
+    returns the line that reports it."""
+    output = Path(params.output)
+    info["onnx_fp32"] = ONNX_NAME
+    quantization, int8 = _quantize_best(made, workdir, features, reference, params, settings, external)
+    info["quantization"] = quantization
+    if not int8.finite:
+        raise CheckpointError(f"{output}: the int8 graph gives NaN/inf probabilities on the self-check "
+                              f"clips ({source}); nothing was written")
+    self_check.update(int8.to_dict())
+    self_check["int8"] = int8.to_dict()
+    return (f"int8 ({quantization['method']}, {quantization['weight_type']} weights) vs PyTorch: {int8.line()} "
+            f"-> {output / INT8_NAME} ({_megabytes(made, INT8_NAME)})")
+
+
+def move_in(made: Path, output: Path, files: list[str], info: dict) -> None:
+    """Move the made files into `output`, each atomically and a graph never before its weights, then
+    model.json; delete the graphs of an earlier export that model.json no longer names."""
+    output.mkdir(parents=True, exist_ok=True)
+    for name in sorted(files, key=lambda n: not n.endswith(".data")):
+        with atomic_path(output / name, Path(name).suffix) as target:
+            shutil.move(made / name, target)
+    atomic_write_json(output / JSON_NAME, info)
+    for name in (ONNX_NAME, INT8_NAME, data_name(ONNX_NAME), data_name(INT8_NAME)):
+        if name not in files and (output / name).exists():
+            (output / name).unlink()
 
 
 def _quantize_best(made: Path, workdir: Path, features: np.ndarray, reference: np.ndarray, params: ExportParams,
@@ -283,7 +300,7 @@ def _quantize_best(made: Path, workdir: Path, features: np.ndarray, reference: n
     (workdir / "untied").mkdir()
     source = untie_initializers(made / ONNX_NAME, workdir / "untied" / ONNX_NAME, external)
     if params.calibration:
-        paths = spread(audio_files(params.calibration), params.calibration_clips)
+        paths = spread(discover_unlabelled(params.calibration), params.calibration_clips)
         calibration = clip_features(paths, settings, params, str(params.calibration))
         quantize_static(source, made / INT8_NAME, calibration, params.batch_size, external)
         check = compare(run_onnx(onnx_session(made / INT8_NAME), features, params.batch_size), reference)

@@ -1,4 +1,4 @@
-"""Self-supervised pretraining: unlabeled clip loading, the Lightning module and the `pretrain` run.
+"""Self-supervised pretraining: unlabelled clip loading, the Lightning module and the `pretrain` run.
 
 The output folder (`model.safetensors` + `config.json`) is what `train --ssl-checkpoint` loads; the
 working files (`run/checkpoints/`) sit beside it so `--resume` continues an interrupted run exactly
@@ -7,76 +7,40 @@ working files (`run/checkpoints/`) sit beside it so `--resume` continues an inte
 
 from __future__ import annotations
 
-import csv
-import shutil
-import time
 from pathlib import Path
 from typing import Sequence
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from safetensors.torch import load_model, save_model
 from sklearn.model_selection import GroupShuffleSplit
 from transformers import ASTModel
 
-from mosquito_ast_lite.audio import is_audio_file
-from mosquito_ast_lite.files import files_under
-from mosquito_ast_lite.io import atomic_path, atomic_write_json, atomic_write_text, check_replaceable, check_writable
+from mosquito_ast_lite.io import atomic_path, atomic_write_json
 
-from .. import __version__
-from ..checkpoints import CONFIG_NAME, PRETRAINED_FOLDER, WEIGHTS_NAME
 from ..checkpoints.encoder import encoder_from_checkpoint
 from ..checkpoints.ssl import save_pretrained
 from ..config import PretrainParams
 from ..data import DatasetError, group_of
-from ..features import FeatureSettings, check_bad_files, compute_features, dataset_stats, normalize, open_cache
+from ..features import FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
 from ..models.encoder import build_encoder, encoder_config
 from ..models.ssl import SSLModel, build_ssl_model
-from ..training.datasets import ClipDataModule, feature_settings
-from ..training.loop import (EpochModule, FiniteGuard, LastCheckpoint, drop_checkpoint, fit_interruptibly, make_trainer,
-                   resume_checkpoint)
-from ..training.optim import optimizer_steps
-
-
-def discover_unlabeled(source: str | Path) -> list[str]:
-    """Audio files under a folder (any depth, any layout) or listed in a manifest CSV's 'path' column."""
-    source = Path(source)
-    if not source.exists():
-        raise DatasetError(f"{source}: no such file or directory")
-    if source.is_file():
-        with open(source, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        if not rows or "path" not in rows[0]:
-            raise DatasetError(f"{source}: a manifest needs a header with a 'path' column")
-        paths = [Path(row["path"]) for row in rows]
-        return [str(p if p.is_absolute() else source.parent / p) for p in paths]
-    paths = sorted(str(p) for p in files_under(source) if is_audio_file(p))
-    if not paths:
-        raise DatasetError(f"{source}: no audio files found (searched all sub-folders)")
-    return paths
-
-
-def load_unlabeled(source: str | Path, params: PretrainParams, settings: FeatureSettings,
-                   paths: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """(readable paths, un-normalized features) of `paths` (default: all of `source`); bad files as in `train`."""
-    paths = list(paths) if paths is not None else discover_unlabeled(source)
-    table = compute_features(paths, settings, open_cache(params.cache_dir, params.no_cache), num_workers=params.num_workers,
-                             description=f"features {Path(source).name}", progress=params.progress)
-    check_bad_files(source, table.bad, len(paths), params.max_bad_fraction)
-    return table.paths, table.features
+from ..training.datasets import ClipDataModule, feature_settings, load_unlabelled
+from ..training.loop import EpochModule
+from ..training.optim import run_steps
+from ..training.run import Run, claimed_run, epoch_row, finish, fit_run, pretrain_run, run_provenance
 
 
 def split_sets(params: PretrainParams, settings: FeatureSettings) -> dict:
     """Training and validation clips: an explicit --validation-dir or a seeded fraction of --data."""
     if params.validation_dir:
-        train_paths, train_x = load_unlabeled(params.data, params, settings)
-        val_paths, val_x = load_unlabeled(params.validation_dir, params, settings)
+        train_paths, train_x = load_unlabelled(params.data, params, settings, params.progress)
+        val_paths, val_x = load_unlabelled(params.validation_dir, params, settings, params.progress)
     else:
-        paths, features = load_unlabeled(params.data, params, settings)
+        paths, features = load_unlabelled(params.data, params, settings, params.progress)
         if len(paths) < 2:
             raise DatasetError(f"{params.data}: need at least 2 readable clips to hold some out for validation")
         train_index, val_index = hold_out_recordings(params.data, paths, params.group_by,
@@ -87,7 +51,7 @@ def split_sets(params: PretrainParams, settings: FeatureSettings) -> dict:
 
 
 def recording_groups(source: str | Path, paths: Sequence[str], rule: str) -> list[str]:
-    """The recording of each unlabeled clip, by the same rules as labelled data (the folder holding it,
+    """The recording of each unlabelled clip, by the same rules as labelled data (the folder holding it,
     else the file name's first tokens), so clips of one recording stay on one side of the hold-out."""
     top = Path(source) if Path(source).is_dir() else None
     return [group_of(Path(path), top, rule) for path in paths]
@@ -125,10 +89,8 @@ def objective_options(params: PretrainParams) -> dict:
 class PretrainModule(EpochModule):
     """One SSL step is the model's own loss; validation uses masks fixed by the seed, so epochs compare."""
 
-    def __init__(self, model: SSLModel, params: PretrainParams, total_steps: int,
-                 history_file: Path | None = None) -> None:
+    def __init__(self, model: SSLModel, params: PretrainParams, total_steps: int) -> None:
         super().__init__(model, params, total_steps)
-        self.history_file = history_file
         self._train_losses: list[float] = []
         self._val_error = 0.0
         self._val_count = 0
@@ -143,7 +105,7 @@ class PretrainModule(EpochModule):
         loss = self.model.loss(features)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(features))
         self._train_losses.append(float(loss.detach()))
-        self._largest_batch = max(self._largest_batch, len(features))
+        self.largest_batch = max(self.largest_batch, len(features))
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -158,16 +120,10 @@ class PretrainModule(EpochModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        row = {"epoch": self.current_epoch + 1,
-               "batch_size": self._largest_batch,
-               "learning_rate": self.trainer.optimizers[0].param_groups[0]["lr"],
-               "train_loss": float(np.mean(self._train_losses)) if self._train_losses else float("nan"),
-               "val_loss": self._val_error / max(self._val_count, 1),
-               "seconds": time.perf_counter() - self._epoch_started}
+        row = epoch_row(self, train_loss=float(np.mean(self._train_losses)) if self._train_losses else float("nan"),
+                        val_loss=self._val_error / max(self._val_count, 1))
         self.history.append(row)
         self.log("val_loss", row["val_loss"], prog_bar=True)
-        if self.history_file is not None:
-            atomic_write_text(self.history_file, pd.DataFrame(self.history).to_csv(index=False))
 
 
 class BestWeights(Callback):
@@ -201,26 +157,17 @@ class BestWeights(Callback):
 
 
 def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path:
-    """Pretrain an encoder on unlabeled clips; write the best epoch (lowest validation loss) to --output.
+    """Pretrain an encoder on unlabelled clips; write the best epoch (lowest validation loss) to --output.
 
     Extra Lightning `callbacks` run beside the built-in ones. Returns the output folder.
     """
-    output = Path(params.output)
-    run_dir = output / "run"
-    last_checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    finished = (output / CONFIG_NAME).exists() and (output / WEIGHTS_NAME).exists()
-    if finished and params.resume:
-        print(f"{output}: pretraining already finished, nothing to resume")
-        return output
-    if finished and not params.overwrite:
-        raise FileExistsError(f"{output}: a pretrained model already exists (use --overwrite to replace it)")
-    check_writable(check_replaceable(output, PRETRAINED_FOLDER))
-    if last_checkpoint.exists() and not (params.resume or params.overwrite):
-        raise FileExistsError(f"{output}: holds an interrupted pretraining; continue it with --resume, "
-                              f"or start again with --overwrite")
-    resuming = params.resume and resume_checkpoint(last_checkpoint) is not None
-    if not resuming:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    run = pretrain_run(params.output)
+    return claimed_run(run, params.overwrite, params.resume,
+                       lambda last_checkpoint: fit_encoder(params, callbacks, run, last_checkpoint))
+
+
+def fit_encoder(params: PretrainParams, callbacks: Sequence[Callback], run: Run, last_checkpoint: Path) -> Path:
+    """`pretrain`'s work once the run folder is this process's own."""
     precision = resolve_precision(params.precision)
     print(f"pretrain {params.objective}: precision {precision}, {use_physical_cores()} CPU threads")
     L.seed_everything(params.seed, verbose=False)
@@ -230,43 +177,30 @@ def pretrain(params: PretrainParams, callbacks: Sequence[Callback] = ()) -> Path
     if params.norm_stats == "dataset":
         settings = settings.with_stats(*dataset_stats(sets["train"]))
     model = build_ssl_model(params.objective, initial_encoder(params, settings), **objective_options(params))
-
-    schedule = [params.batch_size_for(e) for e in range(params.epochs)]
-    total_steps = optimizer_steps(len(sets["train"]), schedule, params.grad_accumulation)
     train_x = torch.from_numpy(normalize(sets["train"], settings))
     val_x = torch.from_numpy(normalize(sets["validation"], settings))
     datamodule = ClipDataModule(train_x, torch.zeros(len(train_x)), val_x, torch.zeros(len(val_x)),
                                 params.batch_size_for, params.seed)
-    module = PretrainModule(model, params, total_steps, output / "history.csv")
-    best = BestWeights(run_dir / "checkpoints" / "best.safetensors")
-    internal: list[Callback] = [FiniteGuard("pretrain"), best, LastCheckpoint(last_checkpoint, 60 * params.checkpoint_minutes)]
-    if params.patience > 0:
-        internal.append(EarlyStopping(monitor="val_loss", mode="min", patience=params.patience,
-                                      min_delta=params.min_delta))
-    trainer = make_trainer(params, precision, run_dir, [*callbacks, *internal])
-    fit_interruptibly(trainer, f"pretraining interrupted; continue it with --resume --output {output}", model=module,
-                      datamodule=datamodule, ckpt_path=last_checkpoint if resuming else None, weights_only=True)
+    module = PretrainModule(model, params, run_steps(params, len(sets["train"])))
+    best = BestWeights(last_checkpoint.parent / "best.safetensors")
+    stopping = ([EarlyStopping(monitor="val_loss", mode="min", patience=params.patience, min_delta=params.min_delta)]
+                if params.patience > 0 else [])
+    fit_run(module, datamodule, params, precision, run, [*callbacks, best, *stopping], last_checkpoint)
 
     best.restore(module)
     best_row = min(module.history, key=lambda row: row["val_loss"])
-    extra = {
-        "pretraining": params.to_dict(),
-        "precision": precision,
-        "data": {"train": str(params.data), "validation": str(params.validation_dir or params.data),
-                 "train_clips": len(sets["train_paths"]), "validation_clips": len(sets["validation_paths"])},
-        "history": module.history,
-        "best_epoch": best_row["epoch"],
-        "best_val_loss": best_row["val_loss"],
-        "mosquito_ast_version": __version__,
-    }
+    provenance = run_provenance("pretraining", params, precision, {
+        "train": str(params.data), "validation": str(params.validation_dir or params.data),
+        "train_clips": len(sets["train_paths"]), "validation_clips": len(sets["validation_paths"])},
+        history=module.history, best_epoch=best_row["epoch"], best_val_loss=best_row["val_loss"])
     if params.probe:
         from ..training.probe import compare_probes
 
-        extra["probe"] = compare_probes(model.encoder, params.probe, params, settings, progress=params.progress)
-        atomic_write_json(output / "probe.json", extra["probe"])
-        print(f"linear probe balanced accuracy: pretrained {extra['probe']['pretrained']['balanced_accuracy']:.3f}, "
-              f"random encoder {extra['probe']['random']['balanced_accuracy']:.3f}")
-    save_pretrained(model, output, settings, extra)
-    drop_checkpoint(last_checkpoint)
-    print(f"best epoch {best_row['epoch']}: val_loss {best_row['val_loss']:.5f} -> {output}")
-    return output
+        provenance["probe"] = compare_probes(model.encoder, params.probe, params, settings, progress=params.progress)
+        atomic_write_json(run.output / "probe.json", provenance["probe"])
+        print(f"linear probe balanced accuracy: pretrained {provenance['probe']['pretrained']['balanced_accuracy']:.3f}, "
+              f"random encoder {provenance['probe']['random']['balanced_accuracy']:.3f}")
+    save_pretrained(model, run.output, settings, provenance)
+    finish(last_checkpoint)
+    print(f"best epoch {best_row['epoch']}: val_loss {best_row['val_loss']:.5f} -> {run.output}")
+    return run.output

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from .. import __version__, augment
-from ..checkpoints import run_folders
+from .. import augment
 from ..checkpoints.classifier import outputs_finite, promote_member, save_member
 from ..checkpoints.encoder import encoder_from_checkpoint
 from ..config import TrainParams
@@ -25,9 +22,11 @@ from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_sta
 from ..hardware import resolve_precision, use_physical_cores
 from ..models.classifier import ASTClassifier, apply_freezing
 from ..models.encoder import build_encoder, encoder_config, tie_positions_over_time
-from ..training.datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set
-from ..training.loop import EpochModule, WeightAverage, claimed_run, drop_checkpoint, fit_run
-from ..training.optim import optimizer_steps
+from ..training.datasets import ClipDataModule, ClipSet, feature_settings, load_clip_set, validation_set
+from ..training.callbacks import WeightAverage
+from ..training.loop import EpochModule
+from ..training.run import Run, claimed_run, epoch_row, finish, fit_run, member_run, run_provenance
+from ..training.optim import run_steps
 from ..training.spectrum_forest import ensure_forest
 from ..recipes import PRETRAINED, START_NAMES, start_defaults, values_in_effect
 
@@ -55,7 +54,7 @@ class ClassifierModule(EpochModule):
         features, targets, *groups = batch  # `train`'s batches carry each clip's recording (group) id too
         loss = self.batch_loss(features, targets, *groups)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(targets))
-        self._largest_batch = max(self._largest_batch, len(targets))
+        self.largest_batch = max(self.largest_batch, len(targets))
         self._train_losses.append(float(loss.detach()))
         return loss
 
@@ -74,10 +73,7 @@ class ClassifierModule(EpochModule):
     def on_train_epoch_end(self) -> None:
         """Without a validation set (`--select last`), the history keeps the training loss per epoch."""
         if not self.trainer.num_val_batches:
-            self.history.append({"epoch": self.current_epoch + 1, "batch_size": self._largest_batch,
-                                 "learning_rate": self.trainer.optimizers[0].param_groups[0]["lr"],
-                                 "train_loss": sum(self._train_losses) / max(1, len(self._train_losses)),
-                                 "seconds": time.perf_counter() - self._epoch_started})
+            self.history.append(epoch_row(self, train_loss=sum(self._train_losses) / max(1, len(self._train_losses))))
 
     def validation_step(self, batch, batch_index: int) -> None:
         features, targets = batch
@@ -89,12 +85,8 @@ class ClassifierModule(EpochModule):
         self._outputs.clear()
         if self.trainer.sanity_checking:
             return
-        row = {"epoch": self.current_epoch + 1,
-               "batch_size": self._largest_batch,
-               "learning_rate": self.trainer.optimizers[0].param_groups[0]["lr"],
-               "loss": float(torch.nn.functional.cross_entropy(logits, targets)),
-               **classification_metrics(targets.cpu().numpy(), logits.argmax(1).cpu().numpy()),
-               "seconds": time.perf_counter() - self._epoch_started}
+        row = epoch_row(self, loss=float(torch.nn.functional.cross_entropy(logits, targets)),
+                        **classification_metrics(targets.cpu().numpy(), logits.argmax(1).cpu().numpy()))
         self.history.append(row)
         self.log_dict({f"val_{k}": row[k] for k in ("loss", "accuracy", "balanced_accuracy", "f1")}, prog_bar=True)
 
@@ -136,12 +128,12 @@ class KeepBest(Callback):
     """Export the best epoch so far to a candidate member folder (atomically), by one metric, and stop
     after `patience` epochs without a better one (0 = never)."""
 
-    def __init__(self, metric: str, folder: Path, features: FeatureSettings, extra: dict, patience: int = 0) -> None:
+    def __init__(self, metric: str, folder: Path, features: FeatureSettings, provenance: dict, patience: int = 0) -> None:
         self.metric = metric
         self.patience = patience
         self.folder = folder
         self.features = features
-        self.extra = extra
+        self.provenance = provenance
         self.best: float | None = None
         self.best_epoch = 0
 
@@ -156,7 +148,7 @@ class KeepBest(Callback):
         row = module.history[-1]
         if self.improved(row[self.metric]):
             self.best, self.best_epoch = row[self.metric], row["epoch"]
-            save_member(module.model, self.folder, self.features, self.extra)
+            save_member(module.model, self.folder, self.features, self.provenance)
         elif self.patience and row["epoch"] - self.best_epoch >= self.patience:
             trainer.should_stop = True
 
@@ -175,7 +167,8 @@ def balanced_class_weights(targets: torch.Tensor, num_classes: int) -> torch.Ten
 
 def run_paths(params: TrainParams) -> tuple[Path, Path]:
     """(member folder, working folder with checkpoints and logs) of a run."""
-    return run_folders(params.output, params.postfix)
+    run = member_run(params.output, params.postfix)
+    return run.output, run.work
 
 
 def checkpoint_stats(params: TrainParams) -> tuple[float, float]:
@@ -223,18 +216,16 @@ def train(params: TrainParams, callbacks: Sequence[Callback] = ()) -> Path:
 
     Extra Lightning `callbacks` (loggers, custom hooks) run beside the built-in ones.
     """
-    member_dir, run_dir = run_paths(params)
-    return claimed_run(member_dir, run_dir, params.overwrite, params.resume,
-                       lambda last_checkpoint: fine_tune(params, callbacks, member_dir, run_dir, last_checkpoint))
+    run = member_run(params.output, params.postfix)
+    return claimed_run(run, params.overwrite, params.resume,
+                       lambda last_checkpoint: fine_tune(params, callbacks, run, last_checkpoint))
 
 
-def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Path, run_dir: Path,
-              last_checkpoint: Path) -> Path:
+def fine_tune(params: TrainParams, callbacks: Sequence[Callback], run: Run, last_checkpoint: Path) -> Path:
     """`train`'s work once the run folder is this process's own."""
     precision = resolve_precision(params.precision)
-    threads = use_physical_cores()
     stored = checkpoint_stats(params) if params.ssl_checkpoint else None
-    print(start_block(params, stored, precision, threads))
+    print(start_block(params, stored, precision, use_physical_cores()))
     warning = normalization_warning(params.norm_stats, stored)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
@@ -242,14 +233,56 @@ def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Pa
 
     settings = feature_settings(params)
     train_set = load_clip_set(params.train_dir, params, settings, params.progress)
-    val_set = (load_clip_set(params.validation_dir, params, settings, params.progress) if params.validation_dir
-               else ClipSet([], np.zeros((0, *train_set.features.shape[1:]), np.float32)))
+    val_set = validation_set(params.validation_dir, params, settings, params.progress, train_set)
     labels = training_labels(train_set, val_set, params.train_dir)
     if params.norm_stats == "dataset":
         settings = settings.with_stats(*dataset_stats(train_set.features))
     elif params.norm_stats == "checkpoint":
         settings = settings.with_stats(*stored)
 
+    train_targets = train_set.targets(labels)
+    datamodule = ClipDataModule(
+        torch.from_numpy(normalize(train_set.features, settings)), train_targets,
+        torch.from_numpy(normalize(val_set.features, settings)), val_set.targets(labels),
+        params.batch_size_for, params.seed, train_set.group_ids())
+    module = ClassifierModule(build_classifier(params, settings, labels), params,
+                              run_steps(params, len(train_set.samples)), settings,
+                              balanced_class_weights(train_targets, len(labels))
+                              if params.class_weight == "balanced" else None)
+    provenance = run_provenance("training", params, precision, {
+        "train": str(params.train_dir), "validation": str(params.validation_dir or ""),
+        "train_clips": len(train_set.samples), "validation_clips": len(val_set.samples),
+        "train_groups": train_set.groups(), "validation_groups": val_set.groups(),
+        "skipped_files": [str(e) for e in train_set.bad + val_set.bad]})
+    candidate = run.work / "best-candidate"
+    keep_best = KeepBest(params.metric, candidate, settings, provenance, params.patience)
+    selection = [keep_best] if params.select == "best" else []
+    averaging = [WeightAverage(params.average_from_epoch)] if params.average_from_epoch else []
+    fit_run(module, datamodule, params, precision, run, [*callbacks, *selection, *averaging], last_checkpoint,
+            validate=bool(val_set.samples))
+    if params.select == "last":
+        chosen, value = len(module.history), module.history[-1].get(params.metric)
+        if averaging:
+            averaging[0].apply_to(module.model)
+            value = None  # each epoch's validation scored that epoch's own weights, not their average
+        save_member(module.model, candidate, settings, provenance)
+    else:
+        chosen, value = keep_best.best_epoch, keep_best.best
+    promote_member(candidate, run.output, {"history": module.history, "best_epoch": chosen, "selected": params.select,
+                                           "best_metric": {"name": params.metric, "value": value}})
+    finish(last_checkpoint)
+    if params.spectrum_forest:
+        ensure_forest(run.output.parent / FOREST_FOLDER, train_set.samples, train_set.features, labels, settings,
+                      params.forest_share)
+    shown = (f"weights averaged over epochs {params.average_from_epoch}-{chosen}, not validated" if averaging else
+             f"{params.metric} {value:.4f}" if value is not None else "no validation set")
+    print(f"{params.select} epoch {chosen}: {shown} -> {run.output}")
+    return run.output
+
+
+def build_classifier(params: TrainParams, settings: FeatureSettings, labels: list[str]) -> ASTClassifier:
+    """The classifier a run starts from: --ssl-checkpoint's encoder or a fresh one, positions and freezing
+    as asked."""
     if params.ssl_checkpoint:
         encoder = encoder_from_checkpoint(params.ssl_checkpoint, settings, params.dropout)
     else:
@@ -262,49 +295,4 @@ def fine_tune(params: TrainParams, callbacks: Sequence[Callback], member_dir: Pa
     except ValueError as error:  # the encoder's depth is known only now, so the flags are named here
         raise ValueError(f"--freeze {params.freeze} --train-last-n-layers {params.train_last_n_layers}: "
                          f"{error}") from error
-
-    schedule = [params.batch_size_for(e) for e in range(params.epochs)]
-    total_steps = optimizer_steps(len(train_set.samples), schedule, params.grad_accumulation)
-    train_targets = train_set.targets(labels)
-    datamodule = ClipDataModule(
-        torch.from_numpy(normalize(train_set.features, settings)), train_targets,
-        torch.from_numpy(normalize(val_set.features, settings)), val_set.targets(labels),
-        params.batch_size_for, params.seed, train_set.group_ids())
-    module = ClassifierModule(model, params, total_steps, settings,
-                              balanced_class_weights(train_targets, len(labels))
-                              if params.class_weight == "balanced" else None)
-    extra = {
-        "training": params.to_dict(),
-        "precision": precision,
-        "data": {"train": str(params.train_dir), "validation": str(params.validation_dir or ""),
-                 "train_clips": len(train_set.samples), "validation_clips": len(val_set.samples),
-                 "train_groups": train_set.groups(), "validation_groups": val_set.groups(),
-                 "skipped_files": [str(e) for e in train_set.bad + val_set.bad]},
-        "mosquito_ast_version": __version__,
-    }
-    candidate = run_dir / "best-candidate"
-    keep_best = KeepBest(params.metric, candidate, settings, extra, params.patience)
-    selection = [keep_best] if params.select == "best" else []
-    averaging = [WeightAverage(params.average_from_epoch)] if params.average_from_epoch else []
-    fit_run(module, datamodule, params, precision, run_dir, f"training of {params.postfix}",
-            [*callbacks, *selection, *averaging], last_checkpoint, validate=bool(val_set.samples))
-    if params.select == "last":
-        chosen, value = len(module.history), module.history[-1].get(params.metric)
-        if averaging:
-            averaging[0].apply_to(module.model)
-            value = None  # each epoch's validation scored that epoch's own weights, not their average
-        save_member(module.model, candidate, settings, extra)
-    else:
-        chosen, value = keep_best.best_epoch, keep_best.best
-    promote_member(candidate, member_dir, {"history": module.history, "best_epoch": chosen, "selected": params.select,
-                                           "best_metric": {"name": params.metric, "value": value}})
-    drop_checkpoint(last_checkpoint)
-    if params.spectrum_forest:
-        ensure_forest(member_dir.parent / FOREST_FOLDER, train_set.samples, train_set.features, labels, settings,
-                      params.forest_share)
-    if averaging:
-        shown = f"weights averaged over epochs {params.average_from_epoch}-{chosen}, not validated"
-    else:
-        shown = f"{params.metric} {value:.4f}" if value is not None else "no validation set"
-    print(f"{params.select} epoch {chosen}: {shown} -> {member_dir}")
-    return member_dir
+    return model

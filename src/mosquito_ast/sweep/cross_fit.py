@@ -11,7 +11,7 @@ from mosquito_ast_lite.io import atomic_write_text
 
 from ..config import ConfigError
 from ..data import discover
-from ..splits import session_folds
+from ..sides import session_folds
 
 CROSS_FIT_KEYS = ("data", "session_folds")
 

@@ -2,7 +2,7 @@
 expanded into validated runs before any of them starts (a typo fails the sweep, not run 17).
 
 A dataset is either a `train`/`validation` pair or a cross-fit: `{data: DIR, session_folds: K}` deals
-each species' recording sessions to K folds (`splits.session_folds`) and becomes K datasets
+each species' recording sessions to K folds (`sides.session_folds`) and becomes K datasets
 `<name>-fold<k>`, each training on the other folds' recordings and scored on its own. With
 `select: last` every member uses every labelled session but its own fold, nothing is chosen on the
 scored fold, and together the members are the ensemble to deploy: all labelled recordings, an honest

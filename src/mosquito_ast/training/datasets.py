@@ -13,7 +13,7 @@ import torch
 
 from mosquito_ast_lite.audio import AudioError
 
-from ..data import UNLABELLED, Sample, discover, label_names
+from ..data import UNLABELLED, Sample, discover, discover_unlabelled, label_names
 from ..features import FeatureSettings, check_bad_files, compute_features, open_cache
 from ..param_groups import DataParams, ReadParams
 from ..params import ConfigError
@@ -65,6 +65,26 @@ def load_clip_set(source: str | Path, params: ReadParams, settings: FeatureSetti
         print(f"warning: {source}: every file of class(es) {', '.join(lost)} was skipped as unusable, so the "
               "data set has no such class", file=sys.stderr)
     return ClipSet(kept, table.features, table.bad)
+
+
+def load_unlabelled(source: str | Path, params: ReadParams, settings: FeatureSettings,
+                    progress: bool = True) -> tuple[list[str], np.ndarray]:
+    """(readable paths, un-normalized features) of every audio file of `source`, a folder or a manifest;
+    bad files as in `load_clip_set`. `params`: ReadParams' fields (pretrain's parameters have them too)."""
+    paths = discover_unlabelled(source)
+    table = compute_features(paths, settings, open_cache(params.cache_dir, params.no_cache),
+                             num_workers=params.num_workers, description=f"features {Path(source).name}",
+                             progress=progress)
+    check_bad_files(source, table.bad, len(paths), params.max_bad_fraction)
+    return table.paths, table.features
+
+
+def validation_set(source: str | Path | None, params: ReadParams, settings: FeatureSettings, progress: bool,
+                   like: ClipSet) -> ClipSet:
+    """The validation clips of `source`, or none (features shaped as `like`'s) without a validation folder."""
+    if source:
+        return load_clip_set(source, params, settings, progress)
+    return ClipSet([], np.zeros((0, *like.features.shape[1:]), np.float32))
 
 
 class EpochShuffle(torch.utils.data.Sampler):

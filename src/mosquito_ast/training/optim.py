@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from transformers import get_scheduler
@@ -14,8 +14,8 @@ FUSED_DEVICES = ("cpu", "cuda")
 def build_optimizer(name: str, parameters: Iterable[torch.nn.Parameter], learning_rate: float,
                     weight_decay: float, fused: bool = True) -> torch.optim.Optimizer:
     """AdamW and SGD update all parameters in one fused kernel where torch has one for their device
-    (`fused=False` where a gradient scaler must unscale first): on a 2-core CPU, AdamW's default per-tensor
-    loop took 0.19 s per AST-base step, the fused kernel 0.027 s (about 15% of a batch-8 training step)."""
+    (`fused=False` where a gradient scaler must unscale first): much faster than the per-tensor loop on a
+    CPU (benchmarks/README.md, "Figures moved from code comments")."""
     parameters = [p for p in parameters if p.requires_grad]
     fused = fused and bool(parameters) and all(p.device.type in FUSED_DEVICES for p in parameters)
     if name == "adamw":
@@ -37,3 +37,9 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup_ratio: f
 def optimizer_steps(num_samples: int, batch_sizes: Iterable[int], accumulation: int) -> int:
     """Optimizer steps over a run whose batch size changes per epoch."""
     return sum(math.ceil(math.ceil(num_samples / size) / accumulation) for size in batch_sizes)
+
+
+def run_steps(params: Any, num_samples: int) -> int:
+    """Optimizer steps of a run over `num_samples` clips with its loop parameters' batch-size schedule."""
+    schedule = [params.batch_size_for(epoch) for epoch in range(params.epochs)]
+    return optimizer_steps(num_samples, schedule, params.grad_accumulation)
