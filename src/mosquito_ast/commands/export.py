@@ -31,6 +31,7 @@ import numpy as np
 
 from mosquito_ast_lite.audio import is_audio_file
 from mosquito_ast_lite.files import files_under
+from mosquito_ast_lite.graph_meta import METADATA_KEY
 from mosquito_ast_lite.io import FolderKind, atomic_path, atomic_write_json, check_replaceable
 
 from .. import __version__
@@ -55,7 +56,6 @@ EXPORT_FOLDER = FolderKind("an export", (JSON_NAME,), (JSON_NAME, ONNX_NAME, INT
 # AST-base 1.6x bf16 weights on an AVX512-VNNI EPYC, QUInt8 0.9x) kept unless QUInt8 agrees on more clips.
 WEIGHT_TYPES = ("QInt8", "QUInt8")
 MAX_ONNX_BYTES = 2 * 1024 ** 3 - 64 * 1024 ** 2  # one protobuf file holds < 2 GiB; keep a margin for the graph
-METADATA_KEY = "mosquito_ast"
 FP32_TOLERANCE = 1e-3  # a larger fp32 difference means a broken export: warned about
 
 
