@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,7 +31,7 @@ import numpy as np
 from mosquito_ast_lite.audio import is_audio_file
 from mosquito_ast_lite.files import files_under
 from mosquito_ast_lite.graph_meta import METADATA_KEY
-from mosquito_ast_lite.io import FolderKind, atomic_path, atomic_write_json, check_replaceable
+from mosquito_ast_lite.io import FolderKind, atomic_directory, atomic_write_json, check_replaceable, scratch_folder
 
 from .. import __version__
 from ..checkpoints import CheckpointError
@@ -180,7 +179,8 @@ def _megabytes(folder: Path, onnx_name: str) -> str:
 def export(params: ExportParams) -> ExportResult:
     """Write `model.onnx` (+ `model.int8.onnx` with --int8, + their `.data` files beyond 2 GB) and `model.json`
     into `params.output`, after checking ONNX against PyTorch on a few clips. The files are made in a scratch
-    folder and each moved in atomically, model.json last; files of an earlier export it no longer names go."""
+    folder (`mosquito-ast-export-<pid>-*` in the system's temp folder; those of killed exports are removed) and
+    the whole folder swapped in at once: a crash never leaves new graphs beside an old model.json."""
     output = Path(params.output)
     if output.exists() and not output.is_dir():
         raise FileExistsError(f"{output}: exists and is not a folder")
@@ -213,8 +213,7 @@ def export(params: ExportParams) -> ExportResult:
                              for f in forests},
         "onnx": INT8_NAME if params.int8 else ONNX_NAME,
     }
-    with tempfile.TemporaryDirectory(prefix="mosquito-ast-export-") as scratch:
-        workdir = Path(scratch)
+    with scratch_folder("mosquito-ast-export-") as workdir:
         made = workdir / "made"
         (workdir / "traced").mkdir()
         made.mkdir()
@@ -261,14 +260,10 @@ def export(params: ExportParams) -> ExportResult:
             "member_features": {m.name: m.features.to_dict() for m in members},
             "opset": OPSET, "tool_version": __version__, "self_check": self_check,
         })
-        output.mkdir(parents=True, exist_ok=True)
-        for name in sorted(files, key=lambda n: not n.endswith(".data")):  # a graph never before its weights
-            with atomic_path(output / name, Path(name).suffix) as target:
-                shutil.move(made / name, target)
-        atomic_write_json(output / JSON_NAME, info)
-    for name in (ONNX_NAME, INT8_NAME, data_name(ONNX_NAME), data_name(INT8_NAME)):
-        if name not in files and (output / name).exists():
-            (output / name).unlink()  # left by an earlier export; model.json no longer names it
+        with atomic_directory(output, EXPORT_FOLDER) as staging:  # one unit: never new graphs beside an old model.json
+            for name in files:
+                shutil.move(made / name, staging / name)
+            atomic_write_json(staging / JSON_NAME, info)
     if external:
         say(f"weights beyond 2 GB: stored in {', '.join(f for f in files if f.endswith('.data'))} beside the graph; "
             f"copy the whole folder")

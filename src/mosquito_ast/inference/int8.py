@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mosquito_ast_lite.io import OutputFolderError, atomic_path, check_writable
+from mosquito_ast_lite.io import OutputFolderError, atomic_path, check_writable, scratch_folder
 
 from ..checkpoints import WEIGHTS_NAME, CheckpointError
 from .members import Member, torch_probabilities
@@ -62,8 +61,8 @@ def build_graph(member: Member, target: Path, check: np.ndarray) -> str:
     if weight.dtype != torch.float32:
         raise ValueError(f"member {member.name} already holds {weight.dtype} weights; load it again for int8")
     member.model.eval()
-    with tempfile.TemporaryDirectory(prefix="mosquito-ast-int8-") as scratch:
-        traced = Path(scratch) / "member.onnx"
+    with scratch_folder("mosquito-ast-int8-") as scratch:
+        traced = scratch / "member.onnx"
         export_graph(EnsembleGraph([member], [1.0]), traced, member.features)
         with atomic_path(target, ".onnx") as written:
             quantize(traced, written, WEIGHT_TYPE, external=False)
@@ -87,12 +86,12 @@ class Int8Scorer:
 
     def __call__(self, features: np.ndarray, batch_size: int) -> np.ndarray:
         if self.session is None:
-            with tempfile.TemporaryDirectory(prefix="mosquito-ast-int8-") as scratch:
+            with scratch_folder("mosquito-ast-int8-") as scratch:
                 key = graph_key(self.member)
                 kept = None if self.graphs is None else self.graphs / f"{key}.onnx"
                 self.session = None if kept is None else self.kept_session(kept)
                 if self.session is None:
-                    target = kept if kept is not None and self.writable else Path(scratch) / f"{key}.onnx"
+                    target = kept if kept is not None and self.writable else scratch / f"{key}.onnx"
                     target.parent.mkdir(parents=True, exist_ok=True)
                     print(build_graph(self.member, target, features[:CHECK_CLIPS]))
                     self.session = onnx_session(target, torch.get_num_threads())

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
-from mosquito_ast_lite.io import atomic_path, atomic_write_text, check_replaceable, check_writable
+from mosquito_ast_lite.io import atomic_path, atomic_write_text, check_replaceable, check_writable, remove_orphans
 
 from ..checkpoints import MEMBER_FOLDER, CheckpointError
 from ..checkpoints.encoder import first_nonfinite
@@ -113,8 +113,9 @@ class LastCheckpoint(Checkpoint):
     """Write `last.ckpt` at the end of a training epoch, atomically, so `--resume` continues after that
     epoch: after every epoch once `every_seconds` have passed since the fit (or the last write) began,
     so an interruption loses at most that much work while short epochs do not pay a full checkpoint
-    (about 1 GB for AST-base with its optimizer state) each. The last epoch writes none: the member
-    export follows. Lightning 2.6's `ModelCheckpoint(save_last=True, save_top_k=0)` writes it only when
+    (about 1 GB for AST-base with its optimizer state) each. The last epoch always writes one, deleted
+    once the output is written (`drop_checkpoint`): a full disk or a kill while writing the member then
+    loses no epoch, and `--resume` only writes the member. Lightning 2.6's `ModelCheckpoint(save_last=True, save_top_k=0)` writes it only when
     training ends, so a killed run left nothing to resume from.
 
     A `Checkpoint` subclass, so Lightning adds no default `ModelCheckpoint` and runs this after the other
@@ -126,12 +127,16 @@ class LastCheckpoint(Checkpoint):
         self.every_seconds = every_seconds
         self.since = time.monotonic()
 
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        """Remove the half-written checkpoints a killed run left (the run folder is this process's)."""
+        remove_orphans(self.path.parent, f".{self.path.name}.")
+
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.since = time.monotonic()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         final = trainer.current_epoch + 1 >= trainer.max_epochs
-        if final or time.monotonic() - self.since < self.every_seconds:
+        if not final and time.monotonic() - self.since < self.every_seconds:
             return
         trainer.save_checkpoint(self.path, weights_only=False)
         self.since = time.monotonic()
@@ -388,7 +393,9 @@ def lock_file(handle: Any) -> None:
 def claimed_run(member_dir: Path, run_dir: Path, overwrite: bool, resume: bool,
                 work: Callable[[Path], Path]) -> Path:
     """Hold `run_dir` for this process (`exclusive_run`), then `work(last_checkpoint)`, unless `--resume`
-    finds the run finished: the one way `train` and `distill` start a run."""
+    finds the run finished: the one way `train` and `distill` start a run. An output that is a file or a
+    foreign folder is refused before the run folder is made."""
+    check_replaceable(member_dir, MEMBER_FOLDER)
     with exclusive_run(run_dir):
         last_checkpoint = run_checkpoint(member_dir, run_dir, overwrite, resume)
         return member_dir if last_checkpoint is None else work(last_checkpoint)
