@@ -83,3 +83,13 @@ def test_distill_output_that_is_a_file_is_one_line(tiny_member, synth_split, tmp
                                       "--output", str(output), "--overwrite", "--no-progress"])
     assert "student.txt" in one_error_line(result, code=2)
     assert output.read_text() == "notes" and sorted(p.name for p in tmp_path.iterdir()) == ["student.txt"]
+
+
+def test_export_into_a_folder_of_other_files_is_refused_before_any_work(tiny_member, tmp_path):
+    output = tmp_path / "deploy"
+    output.mkdir()
+    (output / "notes.txt").write_text("field notes")  # the export replaces its whole folder: never this one
+    result = CliRunner().invoke(app, ["export", "--models", str(tiny_member), "--output", str(output), "--no-progress"])
+    line = one_error_line(result, code=2)
+    assert "deploy: not an export written by mosquito-ast" in line and "notes.txt" in line
+    assert sorted(p.name for p in output.iterdir()) == ["notes.txt"] and "self-check" not in result.output

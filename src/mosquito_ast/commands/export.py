@@ -186,8 +186,7 @@ def export(params: ExportParams) -> ExportResult:
         raise FileExistsError(f"{output}: exists and is not a folder")
     if (output / ONNX_NAME).exists() and not params.overwrite:
         raise FileExistsError(f"{output / ONNX_NAME}: an export already exists here (use --overwrite to replace it)")
-    if any((output / name).exists() for name in EXPORT_FOLDER.entries if "*" not in name):
-        check_replaceable(output, EXPORT_FOLDER)
+    check_replaceable(output, EXPORT_FOLDER)  # before any work: the export replaces the whole folder
     use_physical_cores()
     members = load_members(params.models, params.labels or None, params.progress)
     names = [m.name for m in members]
