@@ -9,6 +9,7 @@ place that turns an error about the user's input into a one-line message and exi
 from __future__ import annotations
 
 import dataclasses
+import errno
 import inspect
 import sys
 import typing
@@ -33,6 +34,8 @@ USER_ERRORS = (("mosquito_ast.params", "ConfigError"), ("mosquito_ast.data", "Da
                ("mosquito_ast_lite.audio", "AudioError"), ("mosquito_ast.inference.votes", "WeightsError"),
                ("mosquito_ast.checkpoints", "CheckpointError"), ("mosquito_ast_lite.io", "OutputFolderError"), ("mosquito_ast.training.callbacks", "DivergedError"),
                ("yaml", "YAMLError"), ("builtins", "FileExistsError"), ("builtins", "FileNotFoundError"))
+# A full disk (or quota) mid-write: one line and exit 1, since atomic writes leave the old output whole.
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @app.callback()
@@ -49,13 +52,19 @@ def user_errors() -> tuple[type[BaseException], ...]:
 @contextmanager
 def reported_errors() -> Iterator[None]:
     """The one error mapping of every command: a user error becomes `error: ...` and exit code 2; Ctrl+C
-    prints what to do next (a run says how to resume) and exits 130, as shells expect."""
+    prints what to do next (a run says how to resume) and exits 130, as shells expect; a full disk is one
+    line and exit 1."""
     try:
         yield
     except KeyboardInterrupt as interrupt:
         typer.echo(str(interrupt) or "interrupted", err=True)
         raise typer.Exit(130) from None
     except Exception as error:
+        if isinstance(error, OSError) and error.errno in FULL_DISK:
+            typer.echo(f"error: {error.filename or 'writing the output'}: {error.strerror or 'no space left'}; "
+                       f"nothing half-written was kept: free space and run the command again (train, distill and "
+                       f"pretrain with --resume keep their epochs)", err=True)
+            raise typer.Exit(1) from None
         if not isinstance(error, user_errors()):
             raise
         typer.echo(f"error: {error}", err=True)

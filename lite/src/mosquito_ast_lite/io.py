@@ -3,9 +3,11 @@ and the check that an output folder can be written, made before any expensive wo
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,13 +89,51 @@ def default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def owned(prefix: str) -> str:
+    """`prefix` with this process's id: what a killed process leaves is then known as such (`remove_orphans`)."""
+    return f"{prefix}{os.getpid()}-"
+
+
+def process_runs(pid: int) -> bool:
+    if sys.platform == "win32":
+        return True  # os.kill(pid, 0) would end the process there: nothing is taken for an orphan
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(parent: str | Path, prefix: str) -> None:
+    """Delete the temporary files and folders `prefix<pid>-...` in `parent` whose process no longer runs:
+    what a kill -9 or a power cut left mid-write (a staging folder, a half `last.ckpt`). Those of running
+    processes on this machine are theirs and stay."""
+    for entry in Path(parent).glob(f"{glob.escape(prefix)}*"):
+        pid = entry.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not process_runs(int(pid)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+@contextmanager
+def scratch_folder(prefix: str) -> Iterator[Path]:
+    """A folder in the system's temp folder, removed afterwards; those a killed process left are removed first."""
+    remove_orphans(tempfile.gettempdir(), prefix)
+    with tempfile.TemporaryDirectory(prefix=owned(prefix)) as folder:
+        yield Path(folder)
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path` to write to; it replaces `path` when the block succeeds.
     `suffix` keeps the extension that some writers (savefig, np.save) look at."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=owned(f".{path.name}."), suffix=f".tmp{suffix}")
     os.close(handle)
     try:
         yield Path(temporary)
@@ -107,16 +147,18 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
 @contextmanager
 def atomic_directory(folder: str | Path, kind: FolderKind) -> Iterator[Path]:
     """Yield a staging folder beside `folder`; it replaces `folder` (old contents retired) on success.
-    An existing `folder` must be empty or of `kind` (`check_replaceable`), checked before and after the work."""
+    An existing `folder` must be empty or of `kind` (`check_replaceable`), checked before and after the work.
+    Staging folders of `folder` that a killed run left are removed first."""
     folder = check_replaceable(folder, kind)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    remove_orphans(folder.parent, f".{folder.name}.")
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=owned(f".{folder.name}."), suffix=".tmp"))
     try:
         yield staging
         os.chmod(staging, default_mode(directory=True))
         check_replaceable(folder, kind)
         if folder.exists():
-            retired = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".old"))
+            retired = Path(tempfile.mkdtemp(dir=folder.parent, prefix=owned(f".{folder.name}."), suffix=".old"))
             os.replace(folder, retired)
             os.replace(staging, folder)
             shutil.rmtree(retired)

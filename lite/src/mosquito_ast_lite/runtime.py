@@ -22,16 +22,13 @@ from .audio import AudioError, cut_short, cut_short_warning, fit_length, is_audi
 from .files import files_under, inside_folder
 from .io import atomic_write_json, atomic_write_text
 from .fbank import KALDI_MEL_FLOOR, Fbank, FbankSettings
+from .graph_meta import ModelError, check_graph_labels
 
 MODEL_FORMAT = "mosquito-ast-onnx"
 INPUT_NAME = "fbank"
 OUTPUT_NAME = "probabilities"
 UNCERTAIN = "uncertain"
 REQUIRED_FEATURES = ("sample_rate", "clip_seconds", "num_mel_bins", "max_length")
-
-
-class ModelError(ValueError):
-    """A model folder that cannot be used; the message names the folder and the problem."""
 
 
 @dataclass
@@ -128,6 +125,7 @@ def load_model(folder: str | Path, threads: int = 0, fp32: bool = False) -> Lite
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types for invalid graphs
         raise ModelError(f"{onnx_path}: cannot load the ONNX model ({str(error).strip().splitlines()[0]})") from error
+    check_graph_labels(session, onnx_path, meta["labels"])
     inputs, outputs = session.get_inputs(), session.get_outputs()
     names = [i.name for i in inputs]
     if len(inputs) != 1:

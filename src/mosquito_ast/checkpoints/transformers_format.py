@@ -1,6 +1,6 @@
 """A member as a Hugging Face transformers folder: `config.json` (with id2label/label2id),
 `model.safetensors`, `preprocessor_config.json` for `ASTFeatureExtractor`, and the remote code
-`modeling_mosquito_ast.py`.
+`modeling_mosquito_ast.py` (the member's head, and a feature extractor that pads as the member does).
 
 Two ways to load it, both offline from the folder:
 - faithful: `AutoModelForAudioClassification.from_pretrained(folder, trust_remote_code=True)` builds
@@ -9,6 +9,11 @@ Two ways to load it, both offline from the folder:
   but pools (token 0 + token 1) / 2 through a LayerNorm (stored at weight 1, bias 0) the member never
   trained with: its probabilities are not the member's. It is a starting point for fine-tuning with
   transformers' tools, not a copy of the member.
+
+The member's input on clips of any length comes from `AutoFeatureExtractor.from_pretrained(folder,
+trust_remote_code=True)` (`MosquitoASTFeatureExtractor`: the waveform zero-padded or trimmed to the clip
+length, then `ASTFeatureExtractor`); without remote code, `ASTFeatureExtractor` pads fbank frames instead,
+which matches the member only on clips of its exact length.
 
 `ASTFeatureExtractor` frames 400 samples every 160 up to Nyquist: the member's own features exactly
 at 16 kHz, 25 ms window, 10 ms hop and a full band. Other settings are written too
@@ -24,6 +29,7 @@ from typing import Sequence
 from torch import nn
 from transformers import ASTConfig, ASTFeatureExtractor
 
+from mosquito_ast_lite.audio import clip_samples
 from mosquito_ast_lite.io import atomic_directory
 
 from ..features import FeatureSettings
@@ -31,9 +37,11 @@ from ..models.classifier import ASTClassifier
 from . import TRANSFORMERS_FOLDER
 from .classifier import load_member
 from .encoder import config_to_dict
-from .modeling_mosquito_ast import MosquitoASTForAudioClassification
+from .modeling_mosquito_ast import MosquitoASTFeatureExtractor, MosquitoASTForAudioClassification
 
 AUTO_CLASS = "AutoModelForAudioClassification"
+AUTO_EXTRACTOR = "AutoFeatureExtractor"
+MODULE = "modeling_mosquito_ast"  # the remote-code file save_pretrained copies beside the weights
 
 
 def save_for_transformers(member_dir: str | Path, output_dir: str | Path, labels: Sequence[str] | None = None,
@@ -84,12 +92,17 @@ def transformers_model(model: ASTClassifier) -> MosquitoASTForAudioClassificatio
 
 
 def feature_extractor(features: FeatureSettings) -> ASTFeatureExtractor:
-    """`ASTFeatureExtractor` at the member's rate, mel bins, frames and normalization mean/std."""
+    """`ASTFeatureExtractor` at the member's rate, mel bins, frames and normalization mean/std, naming
+    `MosquitoASTFeatureExtractor` (shipped in `modeling_mosquito_ast.py`) for `trust_remote_code=True`, which
+    pads the waveform to the member's clip length first. Its type stays `ASTFeatureExtractor`, so a plain
+    `AutoFeatureExtractor.from_pretrained(folder)` still loads without remote code."""
     with warnings.catch_warnings():  # 128 Kaldi mel bins at 16 kHz leave one empty filter, as in AST itself
         warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
         return ASTFeatureExtractor(sampling_rate=features.sample_rate, num_mel_bins=features.num_mel_bins,
                                    max_length=features.max_length, mean=features.norm_mean,
-                                   std=features.norm_std, do_normalize=True, mosquito_ast_features=features.to_dict())
+                                   std=features.norm_std, do_normalize=True, mosquito_ast_features=features.to_dict(),
+                                   clip_samples=clip_samples(features.sample_rate, features.clip_seconds),
+                                   auto_map={AUTO_EXTRACTOR: f"{MODULE}.{MosquitoASTFeatureExtractor.__name__}"})
 
 
 def extractor_matches(features: FeatureSettings) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,7 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mosquito_ast_lite.io import FolderKind, atomic_path, atomic_write_json, check_replaceable
+from mosquito_ast_lite.graph_meta import METADATA_KEY
+from mosquito_ast_lite.io import FolderKind, atomic_directory, atomic_write_json, check_replaceable, scratch_folder
 
 from .. import __version__
 from ..checkpoints import CheckpointError
@@ -49,7 +49,6 @@ EXPORT_FOLDER = FolderKind("an export", (JSON_NAME,), (JSON_NAME, ONNX_NAME, INT
 # Dynamic quantization: both tried, QInt8 kept unless QUInt8 agrees on more clips (speeds: benchmarks/README.md).
 WEIGHT_TYPES = ("QInt8", "QUInt8")
 MAX_ONNX_BYTES = 2 * 1024 ** 3 - 64 * 1024 ** 2  # one protobuf file holds < 2 GiB; keep a margin for the graph
-METADATA_KEY = "mosquito_ast"
 FP32_TOLERANCE = 1e-3  # a larger fp32 difference means a broken export: warned about
 
 
@@ -163,7 +162,8 @@ def _megabytes(folder: Path, onnx_name: str) -> str:
 def export(params: ExportParams) -> ExportResult:
     """Write `model.onnx` (+ `model.int8.onnx` with --int8, + their `.data` files beyond 2 GB) and `model.json`
     into `params.output`, after checking ONNX against PyTorch on a few clips. The files are made in a scratch
-    folder and each moved in atomically, model.json last; files of an earlier export it no longer names go."""
+    folder (`mosquito-ast-export-<pid>-*` in the system's temp folder; those of killed exports are removed) and
+    the whole folder swapped in at once: a crash never leaves new graphs beside an old model.json."""
     output = export_folder(params)
     use_physical_cores()
     members = load_members(params.models, params.labels or None, params.progress)
@@ -185,8 +185,7 @@ def export(params: ExportParams) -> ExportResult:
                              for f in forests},
         "onnx": INT8_NAME if params.int8 else ONNX_NAME,
     }
-    with tempfile.TemporaryDirectory(prefix="mosquito-ast-export-") as scratch:
-        workdir = Path(scratch)
+    with scratch_folder("mosquito-ast-export-") as workdir:
         made = workdir / "made"
         (workdir / "traced").mkdir()
         made.mkdir()
@@ -239,16 +238,14 @@ def graph_record(files: list[str], settings: FeatureSettings, labels: list[str],
 
 
 def export_folder(params: ExportParams) -> Path:
-    """--output, once it may be written: a folder, holding no export unless --overwrite, and if it holds
-    any file an export writes, an export (never a user's folder)."""
+    """--output, once it may be written: missing, empty, or an export (with --overwrite); checked before any
+    work, since the export replaces the whole folder (never a user's)."""
     output = Path(params.output)
     if output.exists() and not output.is_dir():
         raise FileExistsError(f"{output}: exists and is not a folder")
     if (output / ONNX_NAME).exists() and not params.overwrite:
         raise FileExistsError(f"{output / ONNX_NAME}: an export already exists here (use --overwrite to replace it)")
-    if any((output / name).exists() for name in EXPORT_FOLDER.entries if "*" not in name):
-        check_replaceable(output, EXPORT_FOLDER)
-    return output
+    return check_replaceable(output, EXPORT_FOLDER)
 
 
 def reference_probabilities(members: list, forests: list, weights: np.ndarray, labels: list[str],
@@ -281,16 +278,11 @@ def add_int8(made: Path, workdir: Path, features: np.ndarray, reference: np.ndar
 
 
 def move_in(made: Path, output: Path, files: list[str], info: dict) -> None:
-    """Move the made files into `output`, each atomically and a graph never before its weights, then
-    model.json; delete the graphs of an earlier export that model.json no longer names."""
-    output.mkdir(parents=True, exist_ok=True)
-    for name in sorted(files, key=lambda n: not n.endswith(".data")):
-        with atomic_path(output / name, Path(name).suffix) as target:
-            shutil.move(made / name, target)
-    atomic_write_json(output / JSON_NAME, info)
-    for name in (ONNX_NAME, INT8_NAME, data_name(ONNX_NAME), data_name(INT8_NAME)):
-        if name not in files and (output / name).exists():
-            (output / name).unlink()
+    """Swap the made files and model.json in as one folder: never new graphs beside an old model.json."""
+    with atomic_directory(output, EXPORT_FOLDER) as staging:
+        for name in files:
+            shutil.move(made / name, staging / name)
+        atomic_write_json(staging / JSON_NAME, info)
 
 
 def _quantize_best(made: Path, workdir: Path, features: np.ndarray, reference: np.ndarray, params: ExportParams,

@@ -170,9 +170,9 @@ def plot_calibration(predictions: pd.DataFrame, labels: list[str], bins: int, ec
     return save_figure(figure, path)
 
 
-def draw_figures(evaluation: EnsembleEvaluation) -> dict[str, tuple[Path, str]]:
-    """Every figure: title -> (file, caption)."""
-    out, metrics = evaluation.output, evaluation.metrics
+def draw_figures(evaluation: EnsembleEvaluation, out: Path) -> dict[str, tuple[Path, str]]:
+    """Every figure, drawn into `out` (the evaluation's staging folder): title -> (file, caption)."""
+    metrics = evaluation.metrics
     labels = metrics["labels"]
     chance = 1 / len(labels)
     soft = evaluation.summary.set_index("system").loc[SOFT]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mosquito_ast_lite.io import atomic_write_json, atomic_write_text, check_replaceable
+from mosquito_ast_lite.io import atomic_directory, atomic_write_json, atomic_write_text
 
 from .. import __version__
 from .figures import draw_figures
@@ -233,21 +233,15 @@ def console_table(summary: pd.DataFrame) -> str:
 
 def write_outputs(evaluation: EnsembleEvaluation) -> Path:
     """predictions.csv, recordings.csv, members.csv, per_class.csv, coverage.csv, metrics.json, the figures and
-    report.html in `evaluation.output`; prints the summary table and the warnings."""
-    out = check_replaceable(evaluation.output, EVALUATION_FOLDER)
-    out.mkdir(parents=True, exist_ok=True)
-    predictions = evaluation.predictions.assign(path=[shown_path(p, out) for p in evaluation.predictions.path])
-    atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
-    atomic_write_text(out / "recordings.csv", evaluation.recordings.to_csv(index=False))
-    atomic_write_text(out / "members.csv", portable_members(evaluation.members, out).to_csv(index=False))
-    atomic_write_text(out / "coverage.csv", evaluation.coverage.to_csv(index=False))
-    per_class = pd.concat([evaluation.per_class.assign(level="clip"),
-                           evaluation.recording_per_class.assign(level="recording")], ignore_index=True)
-    atomic_write_text(out / "per_class.csv", per_class.to_csv(index=False))
+    report.html in `evaluation.output`; prints the summary table and the warnings. The folder is written as
+    one unit (staged beside it, then swapped in): a crash or kill leaves the old evaluation whole."""
+    out = Path(evaluation.output)
     warnings = result_warnings(evaluation)
-    metrics = portable_metrics(evaluation, warnings, datetime.now().astimezone().isoformat(timespec="seconds"))
-    atomic_write_json(out / "metrics.json", json_safe(metrics))
-    atomic_write_text(out / "report.html", html_report(evaluation, metrics, draw_figures(evaluation)))
+    with atomic_directory(out, EVALUATION_FOLDER) as staging:
+        write_tables(evaluation, staging, out)
+        metrics = portable_metrics(evaluation, warnings, datetime.now().astimezone().isoformat(timespec="seconds"))
+        atomic_write_json(staging / "metrics.json", json_safe(metrics))
+        atomic_write_text(staging / "report.html", html_report(evaluation, metrics, draw_figures(evaluation, staging)))
     print(console_table(evaluation.summary))
     print(evaluation.metrics["coverage_headline"])
     comparison = baseline_comparison(evaluation.summary)
@@ -257,3 +251,15 @@ def write_outputs(evaluation: EnsembleEvaluation) -> Path:
         print(f"warning: {line}")
     print(f"report: {out / 'report.html'}")
     return out
+
+
+def write_tables(evaluation: EnsembleEvaluation, staging: Path, out: Path) -> None:
+    """The CSV tables into `staging`, their paths relative to `out`, where they will live."""
+    predictions = evaluation.predictions.assign(path=[shown_path(p, out) for p in evaluation.predictions.path])
+    atomic_write_text(staging / "predictions.csv", predictions.to_csv(index=False))
+    atomic_write_text(staging / "recordings.csv", evaluation.recordings.to_csv(index=False))
+    atomic_write_text(staging / "members.csv", portable_members(evaluation.members, out).to_csv(index=False))
+    atomic_write_text(staging / "coverage.csv", evaluation.coverage.to_csv(index=False))
+    per_class = pd.concat([evaluation.per_class.assign(level="clip"),
+                           evaluation.recording_per_class.assign(level="recording")], ignore_index=True)
+    atomic_write_text(staging / "per_class.csv", per_class.to_csv(index=False))

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mosquito_ast_lite.io import atomic_path
+from mosquito_ast_lite.io import OutputFolderError, atomic_path, check_writable, scratch_folder
 
 from ..checkpoints import WEIGHTS_NAME, CheckpointError
 from .members import Member, torch_probabilities
@@ -28,6 +28,7 @@ from .onnx_graphs import EnsembleGraph, compare, export_graph, onnx_session, qua
 WEIGHT_TYPE = "QInt8"
 CHECK_CLIPS = 32
 GRAPH_REVISION = 1  # raise when the graph code changes: cached graphs of older revisions are not reused
+KEY_METADATA = "mosquito_ast_int8_key"  # the graph's own record of its key: a file renamed or copied over is seen
 
 
 def graph_key(member: Member) -> str:
@@ -44,18 +45,28 @@ def graph_folder(cache_dir: str | Path | None, no_cache: bool) -> Path | None:
     return None if no_cache else FeatureCache(cache_dir).root / "int8"
 
 
+def stamp_key(path: Path, key: str) -> None:
+    """Record `key` in the graph's metadata, where a load checks it (`Int8Scorer.kept_session`)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {KEY_METADATA: key})
+    onnx.save(model, str(path))
+
+
 def build_graph(member: Member, target: Path, check: np.ndarray) -> str:
-    """Trace the member (fp32) and quantize it into `target`; the returned line compares the graph with
-    the member's fp32 PyTorch scores on `check` (un-normalized fbank)."""
+    """Trace the member (fp32) and quantize it into `target` (named by its key, which it records); the
+    returned line compares the graph with the member's fp32 PyTorch scores on `check` (un-normalized fbank)."""
     weight = next(member.model.parameters())
     if weight.dtype != torch.float32:
         raise ValueError(f"member {member.name} already holds {weight.dtype} weights; load it again for int8")
     member.model.eval()
-    with tempfile.TemporaryDirectory(prefix="mosquito-ast-int8-") as scratch:
-        traced = Path(scratch) / "member.onnx"
+    with scratch_folder("mosquito-ast-int8-") as scratch:
+        traced = scratch / "member.onnx"
         export_graph(EnsembleGraph([member], [1.0]), traced, member.features)
         with atomic_path(target, ".onnx") as written:
             quantize(traced, written, WEIGHT_TYPE, external=False)
+            stamp_key(written, target.stem)
             agreement = compare(run_onnx(onnx_session(written, torch.get_num_threads()), check),
                                 torch_probabilities(member, check, torch.float32, torch.device("cpu")))
             if not agreement.finite:  # raised inside: the graph is not kept
@@ -70,37 +81,63 @@ class Int8Scorer:
     probabilities in the member's label order. Loaded from `graphs` on first use, or built there (checked on the first
     clips it is given) when no graph of these weights is kept yet."""
 
-    def __init__(self, member: Member, graphs: Path | None) -> None:
-        self.member, self.graphs, self.session = member, graphs, None
+    def __init__(self, member: Member, graphs: Path | None, writable: bool = True) -> None:
+        self.member, self.graphs, self.writable, self.session = member, graphs, writable, None
 
     def __call__(self, features: np.ndarray, batch_size: int) -> np.ndarray:
         if self.session is None:
-            with tempfile.TemporaryDirectory(prefix="mosquito-ast-int8-") as scratch:
-                target = (self.graphs or Path(scratch)) / f"{graph_key(self.member)}.onnx"
-                self.session = self.kept_session(target)
+            with scratch_folder("mosquito-ast-int8-") as scratch:
+                key = graph_key(self.member)
+                kept = None if self.graphs is None else self.graphs / f"{key}.onnx"
+                self.session = None if kept is None else self.kept_session(kept)
                 if self.session is None:
+                    target = kept if kept is not None and self.writable else scratch / f"{key}.onnx"
                     target.parent.mkdir(parents=True, exist_ok=True)
                     print(build_graph(self.member, target, features[:CHECK_CLIPS]))
                     self.session = onnx_session(target, torch.get_num_threads())
         return run_onnx(self.session, features, batch_size)
 
     def kept_session(self, target: Path):
-        """A session of the graph kept at `target`; None when there is none, or when it cannot be loaded
-        (a damaged cache entry is built again and replaced, as damaged features are)."""
+        """A session of the graph kept at `target`; None when there is none, when it cannot be loaded, or
+        when it records another key (a graph copied over it, of other weights): such a cache entry is
+        built again and replaced, as damaged features are."""
         if not target.is_file():
             return None
         try:
-            return onnx_session(target, torch.get_num_threads())
+            session = onnx_session(target, torch.get_num_threads())
         except Exception as error:  # onnxruntime raises its own exception types for invalid graphs
             print(f"note: int8 graph of member {self.member.name} at {target} cannot be loaded "
                   f"({str(error).strip().splitlines()[0][:120]}); building it again")
             return None
+        found = session.get_modelmeta().custom_metadata_map.get(KEY_METADATA)
+        if found != target.stem:
+            print(f"note: int8 graph at {target} was built for other weights (key {found}), not member "
+                  f"{self.member.name}'s; building it again")
+            return None
+        return session
 
 
 def attach(members: list[Member], graphs: Path | None) -> None:
     """Make every member's int8 graph (kept in `graphs`, see `graph_folder`) its scorer in `score_features`."""
     if torch.cuda.is_available():
         print("warning: --precision int8 runs on the CPU (onnxruntime); on this GPU, auto (bf16) is faster")
+    writable = cache_writable(members, graphs)
     for member in members:
         if member.scorer is None:
-            member.scorer = Int8Scorer(member, graphs)
+            member.scorer = Int8Scorer(member, graphs, writable)
+
+
+def cache_writable(members: list[Member], graphs: Path | None) -> bool:
+    """Whether new graphs can be kept in `graphs`; where not (read-only, full), one counted warning, and
+    the graphs not kept yet are built for this run only, as unwritable feature caches are."""
+    if graphs is None:
+        return True
+    try:
+        check_writable(graphs)
+        return True
+    except OutputFolderError as error:
+        missing = sum(not (graphs / f"{graph_key(m)}.onnx").is_file() for m in members if m.scorer is None)
+        print(f"warning: int8 graph cache not written for {missing} of {len(members)} members ({error}); their "
+              "graphs are built for this run only (free space, make the folder writable, or pass --cache-dir)",
+              file=sys.stderr)
+        return False

@@ -15,7 +15,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from mosquito_ast_lite.io import atomic_path
+from mosquito_ast_lite.io import atomic_path, remove_orphans
 
 from ..checkpoints.encoder import first_nonfinite
 
@@ -24,8 +24,8 @@ class LastCheckpoint(Checkpoint):
     """Write `last.ckpt` at the end of a training epoch, atomically, so `--resume` continues after that
     epoch: after every epoch once `every_seconds` have passed since the fit (or the last write) began,
     so an interruption loses at most that much work while short epochs do not pay a full checkpoint
-    (about 1 GB for AST-base with its optimizer state) each. The last epoch writes none: the member
-    export follows. (Lightning's `ModelCheckpoint(save_last=True)` writes it only when training ends.)
+    (about 1 GB for AST-base with its optimizer state) each. The last epoch always writes one, deleted once
+    the output is written: a full disk or a kill while writing it loses no epoch. (Lightning's `ModelCheckpoint(save_last=True)` writes it only when training ends.)
 
     A `Checkpoint` subclass, so Lightning adds no default `ModelCheckpoint` and runs this after the other
     callbacks' (EarlyStopping, ModelCheckpoint, KeepBest) epoch-end hooks, whose state it then includes.
@@ -36,12 +36,16 @@ class LastCheckpoint(Checkpoint):
         self.every_seconds = every_seconds
         self.since = time.monotonic()
 
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        """Remove the half-written checkpoints a killed run left (the run folder is this process's)."""
+        remove_orphans(self.path.parent, f".{self.path.name}.")
+
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.since = time.monotonic()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         final = trainer.current_epoch + 1 >= trainer.max_epochs
-        if final or time.monotonic() - self.since < self.every_seconds:
+        if not final and time.monotonic() - self.since < self.every_seconds:
             return
         trainer.save_checkpoint(self.path, weights_only=False)
         self.since = time.monotonic()
