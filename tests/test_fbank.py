@@ -10,7 +10,7 @@ import pytest
 from transformers import ASTFeatureExtractor
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
-from mosquito_ast.features import FeatureSettings, fbank, make_extractor
+from mosquito_ast.features import FeatureSettings, fbank, make_extractor, normalize
 from mosquito_ast_lite import Fbank
 from mosquito_ast_lite.audio import load_clip
 from mosquito_ast_lite.fbank import KALDI_MEL_FLOOR, LOWEST_MEL_HZ
@@ -68,6 +68,8 @@ def test_equals_ast_feature_extractor_at_16_khz(seconds):
         ours = fbank(wave, settings)
         assert ours.shape == reference.shape == (100, 128)
         np.testing.assert_allclose(ours, reference, rtol=0, atol=TOLERANCE)
+    normalized = ASTFeatureExtractor(max_length=settings.max_length, dither=0.0)(wave, sampling_rate=16000)
+    np.testing.assert_allclose(normalize(ours, settings), normalized["input_values"][0], rtol=0, atol=TOLERANCE)
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))

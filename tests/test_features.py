@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mosquito_ast.features import (AUDIOSET_MEAN, AUDIOSET_STD, FeatureCache, FeatureSettings, compute_features,
-                                   fbank, normalize)
+from mosquito_ast.features import FeatureCache, FeatureSettings, compute_features, fbank
 
 
 def test_one_second_is_100_frames_not_1024():

@@ -18,25 +18,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from mosquito_ast.features import FeatureSettings, fbank, make_extractor, normalize
-from mosquito_ast.commands.predict import window_features
-from mosquito_ast.commands.predict import window_starts as predict_window_starts
-from mosquito_ast_lite import Fbank, FbankSettings
+from mosquito_ast.features import FeatureSettings, make_extractor, normalize
 from mosquito_ast_lite.__main__ import main as lite_main
-from mosquito_ast_lite.audio import load_clip
-from mosquito_ast_lite.runtime import load_model, predict_files, window_starts
+from mosquito_ast_lite.runtime import load_model, predict_files
+from mosquito_ast_lite.stream import RowOptions, recording_windows
 
 LITE = Path(__file__).resolve().parents[1] / "lite"
 # What the field runtime must run without: the heavy libraries and the tool itself (another distribution).
 BLOCKED = ("torch", "transformers", "lightning", "pytorch_lightning", "pandas", "mosquito_ast")
 LITE_DEPENDENCIES = {"numpy", "soundfile", "soxr", "onnxruntime"}
 LABELS = ["Ae. aegypti", "An. gambiae", "C. pipiens"]
-def test_windows_are_cut_as_predict_cuts_them():
-    for args in [(8000, 16000, 8000), (16000, 16000, 8000), (40000, 16000, 8000), (41000, 16000, 8000),
-                 (123457, 10000, 3333)]:
-        assert window_starts(*args) == predict_window_starts(*args)
-
-
 def test_lite_imports_only_its_declared_dependencies():
     """Statically: every module imports only the standard library, its own modules and the four libraries
     its distribution declares, so `pip install mosquito-ast-lite` is all a device needs."""
@@ -179,7 +170,8 @@ def test_runs_without_torch_and_writes_predict_tables(tiny_onnx, recordings, tmp
     for name, row in by_name.items():
         path = row["path"]
         # the same windows through the tool's own fbank and the PyTorch module: the same probabilities
-        features, starts = window_features(path, settings, hop_seconds=0.5)
+        starts, waves = zip(*recording_windows(path, settings.sample_rate, settings.clip_seconds, hop_seconds=0.5))
+        features = make_extractor(settings)(np.stack(waves))
         with torch.no_grad():
             expected = module(torch.from_numpy(features)).numpy()
         mine = [w for w in windows if w["path"] == path]
@@ -204,7 +196,7 @@ def test_abstain_below_labels_unsure_files_and_windows_uncertain(tiny_onnx, reco
     plain = predict_files(model, files, warn=None)
     confidences = sorted(r["confidence"] for r in plain.files if not r["error"])
     threshold = (confidences[1] + confidences[-2]) / 2
-    result = predict_files(model, files, abstain_below=threshold, warn=None)
+    result = predict_files(model, files, RowOptions(abstain_below=threshold), warn=None)
     abstained = [r for r in result.files if r["label"] == "uncertain"]
     assert 0 < len(abstained) < len(confidences)
     for before, after in zip(plain.files, result.files):
@@ -217,7 +209,7 @@ def test_abstain_below_labels_unsure_files_and_windows_uncertain(tiny_onnx, reco
     window_labels = [w["label"] for w in result.windows]
     assert window_labels == ["uncertain" if w["confidence"] < threshold else w["label"] for w in plain.windows]
     assert "uncertain" in window_labels
-    everything = predict_files(model, files, abstain_below=1.0, warn=None)
+    everything = predict_files(model, files, RowOptions(abstain_below=1.0), warn=None)
     assert {r["label"] for r in everything.files if not r["error"]} == {"uncertain"}
 
 

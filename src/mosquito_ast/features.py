@@ -107,7 +107,8 @@ def make_extractor(settings: FeatureSettings) -> Fbank:
 
 
 def fbank(wave: np.ndarray, settings: FeatureSettings, extractor: Fbank | None = None) -> np.ndarray:
-    """Un-normalized log-mel fbank of one clip (or a batch of clips), padded or cut to `max_length` frames."""
+    """Un-normalized log-mel fbank of one clip, padded or cut to `max_length` frames: (T, mel). For a batch
+    of clips (clips, samples), call `make_extractor(settings)` on it."""
     return (extractor or make_extractor(settings))(np.squeeze(wave))
 
 

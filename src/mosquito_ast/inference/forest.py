@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mosquito_ast_lite.files import files_under
+from mosquito_ast_lite.runtime import INPUT_NAME, ONNX_NAME, OUTPUT_NAME
 
 from ..checkpoints import CONFIG_NAME, CheckpointError, model_folders, named_member_folders
 from ..data import DatasetError
@@ -28,9 +29,7 @@ from ..features import FeatureCache, FeatureSettings, compute_features
 
 FOREST_KIND = "mosquito-ast-spectrum-forest"
 FOREST_FOLDER = "spectrum-forest"
-GRAPH_NAME = "model.onnx"
-INPUT_NAME = "fbank"
-OUTPUT_NAME = "probabilities"
+GRAPH_NAME = ONNX_NAME  # the forest's graph takes and gives what an export's does
 
 
 def real_frame_mean(features: np.ndarray) -> np.ndarray:
