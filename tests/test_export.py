@@ -23,7 +23,9 @@ from mosquito_ast.data import discover
 from mosquito_ast.inference.votes import soft_vote
 from mosquito_ast.inference.members import load_members, score_features
 import mosquito_ast.commands.export as export_module
-from mosquito_ast.commands.export import FORMAT, INT8_NAME, JSON_NAME, METADATA_KEY, ONNX_NAME, export
+from mosquito_ast.commands.export import METADATA_KEY, export
+from mosquito_ast_lite.runtime import INT8_NAME, JSON_NAME, ONNX_NAME
+from mosquito_ast_lite.runtime import MODEL_FORMAT as FORMAT
 from mosquito_ast.features import FeatureSettings, compute_features
 
 runner = CliRunner()

@@ -3,26 +3,13 @@ import multiprocessing
 import numpy as np
 import pytest
 import soundfile as sf
-from transformers import ASTFeatureExtractor
 
-from mosquito_ast.features import (AUDIOSET_MEAN, AUDIOSET_STD, FeatureCache, FeatureSettings, compute_features,
-                                   fbank, normalize)
+from mosquito_ast.features import FeatureCache, FeatureSettings, compute_features, fbank
 
 
 def test_one_second_is_100_frames_not_1024():
     assert FeatureSettings().max_length == 100
     assert FeatureSettings(clip_seconds=0.625).max_length == 62
-
-
-def test_matches_transformers_ast_feature_extractor():
-    rng = np.random.default_rng(0)
-    wave = (0.1 * rng.standard_normal(16000)).astype(np.float32)
-    settings = FeatureSettings()
-    reference = ASTFeatureExtractor(max_length=100)(wave, sampling_rate=16000, return_tensors="np")["input_values"][0]
-    ours = normalize(fbank(wave, settings), settings)
-    assert ours.shape == (100, 128)
-    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
-    assert (settings.norm_mean, settings.norm_std) == (AUDIOSET_MEAN, AUDIOSET_STD)
 
 
 def _wav(path, seed):
@@ -109,8 +96,6 @@ def test_default_settings_keep_earlier_extraction_keys():
 
 
 def test_cache_entries_are_keyed_by_the_fbank_computation(tmp_path):
-    """A cache filled by another fbank implementation or transformers release must not be reused."""
-    import transformers
-
+    """A cache filled by an earlier fbank computation (revision 2: transformers' audio utilities) is not reused."""
     entry = FeatureCache(tmp_path).entry(_wav(tmp_path / "a.wav", 0), FeatureSettings())
-    assert f"transformers{transformers.__version__}" in entry.parts[-4]
+    assert entry.parts[-4] == "fbank-r3"

@@ -1,6 +1,5 @@
-"""The runtime without PyTorch (`mosquito_ast_lite`, its own distribution): its numpy fbank equals the tool's,
-it runs with torch, transformers, lightning, pandas and the tool itself blocked, abstains below a threshold, and
-writes predict's columns."""
+"""The runtime without PyTorch (`mosquito_ast_lite`, its own distribution): it runs with torch, transformers,
+lightning, pandas and the tool itself blocked, abstains below a threshold, and writes predict's columns."""
 
 from __future__ import annotations
 
@@ -19,80 +18,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from mosquito_ast.features import FeatureSettings, fbank, make_extractor, normalize
-from mosquito_ast.commands.predict import window_features
-from mosquito_ast.commands.predict import window_starts as predict_window_starts
-from mosquito_ast_lite import Fbank, FbankSettings
+from mosquito_ast.features import FeatureSettings, make_extractor, normalize
 from mosquito_ast_lite.__main__ import main as lite_main
-from mosquito_ast_lite.audio import load_clip
-from mosquito_ast_lite.runtime import load_model, predict_files, window_starts
+from mosquito_ast_lite.runtime import load_model, predict_files
+from mosquito_ast_lite.stream import RowOptions, recording_windows
 
 LITE = Path(__file__).resolve().parents[1] / "lite"
 # What the field runtime must run without: the heavy libraries and the tool itself (another distribution).
 BLOCKED = ("torch", "transformers", "lightning", "pytorch_lightning", "pandas", "mosquito_ast")
 LITE_DEPENDENCIES = {"numpy", "soundfile", "soxr", "onnxruntime"}
 LABELS = ["Ae. aegypti", "An. gambiae", "C. pipiens"]
-TOLERANCE = 1e-3
-
-SETTINGS = {
-    "16k": FeatureSettings(),
-    "8k": FeatureSettings(sample_rate=8000, clip_seconds=0.625, num_mel_bins=64),
-    "16k_fmax4000": FeatureSettings(max_frequency=4000.0),
-    "8k_fmax3000_win": FeatureSettings(sample_rate=8000, clip_seconds=0.5, num_mel_bins=48, window_ms=32.0, hop_ms=8.0,
-                                       max_frequency=3000.0),
-}
-
-
-def lite_settings(settings: FeatureSettings) -> FbankSettings:
-    return FbankSettings.from_dict(settings.to_dict())
-
-
-def generated_waves(settings: FeatureSettings) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    rate, n = settings.sample_rate, int(round(settings.sample_rate * settings.clip_seconds))
-    t = np.arange(n) / rate
-    tone = 0.3 * np.sin(2 * np.pi * 500 * t) + 0.1 * np.sin(2 * np.pi * 1000 * t + 1.0)
-    burst = np.zeros(n)
-    burst[n // 3:n // 3 + 200] = rng.standard_normal(200)  # mostly silence: log floor
-    loud = np.clip(3 * rng.standard_normal(n), -1, 1)
-    return [w.astype(np.float32) for w in (0.1 * rng.standard_normal(n), tone + 0.01 * rng.standard_normal(n), burst,
-                                           loud, np.full(n, 0.25))]
-
-
-@pytest.mark.parametrize("name", sorted(SETTINGS))
-def test_fbank_matches_the_tool_on_generated_clips(name):
-    settings = SETTINGS[name]
-    extractor, ours = make_extractor(settings), Fbank(lite_settings(settings))
-    np.testing.assert_allclose(ours.filters, extractor.mel_filters, atol=1e-12)
-    waves = generated_waves(settings)
-    batch = ours(np.stack(waves))
-    assert batch.shape == (len(waves), settings.max_length, settings.num_mel_bins) and batch.dtype == np.float32
-    for wave, row in zip(waves, batch):
-        reference = fbank(wave, settings, extractor)
-        assert np.abs(row - reference).max() < TOLERANCE
-        np.testing.assert_array_equal(ours(wave), row)  # one wave or a batch: the same numbers
-    for length in (50, settings.sample_rate // 10, 3 * settings.sample_rate):  # under one frame, short, long: pad/cut
-        wave = waves[0][:length] if length <= len(waves[0]) else np.tile(waves[0], 3)[:length]
-        assert np.abs(ours(wave) - fbank(wave, settings, extractor)).max() < TOLERANCE
-
-
-@pytest.mark.parametrize("name", sorted(SETTINGS))
-def test_fbank_matches_the_tool_on_real_clips(wingbeats, name):
-    settings = SETTINGS[name]
-    files = sorted(wingbeats.rglob("*.wav"))[::7][:30]
-    waves = np.stack([load_clip(f, settings.sample_rate, settings.clip_seconds) for f in files])
-    extractor = make_extractor(settings)
-    reference = np.stack([fbank(w, settings, extractor) for w in waves])
-    difference = np.abs(Fbank(lite_settings(settings))(waves) - reference).max()
-    assert difference < TOLERANCE, f"{name}: max |lite - tool| = {difference}"
-
-
-def test_windows_are_cut_as_predict_cuts_them():
-    for args in [(8000, 16000, 8000), (16000, 16000, 8000), (40000, 16000, 8000), (41000, 16000, 8000),
-                 (123457, 10000, 3333)]:
-        assert window_starts(*args) == predict_window_starts(*args)
-
-
 def test_lite_imports_only_its_declared_dependencies():
     """Statically: every module imports only the standard library, its own modules and the four libraries
     its distribution declares, so `pip install mosquito-ast-lite` is all a device needs."""
@@ -235,7 +170,8 @@ def test_runs_without_torch_and_writes_predict_tables(tiny_onnx, recordings, tmp
     for name, row in by_name.items():
         path = row["path"]
         # the same windows through the tool's own fbank and the PyTorch module: the same probabilities
-        features, starts = window_features(path, settings, hop_seconds=0.5)
+        starts, waves = zip(*recording_windows(path, settings.sample_rate, settings.clip_seconds, hop_seconds=0.5))
+        features = make_extractor(settings)(np.stack(waves))
         with torch.no_grad():
             expected = module(torch.from_numpy(features)).numpy()
         mine = [w for w in windows if w["path"] == path]
@@ -260,7 +196,7 @@ def test_abstain_below_labels_unsure_files_and_windows_uncertain(tiny_onnx, reco
     plain = predict_files(model, files, warn=None)
     confidences = sorted(r["confidence"] for r in plain.files if not r["error"])
     threshold = (confidences[1] + confidences[-2]) / 2
-    result = predict_files(model, files, abstain_below=threshold, warn=None)
+    result = predict_files(model, files, RowOptions(abstain_below=threshold), warn=None)
     abstained = [r for r in result.files if r["label"] == "uncertain"]
     assert 0 < len(abstained) < len(confidences)
     for before, after in zip(plain.files, result.files):
@@ -273,7 +209,7 @@ def test_abstain_below_labels_unsure_files_and_windows_uncertain(tiny_onnx, reco
     window_labels = [w["label"] for w in result.windows]
     assert window_labels == ["uncertain" if w["confidence"] < threshold else w["label"] for w in plain.windows]
     assert "uncertain" in window_labels
-    everything = predict_files(model, files, abstain_below=1.0, warn=None)
+    everything = predict_files(model, files, RowOptions(abstain_below=1.0), warn=None)
     assert {r["label"] for r in everything.files if not r["error"]} == {"uncertain"}
 
 

@@ -14,11 +14,12 @@ from mosquito_ast.inference.forest import (FOREST_FOLDER, GRAPH_NAME, find_fores
                                           real_frame_mean, vote_weights)
 from mosquito_ast.inference.members import load_members, score_features
 from mosquito_ast.commands.export import export
-from mosquito_ast.features import FeatureSettings, compute_features
-from mosquito_ast.commands.predict import predict_files, window_features
+from mosquito_ast.features import FeatureSettings, compute_features, fbank
+from mosquito_ast.commands.predict import predict_files
 from mosquito_ast.training.spectrum_forest import fit_forest, save_forest
 from mosquito_ast.commands.train import train
 from mosquito_ast_lite.runtime import load_model
+from mosquito_ast_lite.stream import recording_windows
 
 SETTINGS = FeatureSettings(num_mel_bins=16, max_length=20)
 # ONNX's own operators and TreeEnsembleClassifier (ai.onnx.ml): nothing that runs code when loaded
@@ -96,7 +97,9 @@ def test_predict_export_and_lite_runtime_vote_with_the_forest(tiny_member, synth
     labels = members[0].labels
     path = sorted(synth_split[1].rglob("*.wav"))[0]
     params = PredictParams(inputs=[str(path)], models=[str(best)], progress=False, precision="32")
-    windows, _ = window_features(path, members[0].features, params.hop_seconds)
+    settings = members[0].features
+    windows = np.stack([fbank(wave, settings) for _, wave in recording_windows(
+        path, settings.sample_rate, settings.clip_seconds, params.hop_seconds)])
     ast = score_features(members, {members[0].features.extraction_key(): windows}, "32")[0]
     expected = 0.75 * ast + 0.25 * forests[0].probabilities(windows, labels)
     table = predict_files(members, [path], params, forests).windows

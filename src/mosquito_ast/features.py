@@ -1,10 +1,11 @@
 """Kaldi-compatible log-mel fbank features, their normalization, and a shared on-disk cache.
 
-Features are computed with transformers' audio utilities exactly as `ASTFeatureExtractor` computes
-them at its defaults (16 kHz, 25 ms window, 10 ms hop, 128 mel bins up to 8 kHz), so they match what
-AST checkpoints were trained on; window and hop are set in time and the mel band can stop below
-Nyquist, so any sample rate gives the same frames per second and no constant bins. The cache stores un-normalized fbank keyed by file content and extraction settings, so
-every command (train, pretrain, evaluate, predict) and every sweep member reuses one computation.
+The fbank is the field runtime's (`mosquito_ast_lite.fbank`, numpy), so a member and its export see the same
+numbers; it equals `ASTFeatureExtractor`'s at its defaults (16 kHz, 25 ms window, 10 ms hop, 128 mel bins up to
+8 kHz) to 1e-5, so features match what AST checkpoints were trained on. Window and hop are set in time and the
+mel band can stop below Nyquist, so any sample rate gives the same frames per second and no constant bins. The
+cache stores un-normalized fbank keyed by file content and extraction settings, so every command (train,
+pretrain, evaluate, predict) and every sweep member reuses one computation.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -20,21 +20,19 @@ from typing import Sequence
 import numpy as np
 import platformdirs
 import torch
-import transformers
-from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
 from mosquito_ast_lite.audio import AudioError, cut_short, cut_short_warning, load_clip
+from mosquito_ast_lite.fbank import Fbank, FbankSettings
 from mosquito_ast_lite.io import atomic_path
 
 from .data import DatasetError
 
 AUDIOSET_MEAN = -4.2677393
 AUDIOSET_STD = 4.5689974
-KALDI_MEL_FLOOR = 1.192092955078125e-07
-LOWEST_MEL_HZ = 20.0
-# Raise when this module's fbank output changes, so caches filled by an earlier computation are not reused.
-FBANK_REVISION = 2
-COMPUTATION_KEY = f"fbank-r{FBANK_REVISION}-transformers{transformers.__version__}"
+# Raise when the fbank's output changes, so caches filled by an earlier computation are not reused
+# (3: the field runtime's numpy fbank, `mosquito_ast_lite.fbank`, replaced transformers' audio utilities).
+FBANK_REVISION = 3
+COMPUTATION_KEY = f"fbank-r{FBANK_REVISION}"
 
 
 @dataclass(frozen=True)
@@ -54,14 +52,10 @@ class FeatureSettings:
     def __post_init__(self) -> None:
         if self.clip_seconds <= 0:
             raise ValueError(f"clip_seconds must be positive, got {self.clip_seconds}")
-        if self.hop_ms <= 0 or self.window_ms < self.hop_ms:
-            raise ValueError(f"need 0 < hop_ms <= window_ms, got hop {self.hop_ms} ms, window {self.window_ms} ms")
-        if not 0 <= self.max_frequency <= self.sample_rate / 2 or 0 < self.max_frequency <= LOWEST_MEL_HZ:
-            raise ValueError(f"max_frequency must be 0 (Nyquist) or between {LOWEST_MEL_HZ:g} Hz and "
-                             f"{self.sample_rate / 2:g} Hz, got {self.max_frequency}")
-        if self.max_length == 0:
+        if self.max_length == 0 and self.hop_ms > 0:
             frames = int(round(self.clip_seconds * 1000 / self.hop_ms))
             object.__setattr__(self, "max_length", frames)
+        fbank_settings(self)  # the runtime's checks of window, hop and band
         if self.norm_std <= 0:
             raise ValueError(f"norm_std must be positive, got {self.norm_std}")
 
@@ -102,50 +96,20 @@ class FeatureSettings:
         return key
 
 
-@dataclass(frozen=True)
-class FbankExtractor:
-    """Kaldi-style fbank (povey-free Hann window, pre-emphasis 0.97, DC removal, power spectrum, Kaldi mel
-    scale), the numpy path of `ASTFeatureExtractor` with window and hop in milliseconds."""
-
-    settings: FeatureSettings
-    frame_length: int
-    hop_length: int
-    fft_length: int
-    window: np.ndarray
-    mel_filters: np.ndarray
-
-    def __call__(self, wave: np.ndarray) -> np.ndarray:
-        frames, bins = self.settings.max_length, self.settings.num_mel_bins
-        wave = np.squeeze(wave)
-        if len(wave) < self.frame_length:
-            wave = np.pad(wave, (0, self.frame_length - len(wave)))
-        log_mel = spectrogram(wave, self.window, frame_length=self.frame_length, hop_length=self.hop_length,
-                              fft_length=self.fft_length, power=2.0, center=False, preemphasis=0.97,
-                              mel_filters=self.mel_filters, log_mel="log", mel_floor=KALDI_MEL_FLOOR,
-                              remove_dc_offset=True).T
-        out = np.zeros((frames, bins), np.float32)
-        kept = min(frames, len(log_mel))
-        out[:kept] = log_mel[:kept]
-        return out
+def fbank_settings(settings: FeatureSettings) -> FbankSettings:
+    """The field runtime's view of `settings`: what the fbank needs (normalization stays with the member)."""
+    return FbankSettings.from_dict(settings.to_dict())
 
 
-def make_extractor(settings: FeatureSettings) -> FbankExtractor:
-    frame_length = int(round(settings.sample_rate * settings.window_ms / 1000))
-    hop_length = max(1, int(round(settings.sample_rate * settings.hop_ms / 1000)))
-    fft_length = 1 << (frame_length - 1).bit_length()
-    with warnings.catch_warnings():  # 128 Kaldi mel bins at 16 kHz leave one empty filter, as in AST itself
-        warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
-        mel_filters = mel_filter_bank(num_frequency_bins=fft_length // 2 + 1, num_mel_filters=settings.num_mel_bins,
-                                      min_frequency=LOWEST_MEL_HZ, max_frequency=settings.top_frequency,
-                                      sampling_rate=settings.sample_rate, norm=None, mel_scale="kaldi",
-                                      triangularize_in_mel_space=True)
-    return FbankExtractor(settings, frame_length, hop_length, fft_length,
-                          window_function(frame_length, "hann", periodic=False), mel_filters)
+def make_extractor(settings: FeatureSettings) -> Fbank:
+    """The field runtime's fbank for `settings`, built once and reused for many clips."""
+    return Fbank(fbank_settings(settings))
 
 
-def fbank(wave: np.ndarray, settings: FeatureSettings, extractor: FbankExtractor | None = None) -> np.ndarray:
-    """Un-normalized log-mel fbank of one clip, padded or cut to `max_length` frames: (T, mel)."""
-    return (extractor or make_extractor(settings))(wave)
+def fbank(wave: np.ndarray, settings: FeatureSettings, extractor: Fbank | None = None) -> np.ndarray:
+    """Un-normalized log-mel fbank of one clip, padded or cut to `max_length` frames: (T, mel). For a batch
+    of clips (clips, samples), call `make_extractor(settings)` on it."""
+    return (extractor or make_extractor(settings))(np.squeeze(wave))
 
 
 def normalize(features: np.ndarray | torch.Tensor, settings: FeatureSettings):
@@ -177,8 +141,7 @@ class FeatureCache:
         self.root = Path(root) if root is not None else default_cache_dir()
 
     def entry(self, path: str | Path, settings: FeatureSettings) -> Path:
-        """Keyed by the file's content, the settings, and the code that computes the fbank (this module's
-        revision and the transformers release whose audio utilities it calls)."""
+        """Keyed by the file's content, the settings, and the revision of the code that computes the fbank."""
         digest = file_digest(path)
         return self.root / COMPUTATION_KEY / settings.extraction_key() / digest[:2] / f"{digest}.npy"
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 _EXPORTS = {
     "Fbank": "fbank", "FbankSettings": "fbank",
-    "LiteModel": "runtime", "LitePredictions": "runtime", "ModelError": "runtime", "load_model": "runtime",
-    "predict_files": "runtime", "write_predictions": "runtime", "expand_inputs": "runtime",
+    "LiteModel": "runtime", "ModelError": "runtime", "load_model": "runtime", "predict_files": "runtime",
+    "expand_inputs": "runtime", "RowOptions": "stream", "stream_predictions": "stream",
+    "CollectedRows": "tables", "prediction_files": "tables",
 }
 
 __all__ = sorted(_EXPORTS)

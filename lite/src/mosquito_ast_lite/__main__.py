@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.setdefault(variable, str(args.threads))
 
     from .io import OutputFolderError, check_output_files
-    from .runtime import ModelError, expand_inputs, load_model, output_paths, predict_files, write_predictions
+    from .runtime import ModelError, expand_inputs, load_model, summary_header
+    from .stream import RowOptions, stream_predictions
+    from .tables import UNCERTAIN, output_paths, prediction_files
 
     missing = [item for item in args.inputs if not os.path.exists(item)]
     try:
@@ -68,25 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"error: no audio files found in {', '.join(args.inputs)}", file=sys.stderr)
         return 2
+    options = RowOptions(args.hop_seconds, args.top_k, args.min_confidence, args.abstain_below, args.batch_size)
     began = time.perf_counter()
     try:
-        result = predict_files(model, files, args.hop_seconds, args.batch_size, args.top_k, args.min_confidence,
-                               args.abstain_below, warn=lambda line: print(line, file=sys.stderr))
+        with prediction_files(args.output, model.labels, args.top_k, summary_header(model, options)) as rows:
+            windows = stream_predictions(model, files, rows, options, warn=lambda line: print(line, file=sys.stderr))
     except ModelError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    seconds = time.perf_counter() - began
-    try:
-        written = write_predictions(result, args.output, model, args.hop_seconds, args.top_k, args.min_confidence,
-                                    args.abstain_below)
     except OSError as error:
         print(f"error: cannot write {args.output} ({error})", file=sys.stderr)
         return 1
+    seconds = time.perf_counter() - began
     if not args.quiet:
-        failed = sum(1 for row in result.files if row["error"])
-        abstained = sum(1 for row in result.files if row["label"] == "uncertain")
-        print(f"{len(files)} files ({len(result.windows)} windows, {len(result.windows) / max(seconds, 1e-9):.1f} "
-              f"windows/s): {failed} unreadable, {abstained} uncertain -> {', '.join(map(str, written))}")
+        failed = sum(1 for row in rows.files if row["error"])
+        abstained = sum(1 for row in rows.files if row["label"] == UNCERTAIN)
+        print(f"{len(files)} files ({windows} windows, {windows / max(seconds, 1e-9):.1f} windows/s): "
+              f"{failed} unreadable, {abstained} uncertain -> {', '.join(map(str, output_paths(args.output)))}")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -26,22 +26,46 @@ def is_audio_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """Decode a file to mono float32 at `sample_rate`; reject files a model cannot learn from."""
+BLOCK_FRAMES = 1 << 16  # source frames decoded at a time: 4 s at 16 kHz
+
+
+def stream_audio(path: str | Path, sample_rate: int = 16000, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """Decode a file block by block to mono float32 at `sample_rate`, so memory stays one block whatever the
+    recording's length (soxr's stream gives the very samples of a one-shot resampling). Files a model cannot
+    learn from are `AudioError`s; an all-zero file is known only at its end, after its blocks."""
     try:
-        data, source_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        handle = sf.SoundFile(str(path))
     except Exception as error:  # soundfile raises several types for undecodable input
         raise AudioError(path, f"unreadable audio ({error})") from error
-    if data.shape[0] == 0:
-        raise AudioError(path, "empty audio (0 samples)")
-    wave = data.mean(axis=1)
-    if not np.all(np.isfinite(wave)):
-        raise AudioError(path, "audio contains NaN or infinite samples")
-    if not np.any(wave):
+    with handle:
+        source_rate = handle.samplerate
+        resampler = (soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32", quality="HQ")
+                     if source_rate != sample_rate else None)
+        decoded, heard, last = 0, False, False
+        while not last:
+            try:
+                data = handle.read(block_frames, dtype="float32", always_2d=True)
+            except Exception as error:
+                raise AudioError(path, f"unreadable audio ({error})") from error
+            last = len(data) < block_frames
+            decoded += len(data)
+            if last and decoded == 0:
+                raise AudioError(path, "empty audio (0 samples)")
+            wave = data.mean(axis=1)
+            if not np.all(np.isfinite(wave)):
+                raise AudioError(path, "audio contains NaN or infinite samples")
+            heard = heard or bool(np.any(wave))
+            if resampler is not None:
+                wave = resampler.resample_chunk(wave, last=last)
+            if len(wave):
+                yield np.ascontiguousarray(wave, dtype=np.float32)
+    if not heard:
         raise AudioError(path, "audio is all zeros (silent)")
-    if source_rate != sample_rate:
-        wave = soxr.resample(wave, source_rate, sample_rate, quality="HQ").astype(np.float32)
-    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+    """A whole file, decoded as `stream_audio` decodes it: for clips, not for recordings of any length."""
+    return np.concatenate(list(stream_audio(path, sample_rate)))
 
 
 def fit_length(wave: np.ndarray, num_samples: int) -> np.ndarray:

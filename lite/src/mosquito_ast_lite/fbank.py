@@ -1,7 +1,8 @@
-"""The tool's Kaldi-style log-mel fbank in plain numpy (no torch, no transformers).
+"""The Kaldi-style log-mel fbank in plain numpy (no torch, no transformers): the one fbank of the runtime and
+the tool (`mosquito_ast.features.fbank` is this), equal to transformers' `ASTFeatureExtractor` at 16 kHz and
+to its audio utilities at every setting to 1e-5 (`tests/test_fbank.py`).
 
-Same steps as `mosquito_ast.features.FbankExtractor` (transformers' `spectrogram` with the settings AST
-uses): frames of `window_ms` every `hop_ms` without centering, per frame DC-offset removal, pre-emphasis
+Steps: frames of `window_ms` every `hop_ms` without centering, per frame DC-offset removal, pre-emphasis
 0.97, a symmetric Hann window, an FFT of the next power of two, the power spectrum, Kaldi mel filters
 triangular in mel space from 20 Hz to `max_frequency` (0 = Nyquist), a floor of 2**-23 and the natural
 log; padded with zeros or cut to `max_length` frames. A batch of windows is computed a few windows at a time.

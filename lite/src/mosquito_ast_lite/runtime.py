@@ -1,33 +1,33 @@
 """Load an exported model folder (model.json + ONNX) and label recordings with onnxruntime, no PyTorch.
 
-Recordings are cut into clip-length windows exactly as `mosquito-ast predict` cuts them (`--hop-seconds`
-apart, the last one aligned to the end, short ones padded); a file's probability is the mean over its
-windows. The per-file and per-window CSVs have predict's columns; with `abstain_below`, files and windows
-whose top probability is below it are labelled `uncertain` (their probabilities are kept).
+This module owns the deploy contract: the folder's file names, model.json's format, the graph's input and
+output names; `mosquito_ast` exports and runs graphs with these constants. A `LiteModel` is a
+`stream.WindowScorer`: predict's streaming loop (`stream.stream_predictions`) scores windows with it, as the
+tool's `predict` does with its members, so windows, rows, thresholds and CSVs are the same in both.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from .audio import AudioError, cut_short, cut_short_warning, fit_length, is_audio_file, load_audio
+from .audio import is_audio_file
 from .files import files_under, inside_folder
-from .io import atomic_write_json, atomic_write_text
 from .fbank import KALDI_MEL_FLOOR, Fbank, FbankSettings
 from .graph_meta import ModelError, check_graph_labels
+from .stream import RowOptions, stream_predictions
+from .tables import CollectedRows
 
-MODEL_FORMAT = "mosquito-ast-onnx"
-INPUT_NAME = "fbank"
-OUTPUT_NAME = "probabilities"
-UNCERTAIN = "uncertain"
+MODEL_FORMAT = "mosquito-ast-onnx"  # model.json's "format"
+JSON_NAME = "model.json"
+ONNX_NAME = "model.onnx"
+INT8_NAME = "model.int8.onnx"
+INPUT_NAME = "fbank"  # (batch, frames, mel) un-normalized fbank, float32
+OUTPUT_NAME = "probabilities"  # (batch, classes) in model.json's label order
 REQUIRED_FEATURES = ("sample_rate", "clip_seconds", "num_mel_bins", "max_length")
 
 
@@ -45,6 +45,20 @@ class LiteModel:
 
     def __post_init__(self) -> None:
         self.fbank = Fbank(self.settings)
+
+    @property
+    def clip_seconds(self) -> float:
+        return self.settings.clip_seconds
+
+    @property
+    def sample_rates(self) -> tuple[int, ...]:
+        return (self.settings.sample_rate,)
+
+    def __call__(self, waves: dict[int, np.ndarray]) -> np.ndarray:
+        """The `WindowScorer` of predict's loop: (windows, samples) waves -> (windows, classes) probabilities,
+        the block in one run of the graph (the loop sizes the block with --batch-size)."""
+        features = self.fbank(waves[self.settings.sample_rate])
+        return self.probabilities(features, len(features))
 
     def probabilities(self, features: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(N, frames, mel) un-normalized fbank -> (N, classes) probabilities, in batches."""
@@ -68,7 +82,7 @@ def read_model_json(folder: str | Path) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelError(f"{folder}: no such model folder")
-    path = folder / "model.json"
+    path = folder / JSON_NAME
     if not path.is_file():
         raise ModelError(f"{folder}: no model.json (not a folder written by `mosquito-ast export`)")
     try:
@@ -149,28 +163,6 @@ def load_model(folder: str | Path, threads: int = 0, fp32: bool = False) -> Lite
     return model
 
 
-# --- windows, as `mosquito_ast.commands.predict` cuts them -------------------------------------------------------------
-
-def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
-    """Window starts covering the whole recording; the last one ends at the recording's end."""
-    if num_samples <= window:
-        return [0]
-    starts = list(range(0, num_samples - window + 1, hop))
-    if starts[-1] + window < num_samples:
-        starts.append(num_samples - window)
-    return starts
-
-
-def recording_windows(path: str | Path, settings: FbankSettings, hop_seconds: float) -> tuple[np.ndarray, list[float]]:
-    """(windows, clip samples) waves of one recording and each window's start in seconds."""
-    wave = load_audio(path, settings.sample_rate)
-    window = settings.clip_samples
-    hop = max(1, int(round(hop_seconds * settings.sample_rate)))
-    starts = window_starts(len(wave), window, hop)
-    waves = np.stack([fit_length(wave[s:s + window], window) for s in starts])
-    return waves, [s / settings.sample_rate for s in starts]
-
-
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Files as given, and audio files found recursively in given folders (sorted)."""
     files: list[Path] = []
@@ -182,137 +174,16 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-# --- tables: the columns of `mosquito-ast predict` -------------------------------------------------------------
-
-def file_columns(labels: Sequence[str], top_k: int) -> list[str]:
-    top = [f"top{r}_{kind}" for r in range(1, min(top_k, len(labels)) + 1) for kind in ("label", "probability")]
-    return ["path", "windows", "error", "label", "confidence", "uncertain", *top, *labels]
-
-
-def window_columns(labels: Sequence[str]) -> list[str]:
-    return ["path", "start_s", "end_s", "label", "confidence", *labels]
+def predict_files(model: LiteModel, files: Sequence[str | Path], options: RowOptions = RowOptions(),
+                  warn: Callable[[str], None] | None = print) -> CollectedRows:
+    """The rows of `files` in memory (for a few files; `mosquito-ast-lite` streams them to disk instead)."""
+    rows = CollectedRows(model.labels)
+    stream_predictions(model, files, rows, options, warn)
+    return rows
 
 
-def decide(probabilities: np.ndarray, labels: Sequence[str], abstain_below: float) -> str:
-    best = int(np.argmax(probabilities))
-    return UNCERTAIN if probabilities[best] < abstain_below else labels[best]
-
-
-def file_row(path: str, probabilities: np.ndarray, windows: int, labels: Sequence[str], top_k: int,
-             min_confidence: float, abstain_below: float) -> dict:
-    order = np.argsort(-probabilities)[: min(top_k, len(labels))]
-    confidence = float(probabilities[order[0]])
-    label = decide(probabilities, labels, abstain_below)
-    row = {"path": path, "windows": windows, "error": "", "label": label, "confidence": confidence,
-           "uncertain": bool(confidence < min_confidence)}
-    for rank, index in enumerate(order, start=1):
-        row[f"top{rank}_label"] = labels[index]
-        row[f"top{rank}_probability"] = float(probabilities[index])
-    row.update(zip(labels, probabilities.tolist()))
-    return row
-
-
-def error_row(path: str, problem: str) -> dict:
-    return {"path": path, "windows": 0, "error": problem, "label": "", "confidence": math.nan, "uncertain": True}
-
-
-def window_row(path: str, start: float, clip_seconds: float, probabilities: np.ndarray, labels: Sequence[str],
-               abstain_below: float) -> dict:
-    return {"path": path, "start_s": round(start, 4), "end_s": round(start + clip_seconds, 4),
-            "label": decide(probabilities, labels, abstain_below), "confidence": float(probabilities.max()),
-            **dict(zip(labels, probabilities.tolist()))}
-
-
-def csv_text(rows: Iterable[dict], columns: Sequence[str]) -> str:
-    """CSV as pandas' `to_csv(index=False)` writes these rows: NaN and missing cells empty, floats as repr."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), restval="", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
-    return buffer.getvalue()
-
-
-# --- prediction ------------------------------------------------------------------------------------------------
-
-@dataclass
-class LitePredictions:
-    files: list[dict]
-    windows: list[dict]
-    labels: list[str]
-
-
-def predict_files(model: LiteModel, files: Sequence[str | Path], hop_seconds: float = 0.5, batch_size: int = 32,
-                  top_k: int = 3, min_confidence: float = 0.5, abstain_below: float = 0.0,
-                  warn: Callable[[str], None] | None = print) -> LitePredictions:
-    """Decode and featurize files, run the model on batches of windows gathered across files, pool per file.
-    Unreadable files get a row with their error and no probabilities."""
-    labels, settings = model.labels, model.settings
-    file_rows: list[dict | None] = [None] * len(files)
-    window_rows: list[list[dict]] = [[] for _ in files]
-    pending: list[tuple[int, np.ndarray, list[float]]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        probabilities = model.probabilities(np.concatenate([f for _, f, _ in pending]), batch_size)
-        offset = 0
-        for index, features, starts in pending:
-            mine = probabilities[offset:offset + len(features)]
-            offset += len(features)
-            path = str(files[index])
-            window_rows[index] = [window_row(path, s, settings.clip_seconds, p, labels, abstain_below)
-                                  for s, p in zip(starts, mine)]
-            file_rows[index] = file_row(path, mine.mean(axis=0), len(starts), labels, top_k, min_confidence,
-                                        abstain_below)
-        pending.clear()
-
-    queued, cut = 0, []  # cut: (path, problem) of WAV files cut short
-    for index, path in enumerate(files):
-        try:
-            waves, starts = recording_windows(path, settings, hop_seconds)
-        except (AudioError, OSError, ValueError, RuntimeError, MemoryError) as error:
-            problem = error.problem if isinstance(error, AudioError) else f"{type(error).__name__}: {error}"
-            if warn:
-                warn(f"warning: {path}: skipped ({problem})")
-            file_rows[index] = error_row(str(path), problem)
-            continue
-        if missing := cut_short(path):
-            cut.append((str(path), missing))
-        pending.append((index, model.fbank(waves), starts))
-        queued += len(starts)
-        if queued >= batch_size:
-            flush()
-            queued = 0
-    flush()
-    if cut and warn:
-        warn(cut_short_warning(cut, len(files)))
-    return LitePredictions([r for r in file_rows if r is not None], [w for rows in window_rows for w in rows], labels)
-
-
-def windows_path(output: str | Path) -> Path:
-    output = Path(output)
-    return output.with_name(output.stem + "_windows.csv")
-
-
-def output_paths(output: str | Path) -> list[Path]:
-    """The files `write_predictions` (and `mosquito-ast predict`) write for `output`: per file, per window, JSON."""
-    output = Path(output)
-    return [output, windows_path(output), output.with_suffix(".json")]
-
-
-def write_predictions(result: LitePredictions, output: str | Path, model: LiteModel, hop_seconds: float,
-                      top_k: int, min_confidence: float, abstain_below: float) -> list[Path]:
-    """`output` (per file), `<stem>_windows.csv` and `<stem>.json`, as `mosquito-ast predict` writes them."""
-    output, per_window, summary = output_paths(output)
-    atomic_write_text(output, csv_text(result.files, file_columns(result.labels, top_k)))
-    atomic_write_text(per_window, csv_text(result.windows, window_columns(result.labels)))
-    atomic_write_json(summary, {
-        "models": str(model.folder), "members": model.meta.get("members", []), "labels": result.labels,
-        "precision": model.meta.get("precision"), "hop_seconds": hop_seconds, "min_confidence": min_confidence,
-        "abstain_below": abstain_below,
-        "files": [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
-                  for row in result.files],
-        "windows": result.windows,
-    })
-    return [output, per_window, summary]
+def summary_header(model: LiteModel, options: RowOptions) -> dict:
+    """The JSON's fields before its rows, for the runtime's predictions."""
+    return {"models": str(model.folder), "members": model.meta.get("members", []), "labels": model.labels,
+            "precision": model.meta.get("precision"), "hop_seconds": options.hop_seconds,
+            "min_confidence": options.min_confidence, "abstain_below": options.abstain_below}

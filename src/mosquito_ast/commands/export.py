@@ -27,6 +27,7 @@ import numpy as np
 
 from mosquito_ast_lite.graph_meta import METADATA_KEY
 from mosquito_ast_lite.io import FolderKind, atomic_directory, atomic_write_json, check_replaceable, scratch_folder
+from mosquito_ast_lite.runtime import INPUT_NAME, INT8_NAME, JSON_NAME, MODEL_FORMAT, ONNX_NAME, OUTPUT_NAME
 
 from .. import __version__
 from ..checkpoints import CheckpointError
@@ -37,14 +38,10 @@ from ..inference.forest import ForestMember, join_forests, load_forests, vote_we
 from ..inference.members import Member, ensemble_labels, load_members, score_features
 from ..features import FeatureSettings, compute_features, open_cache
 from ..hardware import use_physical_cores
-from ..inference.onnx_graphs import (INPUT_NAME, OPSET, OUTPUT_NAME, QUANTIZED_OPS, Check, EnsembleGraph, compare, data_name,
+from ..inference.onnx_graphs import (OPSET, QUANTIZED_OPS, Check, EnsembleGraph, compare, data_name,
                           export_graph, onnx_session, quantize, quantize_static, run_onnx, save_onnx,
                           untie_initializers)
 
-FORMAT = "mosquito-ast-onnx"
-ONNX_NAME = "model.onnx"
-INT8_NAME = "model.int8.onnx"
-JSON_NAME = "model.json"
 EXPORT_FOLDER = FolderKind("an export", (JSON_NAME,), (JSON_NAME, ONNX_NAME, INT8_NAME, "*.onnx.data"))
 # Dynamic quantization: both tried, QInt8 kept unless QUInt8 agrees on more clips (speeds: benchmarks/README.md).
 WEIGHT_TYPES = ("QInt8", "QUInt8")
@@ -179,7 +176,7 @@ def export(params: ExportParams) -> ExportResult:
     lines: list[str] = []
     say = partial(print_and_keep, lines)
     info: dict[str, Any] = {
-        "format": FORMAT, "labels": labels, "features": settings.to_dict(), "members": names,
+        "format": MODEL_FORMAT, "labels": labels, "features": settings.to_dict(), "members": names,
         "weights": [float(w) for w in weights], "precision": "int8" if params.int8 else "fp32",
         "spectrum_forests": {f.name: {"vote_share": f.share, "training_digest": f.config.get("training_digest")}
                              for f in forests},

@@ -1,9 +1,12 @@
 """`predict`: label new recordings of any length with an ensemble.
 
-Each recording is cut into clip-length windows (`--hop-seconds` apart; the last window is aligned to
-the end so no tail is lost; short recordings are padded to one window). Every member scores every
-window; the ensemble probability of a window is the (weighted) mean over members, and a file's is the
-mean over its windows.
+The loop is the field runtime's (`mosquito_ast_lite.stream`): each recording is decoded a block at a time and
+cut into clip-length windows (`--hop-seconds` apart; the last window aligned to the end so no tail is lost;
+short recordings padded to one window), `--batch-size` windows are scored at once and their rows written as
+they come, so memory does not grow with a recording's length. Here the scorer is the ensemble
+(`EnsembleScorer`): every member scores every window (PyTorch, or its int8 graph with `--precision int8`),
+a window's probability is the (weighted) mean over members and spectrum forests, a file's the mean over its
+windows. Rows, thresholds and files are the runtime's too (`mosquito_ast_lite.tables`).
 """
 
 from __future__ import annotations
@@ -16,101 +19,75 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mosquito_ast_lite.audio import AudioError, cut_short, cut_short_warning, fit_length, load_audio
-from mosquito_ast_lite.io import atomic_write_json, atomic_write_text, check_output_files
-from mosquito_ast_lite.runtime import UNCERTAIN, decide, expand_inputs, output_paths, window_starts
+from mosquito_ast_lite.io import check_output_files
+from mosquito_ast_lite.stream import RowOptions, stream_predictions
+from mosquito_ast_lite.tables import UNCERTAIN, CollectedRows, file_columns, output_paths, prediction_files
+from mosquito_ast_lite.runtime import expand_inputs
 
 from ..config import ConfigError, PredictParams
 from ..inference.votes import parse_weights, soft_vote
 from ..inference.forest import ForestMember, load_forests, vote_weights
 from ..inference.members import Member, ensemble_labels, load_members, score_features
-from ..features import FeatureSettings, fbank, make_extractor
+from ..features import make_extractor
 from ..hardware import resolve_precision, use_physical_cores
 
 
 @dataclass
 class Predictions:
     files: pd.DataFrame  # one row per input file (unreadable files too, with their error)
-    windows: pd.DataFrame  # one row per window
+    windows: pd.DataFrame  # one row per window (empty when `predict` streamed them to disk)
     labels: list[str]
 
 
-def window_features(path: str | Path, settings: FeatureSettings, hop_seconds: float) -> tuple[np.ndarray, list[float]]:
-    """Un-normalized fbank of every window of one recording, and each window's start in seconds."""
-    wave = load_audio(path, settings.sample_rate)
-    window = int(round(settings.clip_seconds * settings.sample_rate))
-    hop = max(1, int(round(hop_seconds * settings.sample_rate)))
-    extractor = make_extractor(settings)
-    starts = window_starts(len(wave), window, hop)
-    features = np.stack([fbank(fit_length(wave[s:s + window], window), settings, extractor) for s in starts])
-    return features, [s / settings.sample_rate for s in starts]
+class EnsembleScorer:
+    """The members and spectrum forests as the runtime loop's `WindowScorer`: waves -> each feature
+    setting's fbank (computed once per setting) -> every member's probabilities -> the soft vote."""
+
+    def __init__(self, members: Sequence[Member], params: PredictParams, forests: Sequence[ForestMember] = ()) -> None:
+        self.members, self.forests, self.batch_size = list(members), list(forests), params.batch_size
+        self.labels = ensemble_labels(members)
+        self.weights, _ = vote_weights(parse_weights(params.weights, [m.name for m in members]), forests)
+        self.precision = resolve_precision(params.precision)
+        if self.precision == "int8":
+            from ..inference.int8 import attach, graph_folder
+
+            attach(self.members, graph_folder(None, False))
+        self.settings = {m.features.extraction_key(): m.features for m in [*members, *forests]}
+        self.extractors = {key: make_extractor(settings) for key, settings in self.settings.items()}
+        self.clip_seconds = next(iter(self.settings.values())).clip_seconds
+        self.sample_rates = tuple(sorted({settings.sample_rate for settings in self.settings.values()}))
+
+    def __call__(self, waves: dict[int, np.ndarray]) -> np.ndarray:
+        features = {key: self.extractors[key](waves[settings.sample_rate]) for key, settings in self.settings.items()}
+        probabilities = score_features(self.members, features, self.precision, self.batch_size)
+        if self.forests:
+            probabilities = np.concatenate([probabilities, np.stack(
+                [forest.probabilities(features[forest.features.extraction_key()], self.labels)
+                 for forest in self.forests])])
+        return soft_vote(probabilities, self.weights)
 
 
-def top_k_columns(probabilities: np.ndarray, labels: list[str], k: int) -> dict[str, list]:
-    order = np.argsort(-probabilities, axis=1)[:, :k]
-    columns: dict[str, list] = {}
-    for rank in range(order.shape[1]):
-        columns[f"top{rank + 1}_label"] = [labels[i] for i in order[:, rank]]
-        columns[f"top{rank + 1}_probability"] = probabilities[np.arange(len(order)), order[:, rank]].tolist()
-    return columns
+def row_options(params: PredictParams) -> RowOptions:
+    """The loop's options; int8 blocks keep to one file (see `RowOptions.gather_files`)."""
+    return RowOptions(params.hop_seconds, params.top_k, params.min_confidence, params.abstain_below,
+                      params.batch_size, gather_files=resolve_precision(params.precision) != "int8")
+
+
+def file_table(rows: Sequence[dict], labels: Sequence[str], top_k: int) -> pd.DataFrame:
+    return pd.DataFrame(list(rows), columns=file_columns(labels, top_k))
+
+
+def warn(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def predict_files(members: Sequence[Member], files: Sequence[str | Path], params: PredictParams,
                   forests: Sequence[ForestMember] = ()) -> Predictions:
-    """Window, featurize once per feature setting, score with every member and spectrum forest, and pool."""
-    from tqdm.auto import tqdm
-
-    labels = ensemble_labels(members)
-    weights, _ = vote_weights(parse_weights(params.weights, [m.name for m in members]), forests)
-    precision = resolve_precision(params.precision)
-    if precision == "int8":
-        from ..inference.int8 import attach, graph_folder
-
-        attach(list(members), graph_folder(None, False))
-    settings_of = {m.features.extraction_key(): m.features for m in [*members, *forests]}
-    window_rows, file_rows, cut = [], [], []
-    for path in tqdm(files, desc="predict", disable=not params.progress):
-        try:
-            windows = {key: window_features(path, settings, params.hop_seconds) for key, settings in settings_of.items()}
-        except (AudioError, OSError) as error:
-            problem = error.problem if isinstance(error, AudioError) else str(error)
-            print(f"warning: {path}: skipped ({problem})")
-            file_rows.append({"path": str(path), "windows": 0, "error": problem})
-            continue
-        if missing := cut_short(path):
-            cut.append((str(path), missing))
-        member_probabilities = score_features(members, {k: v[0] for k, v in windows.items()}, precision,
-                                              params.batch_size)
-        if forests:
-            member_probabilities = np.concatenate([member_probabilities, np.stack(
-                [forest.probabilities(windows[forest.features.extraction_key()][0], labels) for forest in forests])])
-        ensemble = soft_vote(member_probabilities, weights)
-        starts = next(iter(windows.values()))[1]
-        clip = next(iter(settings_of.values())).clip_seconds
-        for start, row in zip(starts, ensemble):
-            window_rows.append({"path": str(path), "start_s": round(start, 4), "end_s": round(start + clip, 4),
-                                "label": decide(row, labels, params.abstain_below), "confidence": float(row.max()),
-                                **dict(zip(labels, row.tolist()))})
-        pooled = ensemble.mean(axis=0)
-        file_rows.append({"path": str(path), "windows": len(starts), "error": "", "pooled": pooled})
-    if cut:
-        print(cut_short_warning(cut, len(files)), file=sys.stderr)
-    return Predictions(_file_table(file_rows, labels, params), pd.DataFrame(window_rows), labels)
-
-
-def _file_table(rows: list[dict], labels: list[str], params: PredictParams) -> pd.DataFrame:
-    table = []
-    for row in rows:
-        pooled = row.pop("pooled", None)
-        if pooled is None:
-            table.append({**row, "label": "", "confidence": np.nan, "uncertain": True})
-            continue
-        best = int(pooled.argmax())
-        top = top_k_columns(pooled[None], labels, params.top_k)
-        table.append({**row, "label": decide(pooled, labels, params.abstain_below), "confidence": float(pooled[best]),
-                      "uncertain": bool(pooled[best] < params.min_confidence),
-                      **{k: v[0] for k, v in top.items()}, **dict(zip(labels, pooled.tolist()))})
-    return pd.DataFrame(table)
+    """Every window's and every file's row in memory (the Python API: a few files, not days of audio)."""
+    scorer = EnsembleScorer(members, params, forests)
+    rows = CollectedRows(scorer.labels)
+    stream_predictions(scorer, files, rows, row_options(params), warn)
+    return Predictions(file_table(rows.files, scorer.labels, params.top_k), pd.DataFrame(rows.windows), scorer.labels)
 
 
 def check_one_window_length(members: Sequence[Member | ForestMember]) -> None:
@@ -131,7 +108,10 @@ def check_inputs_exist(inputs: Sequence[str]) -> None:
 
 
 def predict(params: PredictParams) -> Predictions:
-    """Load the ensemble in `params.models`, predict `params.inputs`, write CSV and JSON tables."""
+    """Load the ensemble in `params.models`, predict `params.inputs`, write CSV and JSON tables (rows
+    streamed to disk as they come; the returned files table, not the windows)."""
+    from tqdm.auto import tqdm
+
     use_physical_cores()
     check_inputs_exist(params.inputs)
     output, windows_path, summary = output_paths(params.output)
@@ -144,20 +124,19 @@ def predict(params: PredictParams) -> Predictions:
     files = expand_inputs(params.inputs)
     if not files:
         raise FileNotFoundError(f"no audio files found in {', '.join(params.inputs)}")
-    result = predict_files(members, files, params, forests)
-    atomic_write_text(output, result.files.to_csv(index=False))
-    atomic_write_text(windows_path, result.windows.to_csv(index=False))
-    atomic_write_json(summary, {
-        "models": list(params.models), "members": [m.name for m in [*members, *forests]], "labels": result.labels,
-        "hop_seconds": params.hop_seconds, "min_confidence": params.min_confidence,
-        "abstain_below": params.abstain_below,
-        "files": result.files.replace({np.nan: None}).to_dict(orient="records"),
-        "windows": result.windows.to_dict(orient="records"),
-    })
-    failed = int((result.files["error"] != "").sum())
-    uncertain = int(result.files["uncertain"].sum()) - failed
-    abstained = int((result.files["label"] == UNCERTAIN).sum())
+    scorer = EnsembleScorer(members, params, forests)
+    header = {"models": list(params.models), "members": [m.name for m in [*members, *forests]],
+              "labels": scorer.labels, "hop_seconds": params.hop_seconds, "min_confidence": params.min_confidence,
+              "abstain_below": params.abstain_below}
+    with prediction_files(output, scorer.labels, params.top_k, header) as rows:
+        stream_predictions(scorer, tqdm(files, desc="predict", disable=not params.progress), rows,
+                           row_options(params), warn)
+    table = file_table(rows.files, scorer.labels, params.top_k)
+    failed = int((table["error"] != "").sum())
+    uncertain = int(table["uncertain"].sum()) - failed
+    abstained = int((table["label"] == UNCERTAIN).sum())
     print(f"{len(files)} files: {failed} unreadable, {uncertain} below confidence {params.min_confidence}, "
           f"{abstained} labelled {UNCERTAIN} (--abstain-below {params.abstain_below}) "
           f"-> {output}, {windows_path}, {summary}")
-    return result
+    return Predictions(table, pd.DataFrame(columns=["path", "start_s", "end_s", "label", "confidence",
+                                                    *scorer.labels]), scorer.labels)

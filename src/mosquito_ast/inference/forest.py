@@ -22,6 +22,7 @@ import numpy as np
 
 from mosquito_ast_lite.files import files_under
 from mosquito_ast_lite.io import FolderKind
+from mosquito_ast_lite.runtime import INPUT_NAME, ONNX_NAME, OUTPUT_NAME
 
 from ..checkpoints import CONFIG_NAME, CheckpointError, model_folders, named_member_folders
 from ..data import DatasetError
@@ -29,10 +30,8 @@ from ..features import FeatureCache, FeatureSettings, compute_features
 
 FOREST_KIND = "mosquito-ast-spectrum-forest"
 FOREST_FOLDER = "spectrum-forest"
-GRAPH_NAME = "model.onnx"
+GRAPH_NAME = ONNX_NAME  # the forest's graph takes and gives what an export's does
 FOREST_FOLDER_KIND = FolderKind("a spectrum-forest member", (GRAPH_NAME,), (GRAPH_NAME, CONFIG_NAME))
-INPUT_NAME = "fbank"
-OUTPUT_NAME = "probabilities"
 
 
 def real_frame_mean(features: np.ndarray) -> np.ndarray:

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from mosquito_ast_lite.runtime import INPUT_NAME, OUTPUT_NAME
+
 from .members import Member, ensemble_labels
 from ..features import FeatureSettings
 
-INPUT_NAME = "fbank"
-OUTPUT_NAME = "probabilities"
 OPSET = 17
 QUANTIZED_OPS = ["MatMul", "Gemm"]
 

@@ -1,0 +1,135 @@
+"""Memory and speed of `predict` and the field runtime on one long recording: a trap records for days.
+
+A recording of --hours (default 24) is generated in chunks with soundfile (so it never sits in memory): noise
+with flight tones (a synthetic species' harmonic stack) at known times, 16 kHz mono 16-bit WAV, in --workdir
+(default: the system temp folder), deleted at the end. Also a 30-minute recording and one 1-second clip, to
+show that memory does not grow with the length. Each runs through
+- `mosquito-ast predict` with a tiny member (--models, else one trained here on generated clips, 2 epochs),
+- `mosquito-ast-lite` on that member's export (`mosquito-ast export`, fp32),
+each in its own process: peak RSS (the process's ru_maxrss), windows/s and the real-time factor (seconds
+of audio per second of wall time), 2 threads.
+
+    python benchmarks/long_recording.py                 # 24 h, 30 min, 1 clip
+    python benchmarks/long_recording.py --hours 2       # what fits a busy machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+RATE = 16000
+TONE_HZ = 480.0  # Ae. aegypti's fundamental in `mosquito_ast.synth`
+HARMONICS = (1.0, 0.55, 0.35, 0.20, 0.10)
+CHUNK_SECONDS = 600
+
+
+def tone_times(seconds: float, every: float = 60.0, length: float = 2.0) -> list[tuple[float, float]]:
+    """One flight tone of `length` seconds every `every` seconds, starting 10 s in."""
+    return [(start, start + length) for start in np.arange(10.0, seconds - length, every)]
+
+
+def write_recording(path: Path, seconds: float, seed: int = 0) -> list[tuple[float, float]]:
+    """Noise with flight tones at known times, written a chunk at a time."""
+    rng = np.random.default_rng(seed)
+    tones = tone_times(seconds)
+    with sf.SoundFile(path, "w", samplerate=RATE, channels=1, subtype="PCM_16") as handle:
+        for begin in np.arange(0.0, seconds, CHUNK_SECONDS):
+            count = int(round(min(CHUNK_SECONDS, seconds - begin) * RATE))
+            t = begin + np.arange(count) / RATE
+            wave = 0.02 * rng.standard_normal(count)
+            for start, end in tones:
+                inside = (t >= start) & (t < end)
+                if inside.any():
+                    wave[inside] += 0.3 * sum(a * np.sin(2 * np.pi * TONE_HZ * (k + 1) * t[inside])
+                                              for k, a in enumerate(HARMONICS))
+            handle.write(np.clip(wave, -1, 1).astype(np.float32))
+    return tones
+
+
+def measured(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of `command`, run in a fresh process that reports its child's peak."""
+    probe = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, done.returncode)")
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - began
+    peak_kb, code = done.stdout.split()[-2:]
+    if code != "0":
+        raise RuntimeError(f"{' '.join(command)} failed ({code}):\n{done.stderr[-2000:]}")
+    return wall, int(peak_kb) / 1024
+
+
+def tiny_member(work: Path) -> Path:
+    """A tiny member trained on generated clips (2 epochs): speed and memory, not accuracy, are measured."""
+    from mosquito_ast.commands.train import train
+    from mosquito_ast.config import TrainParams
+    from mosquito_ast.synth import generate_dataset
+
+    generate_dataset(work / "synth" / "train", recordings_per_species=3, clips_per_recording=5, seed=1)
+    generate_dataset(work / "synth" / "validation", recordings_per_species=1, clips_per_recording=5, seed=2,
+                     first_recording=10)
+    return train(TrainParams(train_dir=str(work / "synth" / "train"), validation_dir=str(work / "synth" / "validation"),
+                             output=str(work / "member"), postfix="tiny", preset="tiny", epochs=2, batch_sizes=[8],
+                             precision="32", progress=False, no_cache=True, seed=3, spectrum_forest=False))
+
+
+def run_case(name: str, recording: Path, seconds: float, member: Path, export: Path, work: Path) -> list[dict]:
+    rows = []
+    systems = {
+        "predict (tool, tiny member)": [sys.executable, "-m", "mosquito_ast", "predict", str(recording), "--models",
+                                        str(member), "--precision", "32", "--no-progress", "--output"],
+        "mosquito-ast-lite (its export)": [sys.executable, "-m", "mosquito_ast_lite", str(export), str(recording),
+                                           "--quiet", "--output"],
+    }
+    for system, command in systems.items():
+        output = work / f"{name}-{len(rows)}.csv"
+        wall, peak = measured([*command, str(output)])
+        windows = sum(1 for _ in open(output.with_name(output.stem + "_windows.csv"))) - 1
+        labels = json.loads(output.with_suffix(".json").read_text())["files"][0]["label"]
+        rows.append({"recording": name, "system": system, "windows": windows, "seconds": round(wall, 1),
+                     "windows_per_s": round(windows / wall, 1), "real_time_factor": round(seconds / wall, 1),
+                     "peak_rss_mb": round(peak), "file_label": labels})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--models", help="A member folder (default: a tiny one trained here).")
+    parser.add_argument("--workdir", default=tempfile.gettempdir())
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="long-recording-", dir=args.workdir))
+    try:
+        member = Path(args.models) if args.models else tiny_member(work)
+        export = work / "export"
+        subprocess.run([sys.executable, "-m", "mosquito_ast", "export", "--models", str(member), "--output",
+                        str(export), "--no-spectrum-forest"], check=True, capture_output=True)
+        rows = []
+        for name, seconds in (("1 clip", 1.0), ("30 min", 1800.0), (f"{args.hours:g} h", args.hours * 3600)):
+            recording = work / f"{name.replace(' ', '_')}.wav"
+            write_recording(recording, seconds)
+            rows += run_case(name, recording, seconds, member, export, work)
+            recording.unlink()
+        print(f"tones: one of 2 s every 60 s from 10 s ({TONE_HZ:g} Hz harmonic stack in noise)")
+        print("| recording | system | windows | windows/s | real-time factor | peak RSS (MB) |")
+        print("| --- | --- | ---: | ---: | ---: | ---: |")
+        for row in rows:
+            print(f"| {row['recording']} | {row['system']} | {row['windows']} | {row['windows_per_s']} | "
+                  f"{row['real_time_factor']} | {row['peak_rss_mb']} |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
