@@ -3,7 +3,7 @@ import json
 import pandas as pd
 
 from mosquito_ast.config import DemoParams
-from mosquito_ast.commands.demo import SPLITS, run_demo
+from mosquito_ast.demo import SPLITS, run_demo
 from mosquito_ast.evaluation.results import SUMMARY_SYSTEMS as SYSTEMS
 
 

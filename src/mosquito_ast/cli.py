@@ -250,6 +250,6 @@ def _export(params: ExportParams) -> None:
 
 @command("demo", DemoParams)
 def _demo(params: DemoParams) -> None:
-    from .commands.demo import run_demo
+    from .demo import run_demo
 
     run_demo(params)

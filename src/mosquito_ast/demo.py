@@ -15,10 +15,10 @@ import yaml
 
 from mosquito_ast_lite.io import atomic_write_text
 
-from ..config import DemoParams, PretrainParams
-from ..evaluation.results import SUMMARY_SYSTEMS
-from ..splits import make_split
-from ..synth import generate_dataset
+from .config import DemoParams, PretrainParams
+from .evaluation.results import SUMMARY_SYSTEMS
+from .splits import make_split
+from .synth import generate_dataset
 
 SPLITS = ("independent", "random")
 
@@ -48,9 +48,9 @@ def result_table(comparison: pd.DataFrame, metric: str = "balanced_accuracy") ->
 
 def run_demo(params: DemoParams) -> pd.DataFrame:
     """Generate data, split it two ways, pretrain, sweep both splits, evaluate; return the table."""
-    from ..sweep import run_sweep
-    from ..sweep.spec import SweepSpec
-    from .pretrain import pretrain
+    from .sweep import run_sweep
+    from .sweep.spec import SweepSpec
+    from .commands.pretrain import pretrain
 
     root = Path(params.output).resolve()
     started = time.perf_counter()
