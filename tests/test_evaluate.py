@@ -120,6 +120,10 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
     assert list(result.summary.system) == ["random/best/r1", "sweep/best/tiny", forest, "mean member",
                                            "best member", "hard vote", "soft vote", *BASELINES]
     assert result.summary.set_index("system").loc[list(BASELINES), "kind"].eq("baseline").all()
+    rows = result.summary.set_index("system")  # the forest has its own row; "mean member" is the AST members'
+    assert rows.loc["mean member", "balanced_accuracy"] == pytest.approx(
+        rows.loc[["random/best/r1", "sweep/best/tiny"], "balanced_accuracy"].mean())
+    assert rows.loc["best member", "member"] in ("random/best/r1", "sweep/best/tiny")
     baseline_p = predictions[[f"{BASELINES[1]}:p:{s}" for s in SPECIES]].to_numpy()
     np.testing.assert_allclose(baseline_p.sum(1), 1, atol=1e-6)
     # (3 members + 2 ensembles + 4 baselines) x 4 classes x 2 levels
