@@ -47,10 +47,9 @@ def write_recording(path: Path, seconds: float, seed: int = 0) -> list[tuple[flo
             count = int(round(min(CHUNK_SECONDS, seconds - begin) * RATE))
             t = begin + np.arange(count) / RATE
             wave = 0.02 * rng.standard_normal(count)
-            for start, end in tones:
+            for start, end in (tone for tone in tones if tone[0] < t[-1] and tone[1] > begin):
                 inside = (t >= start) & (t < end)
-                if inside.any():
-                    wave[inside] += 0.3 * sum(a * np.sin(2 * np.pi * TONE_HZ * (k + 1) * t[inside])
+                wave[inside] += 0.3 * sum(a * np.sin(2 * np.pi * TONE_HZ * (k + 1) * t[inside])
                                               for k, a in enumerate(HARMONICS))
             handle.write(np.clip(wave, -1, 1).astype(np.float32))
     return tones

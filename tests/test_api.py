@@ -85,7 +85,7 @@ def test_evaluate_returns_the_evaluate_commands_result(models, synth_split, feat
     assert evaluation.metrics["members"] == ["x/best/a", "y/best/b"]
     soft = evaluation.predictions.set_index("path")[[f"{SOFT}:p:{s}" for s in SPECIES]]
     table = ensemble.predict(list(soft.index), precision="32")  # one-second clips: one window each
-    np.testing.assert_allclose(table[SPECIES].to_numpy(), soft.to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(table[SPECIES].to_numpy(), soft.to_numpy(), atol=5e-5)  # written with 4 decimals
 
 
 def test_models_takes_several_folders_and_counts_a_member_once(models, capsys, tmp_path):

@@ -42,15 +42,16 @@ def test_predict_any_length_rate_and_channels(tiny_member, recordings, tmp_path)
                        "stereo.flac": 1}
     assert "unreadable" in files.loc["broken.wav", "error"]
     readable = files.drop(index="broken.wav")
-    np.testing.assert_allclose(readable[labels].sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(readable[labels].sum(axis=1), 1.0, atol=3e-4)  # 4 decimals each
     assert (readable["top1_probability"] >= readable["top2_probability"]).all()
-    assert set(readable["top1_label"]) <= set(labels) and (readable["label"] == readable["top1_label"]).all()
-    assert readable["uncertain"].all()  # nothing reaches 0.99 with a 2-epoch tiny model
+    assert set(readable["top1_label"]) <= set(labels)
+    assert (readable["label"] == "uncertain").all()  # nothing reaches 0.99 with a 2-epoch tiny model
+    assert (readable["detections"] == readable["windows"]).all()  # tones: every window passes the gate
     per_window = pd.read_csv(output.with_name("preds_windows.csv"))
     long_windows = per_window[per_window.path.str.endswith("long.wav")]
     assert len(long_windows) == 10 and long_windows.end_s.max() == pytest.approx(5.2)
     np.testing.assert_allclose(long_windows[labels].mean().values, files.loc["long.wav", labels].values.astype(float),
-                               rtol=1e-5)
+                               atol=1e-4)
     report = json.loads(output.with_suffix(".json").read_text())
     assert report["labels"] == labels and len(report["files"]) == 6
 
@@ -78,10 +79,10 @@ def test_predict_real_microphone_recordings(tiny_member, tmp_path):
     assert files["windows"].max() >= 30  # the 19 s recording, 0.5 s hop
 
 
-def test_abstain_below_labels_unsure_files_and_windows_uncertain(tiny_member, recordings, tmp_path):
+def test_min_confidence_labels_unsure_files_and_windows_uncertain(tiny_member, recordings, tmp_path):
     output = tmp_path / "abstain.csv"
     result = predict(PredictParams(inputs=[str(recordings / "long.wav"), str(recordings / "short.wav")],
-                                   models=str(tiny_member), output=str(output), abstain_below=0.99, precision="32",
+                                   models=str(tiny_member), output=str(output), min_confidence=0.99, precision="32",
                                    progress=False))
     files, windows = pd.read_csv(output), pd.read_csv(output.with_name("abstain_windows.csv"))
     # a 2-epoch tiny model is never 99% sure: everything abstains, probabilities are kept
@@ -89,10 +90,10 @@ def test_abstain_below_labels_unsure_files_and_windows_uncertain(tiny_member, re
     assert set(files.top1_label) <= set(result.labels)
     np.testing.assert_allclose(windows.confidence, windows[result.labels].max(axis=1), rtol=1e-6)
     sure = predict(PredictParams(inputs=[str(recordings / "long.wav")], models=str(tiny_member),
-                                 output=str(tmp_path / "sure.csv"), abstain_below=0.0, precision="32", progress=False))
+                                 output=str(tmp_path / "sure.csv"), min_confidence=0.0, precision="32", progress=False))
     assert (sure.files.label == sure.files.top1_label).all()
-    with pytest.raises(ConfigError, match="abstain_below"):
-        PredictParams(inputs=["a.wav"], models="m", abstain_below=1.5)
+    with pytest.raises(ConfigError, match="min_confidence"):
+        PredictParams(inputs=["a.wav"], models="m", min_confidence=1.5)
 
 
 def test_missing_input_is_one_error_naming_it(tiny_member, recordings, tmp_path):

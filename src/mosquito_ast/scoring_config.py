@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mosquito_ast_lite.labels import DEFAULT_MIN_CONFIDENCE, DEFAULT_PRESENCE_DB
+
 from .param_groups import ReadParams, forest_option, inference_precision_option, progress_option
 from .params import DATA, MODEL, OUTPUT, SYSTEM, ConfigError, Params, option, restate
 
@@ -46,8 +48,10 @@ class PredictParams(Params):
     output: str = option("predictions.csv", "Per-file CSV; <stem>_windows.csv and <stem>.json are written beside it.", group=OUTPUT)
     hop_seconds: float = option(0.5, "Step between clip-length windows of a long recording.", group=DATA)
     top_k: int = option(3, "Labels listed per file, most probable first.", group=OUTPUT)
-    min_confidence: float = option(0.5, "Files whose top probability is below this are marked uncertain.", group=OUTPUT)
-    abstain_below: float = option(0.0, "Files and windows whose top probability is below this get the label `uncertain` instead of a species (0 = always name one); evaluate's coverage.csv shows the accuracy each threshold buys.", group=OUTPUT)
+    min_confidence: float = option(DEFAULT_MIN_CONFIDENCE, "Files and windows whose top probability is below this are labelled `uncertain` instead of a species (0 = always name one); evaluate's coverage.csv shows the accuracy each threshold buys on labelled clips.", group=OUTPUT)
+    presence_db: float = option(DEFAULT_PRESENCE_DB, "Presence gate: windows whose strongest spectral peak in the wingbeat band (150-3000 Hz) stands less than this many dB above its neighbourhood hold no flight tone; they are not scored and are labelled `no detection` (0 = off).", group=DATA)
+    detections_only: bool = option(False, "Write only windows with a detection (a flight tone, a species at --min-confidence or above, not a `background` class) to the windows table.", group=OUTPUT)
+    raven: str | None = option(None, "Also write one Raven Pro selection table per recording to this folder (detections; adjacent windows of one species merged).", group=OUTPUT)
     labels: list[str] | None = option(None, "Class names in the old id order; needed for old-notebook members.", group=MODEL)
     weights: str | None = option(None, "Member weights, as for `evaluate`.", group=MODEL)
     spectrum_forest: bool = forest_option()
@@ -56,10 +60,12 @@ class PredictParams(Params):
     progress: bool = progress_option()
 
     def validate(self) -> None:
-        if self.hop_seconds <= 0 or self.top_k < 1 or not 0 <= self.min_confidence <= 1:
-            raise ConfigError("hop_seconds must be > 0, top_k >= 1 and min_confidence in [0, 1]")
-        if not 0 <= self.abstain_below <= 1:
-            raise ConfigError(f"abstain_below: must be between 0 and 1, got {self.abstain_below}")
+        if self.hop_seconds <= 0 or self.top_k < 1:
+            raise ConfigError("hop_seconds must be > 0 and top_k >= 1")
+        if not 0 <= self.min_confidence <= 1:
+            raise ConfigError(f"min_confidence: must be between 0 and 1, got {self.min_confidence}")
+        if self.presence_db < 0:
+            raise ConfigError(f"presence_db: must be >= 0 (0 = no presence gate), got {self.presence_db}")
 
 
 @dataclass

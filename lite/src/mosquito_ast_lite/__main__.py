@@ -8,6 +8,8 @@ import os
 import sys
 import time
 
+from .labels import DEFAULT_MIN_CONFIDENCE, DEFAULT_PRESENCE_DB
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -21,11 +23,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="predictions.csv", help="Per-file CSV (default: %(default)s).")
     p.add_argument("--hop-seconds", type=float, default=0.5,
                    help="Step between clip-length windows of a long recording (default: %(default)s).")
-    p.add_argument("--abstain-below", type=float, default=0.0, metavar="P",
-                   help="Label files and windows whose top probability is below P 'uncertain' (default: 0, never).")
-    p.add_argument("--min-confidence", type=float, default=0.5,
-                   help="Files whose top probability is below this are flagged in the 'uncertain' column "
-                        "(default: %(default)s), as in `predict`.")
+    p.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE, metavar="P",
+                   help="Files and windows whose top probability is below P are labelled 'uncertain' "
+                        "(default: %(default)s; 0 = always name a species), as in `predict`.")
+    p.add_argument("--presence-db", type=float, default=DEFAULT_PRESENCE_DB, metavar="DB",
+                   help="Presence gate: windows whose strongest spectral peak in the wingbeat band stands less "
+                        "than DB above its neighbourhood hold no flight tone, are not scored and are labelled "
+                        "'no detection' (default: %(default)s; 0 = off).")
+    p.add_argument("--detections-only", action="store_true",
+                   help="Write only windows with a detection (a flight tone, a confident species, not "
+                        "'background') to the windows table.")
+    p.add_argument("--raven", metavar="DIR",
+                   help="Also write one Raven Pro selection table per recording to DIR (detections, adjacent "
+                        "windows of one species merged).")
     p.add_argument("--top-k", type=int, default=3, help="Labels listed per file (default: %(default)s).")
     p.add_argument("--batch-size", type=int, default=32, help="Windows per inference batch (default: %(default)s).")
     p.add_argument("--threads", type=int, default=0,
@@ -41,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     problems = []
     if args.hop_seconds <= 0:
         problems.append("--hop-seconds must be > 0")
-    if not 0 <= args.abstain_below <= 1 or not 0 <= args.min_confidence <= 1:
-        problems.append("--abstain-below and --min-confidence must be in [0, 1]")
+    if not 0 <= args.min_confidence <= 1:
+        problems.append("--min-confidence must be in [0, 1]")
+    if args.presence_db < 0:
+        problems.append("--presence-db must be >= 0 (0 = no presence gate)")
     if args.top_k < 1 or args.batch_size < 1 or args.threads < 0:
         problems.append("--top-k and --batch-size must be >= 1, --threads >= 0")
     if problems:
@@ -53,40 +65,41 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.setdefault(variable, str(args.threads))
 
     from .io import OutputFolderError, check_output_files
+    from .presence import gate_band
+    from .raven import review_sink, table_paths
     from .runtime import ModelError, expand_inputs, load_model, summary_header
     from .stream import RowOptions, stream_predictions
-    from .tables import UNCERTAIN, output_paths, prediction_files
+    from .tables import closing_line, output_paths, prediction_files
 
     missing = [item for item in args.inputs if not os.path.exists(item)]
     try:
         if missing:
             raise ModelError(f"{', '.join(missing)}: no such file or folder")
         check_output_files(*output_paths(args.output))
+        files = expand_inputs(args.inputs)
+        tables = table_paths(files, args.raven) if args.raven else None
         model = load_model(args.model_dir, args.threads, fp32=args.fp32)
     except (ModelError, OutputFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    files = expand_inputs(args.inputs)
     if not files:
         print(f"error: no audio files found in {', '.join(args.inputs)}", file=sys.stderr)
         return 2
-    options = RowOptions(args.hop_seconds, args.top_k, args.min_confidence, args.abstain_below, args.batch_size)
+    options = RowOptions(args.hop_seconds, args.top_k, args.min_confidence, args.presence_db, args.batch_size)
     began = time.perf_counter()
     try:
         with prediction_files(args.output, model.labels, args.top_k, summary_header(model, options)) as rows:
-            windows = stream_predictions(model, files, rows, options, warn=lambda line: print(line, file=sys.stderr))
+            sink = review_sink(rows, args.detections_only, tables, gate_band(model.sample_rates[0]))
+            windows = stream_predictions(model, files, sink, options, warn=lambda line: print(line, file=sys.stderr))
     except ModelError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:
-        print(f"error: cannot write {args.output} ({error})", file=sys.stderr)
+        print(f"error: cannot write {error.filename or args.output} ({error.strerror or error})", file=sys.stderr)
         return 1
-    seconds = time.perf_counter() - began
     if not args.quiet:
-        failed = sum(1 for row in rows.files if row["error"])
-        abstained = sum(1 for row in rows.files if row["label"] == UNCERTAIN)
-        print(f"{len(files)} files ({windows} windows, {windows / max(seconds, 1e-9):.1f} windows/s): "
-              f"{failed} unreadable, {abstained} uncertain -> {', '.join(map(str, output_paths(args.output)))}")
+        print(closing_line(rows.files, windows, time.perf_counter() - began,
+                           [*map(str, output_paths(args.output)), *([args.raven] if args.raven else [])]))
     return 0
 
 

@@ -19,6 +19,7 @@ from .audio import is_audio_file
 from .files import files_under, inside_folder
 from .fbank import KALDI_MEL_FLOOR, Fbank, FbankSettings
 from .graph_meta import ModelError, check_graph_labels
+from .presence import gate_band
 from .stream import RowOptions, stream_predictions
 from .tables import CollectedRows
 
@@ -185,5 +186,10 @@ def predict_files(model: LiteModel, files: Sequence[str | Path], options: RowOpt
 def summary_header(model: LiteModel, options: RowOptions) -> dict:
     """The JSON's fields before its rows, for the runtime's predictions."""
     return {"models": str(model.folder), "members": model.meta.get("members", []), "labels": model.labels,
-            "precision": model.meta.get("precision"), "hop_seconds": options.hop_seconds,
-            "min_confidence": options.min_confidence, "abstain_below": options.abstain_below}
+            "precision": model.meta.get("precision"), **options_header(options, model.sample_rates[0])}
+
+
+def options_header(options: RowOptions, sample_rate: int) -> dict:
+    """The options that decided the rows, for the JSON of the tool's predict and the runtime's."""
+    return {"hop_seconds": options.hop_seconds, "min_confidence": options.min_confidence,
+            "presence_db": options.presence_db, "presence_band_hz": list(gate_band(sample_rate))}

@@ -4,7 +4,9 @@ windows, scored and written a bounded block at a time, so memory does not depend
 What scores the windows is plugged in (`WindowScorer`): the runtime's ONNX model (`runtime.LiteModel`), or the
 tool's members (PyTorch or int8 graphs, `mosquito_ast.commands.predict.EnsembleScorer`). Windows are
 clip-length, `hop_seconds` apart, the last one aligned to the recording's end, a short recording padded to one
-window; a file's probabilities are the mean over its windows.
+window (its row ends where the recording does). The presence gate (`presence.PresenceGate`) scores every
+window first; only windows with a flight tone go to the scorer, and a file's probabilities are the mean over
+those (a file with none is NO_DETECTION).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from .audio import BLOCK_FRAMES, AudioError, clip_samples, cut_short, cut_short_warning, fit_length, stream_audio
+from .labels import DEFAULT_MIN_CONFIDENCE, DEFAULT_PRESENCE_DB
+from .presence import PresenceGate
 from .tables import error_row, file_row, window_row
 
 
@@ -48,8 +52,8 @@ class RowOptions:
 
     hop_seconds: float = 0.5
     top_k: int = 3
-    min_confidence: float = 0.5
-    abstain_below: float = 0.0
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE  # the one threshold: rows whose top probability is below it are `uncertain`
+    presence_db: float = DEFAULT_PRESENCE_DB  # the presence gate's threshold (0 = off)
     batch_size: int = 32  # windows scored at once
     # Gather a block's windows across files (short clips run in full batches). Off: a block holds one file's
     # windows only; dynamic int8 quantizes activations per batch, so there a window's probabilities depend
@@ -58,9 +62,10 @@ class RowOptions:
 
 
 def recording_windows(path: str | Path, sample_rate: int, clip_seconds: float, hop_seconds: float,
-                      block_frames: int = BLOCK_FRAMES) -> Iterator[tuple[float, np.ndarray]]:
-    """(start in seconds, clip-length wave) of every window of one recording, decoded as they are needed:
-    starts `hop_seconds` apart, plus one aligned to the end when the last does not reach it."""
+                      block_frames: int = BLOCK_FRAMES) -> Iterator[tuple[float, float, np.ndarray]]:
+    """(start and end in seconds, clip-length wave) of every window of one recording, decoded as they are
+    needed: starts `hop_seconds` apart, plus one aligned to the end when the last does not reach it; a
+    recording shorter than a window is one window, padded, that ends where the recording ends."""
     window = clip_samples(sample_rate, clip_seconds)
     hop = max(1, int(round(hop_seconds * sample_rate)))
     kept, offset, start, total, last = np.zeros(0, np.float32), 0, 0, 0, None  # kept: samples from `offset`
@@ -68,22 +73,22 @@ def recording_windows(path: str | Path, sample_rate: int, clip_seconds: float, h
         kept = np.concatenate([kept, block])
         total += len(block)
         while start + window <= total:
-            yield start / sample_rate, kept[start - offset:start - offset + window].copy()
+            yield start / sample_rate, (start + window) / sample_rate, kept[start - offset:start - offset + window].copy()
             last, start = start, start + hop
         keep_from = max(offset, min(start, total - window))
         kept, offset = kept[keep_from - offset:], keep_from
     if last is None:
-        yield 0.0, fit_length(kept, window)
+        yield 0.0, total / sample_rate, fit_length(kept, window)
     elif last + window < total:
-        yield (total - window) / sample_rate, kept[len(kept) - window:].copy()
+        yield (total - window) / sample_rate, total / sample_rate, kept[len(kept) - window:].copy()
 
 
 def scorer_windows(path: str | Path, scorer: WindowScorer,
-                   hop_seconds: float) -> Iterator[tuple[float, dict[int, np.ndarray]]]:
-    """Each window of `path` at every rate the scorer needs, in step (the start from the first rate)."""
+                   hop_seconds: float) -> Iterator[tuple[float, float, dict[int, np.ndarray]]]:
+    """Each window of `path` at every rate the scorer needs, in step (start and end from the first rate)."""
     streams = [recording_windows(path, rate, scorer.clip_seconds, hop_seconds) for rate in scorer.sample_rates]
     for windows in zip(*streams, strict=True):
-        yield windows[0][0], {rate: wave for rate, (_, wave) in zip(scorer.sample_rates, windows)}
+        yield windows[0][0], windows[0][1], {rate: wave for rate, (_, _, wave) in zip(scorer.sample_rates, windows)}
 
 
 class _Scoring:
@@ -91,15 +96,16 @@ class _Scoring:
 
     def __init__(self, scorer: WindowScorer, sink: RowSink, options: RowOptions) -> None:
         self.scorer, self.sink, self.options = scorer, sink, options
-        self.pending: list[tuple[int, str, float, dict[int, np.ndarray]]] = []
+        self.gate = PresenceGate(scorer.sample_rates[0], options.presence_db) if options.presence_db > 0 else None
+        self.pending: list[tuple[int, str, float, float, dict[int, np.ndarray]]] = []
         self.sums: dict[int, np.ndarray] = {}
-        self.counts: dict[int, int] = {}
+        self.counts: dict[int, list[int]] = {}  # file -> [windows, detections]
         self.marks: dict[int, object] = {}
         self.done: list[tuple[int, str]] = []  # files whose windows are all queued, waiting for their row
         self.windows = 0
 
-    def add(self, index: int, path: str, start: float, waves: dict[int, np.ndarray]) -> None:
-        self.pending.append((index, path, start, waves))
+    def add(self, index: int, path: str, start: float, end: float, waves: dict[int, np.ndarray]) -> None:
+        self.pending.append((index, path, start, end, waves))
         if len(self.pending) >= self.options.batch_size:
             self.flush()
 
@@ -109,22 +115,38 @@ class _Scoring:
             self._score()
         o = self.options
         for index, path in self.done:
-            pooled = (self.sums.pop(index) / self.counts[index]).astype(np.float32)
-            self.sink.file(file_row(path, pooled, self.counts.pop(index), self.scorer.labels, o.top_k,
-                                    o.min_confidence, o.abstain_below))
+            windows, detections = self.counts.pop(index, (0, 0))
+            pooled = (self.sums.pop(index) / detections).astype(np.float32) if detections else None
+            self.sink.file(file_row(path, pooled, windows, detections, self.scorer.labels, o.top_k, o.min_confidence))
             self.marks.pop(index, None)
         self.done.clear()
 
+    def _probabilities(self, passed: np.ndarray) -> np.ndarray:
+        """The scorer's probabilities of the windows the gate passed (NaN rows for the others)."""
+        probabilities = np.full((len(self.pending), len(self.scorer.labels)), np.nan, np.float32)
+        if passed.any():
+            waves = {rate: np.stack([item[4][rate] for item, keep in zip(self.pending, passed) if keep])
+                     for rate in self.scorer.sample_rates}
+            probabilities[passed] = np.asarray(self.scorer(waves), np.float32)
+        return probabilities
+
     def _score(self) -> None:
-        waves = {rate: np.stack([item[3][rate] for item in self.pending]) for rate in self.scorer.sample_rates}
-        probabilities = np.asarray(self.scorer(waves), np.float32)
-        labels, clip = self.scorer.labels, self.scorer.clip_seconds
-        for (index, path, start, _), row in zip(self.pending, probabilities):
+        if self.gate is None:  # --presence-db 0: every window is scored, no presence column
+            presence, gated = np.full(len(self.pending), np.nan), np.ones(len(self.pending), bool)
+        else:
+            presence = self.gate.scores(np.stack([item[4][self.gate.sample_rate] for item in self.pending]))
+            gated = self.gate.present(presence)
+        probabilities = self._probabilities(gated)
+        labels, threshold = self.scorer.labels, self.options.min_confidence
+        for (index, path, start, end, _), score, passed, row in zip(self.pending, presence, gated, probabilities):
             if index not in self.marks:
                 self.marks[index] = self.sink.mark()
-            self.sink.window(window_row(path, start, clip, row, labels, self.options.abstain_below))
-            self.sums[index] = self.sums.get(index, 0.0) + row.astype(np.float64)
-            self.counts[index] = self.counts.get(index, 0) + 1
+            self.sink.window(window_row(path, start, end, score, row if passed else None, labels, threshold))
+            counts = self.counts.setdefault(index, [0, 0])
+            counts[0] += 1
+            if passed:
+                counts[1] += 1
+                self.sums[index] = self.sums.get(index, 0.0) + row.astype(np.float64)
         self.windows += len(self.pending)
         self.pending.clear()
 
@@ -172,9 +194,9 @@ def _queue_file(scoring: _Scoring, index: int, path: str) -> str | None:
     windows = scorer_windows(path, scoring.scorer, scoring.options.hop_seconds)
     while True:
         try:
-            start, waves = next(windows)
+            start, end, waves = next(windows)
         except StopIteration:
             return None
         except (AudioError, OSError, ValueError, RuntimeError, MemoryError) as error:
             return error.problem if isinstance(error, AudioError) else f"{type(error).__name__}: {error}"
-        scoring.add(index, path, start, waves)
+        scoring.add(index, path, start, end, waves)

@@ -21,52 +21,83 @@ from typing import IO, Iterable, Iterator, Sequence
 import numpy as np
 
 from .io import atomic_path, atomic_write_text
+from .labels import BACKGROUND, NO_DETECTION, UNCERTAIN
 
-UNCERTAIN = "uncertain"
+DECIMALS = 4  # probabilities and times in every table
 
 
 def file_columns(labels: Sequence[str], top_k: int) -> list[str]:
     top = [f"top{r}_{kind}" for r in range(1, min(top_k, len(labels)) + 1) for kind in ("label", "probability")]
-    return ["path", "windows", "error", "label", "confidence", "uncertain", *top, *labels]
+    return ["path", "windows", "detections", "error", "label", "confidence", *top, *labels]
 
 
 def window_columns(labels: Sequence[str]) -> list[str]:
-    return ["path", "start_s", "end_s", "label", "confidence", *labels]
+    return ["path", "start_s", "end_s", "presence_db", "label", "confidence", *labels]
 
 
-def decide(probabilities: np.ndarray, labels: Sequence[str], abstain_below: float) -> str:
+def decide(probabilities: np.ndarray, labels: Sequence[str], min_confidence: float) -> str:
     best = int(np.argmax(probabilities))
-    return UNCERTAIN if probabilities[best] < abstain_below else labels[best]
+    return UNCERTAIN if probabilities[best] < min_confidence else labels[best]
 
 
-def file_row(path: str, probabilities: np.ndarray, windows: int, labels: Sequence[str], top_k: int,
-             min_confidence: float, abstain_below: float) -> dict:
+def is_detection(row: dict) -> bool:
+    """A window (or file) with an insect of a named species: the gate found a tone, the species is confident
+    enough, and it is not the `background` class."""
+    return row["label"] not in ("", NO_DETECTION, UNCERTAIN) and row["label"].lower() != BACKGROUND
+
+
+def _rounded(values: Sequence[float]) -> list[float]:
+    return [round(float(value), DECIMALS) for value in values]
+
+
+def file_row(path: str, probabilities: np.ndarray | None, windows: int, detections: int, labels: Sequence[str],
+             top_k: int, min_confidence: float) -> dict:
+    """The mean over the windows the gate passed (`detections` of `windows`); None when it passed none."""
+    row = {"path": path, "windows": windows, "detections": detections, "error": ""}
+    if probabilities is None:
+        return {**row, "label": NO_DETECTION, "confidence": math.nan}
     order = np.argsort(-probabilities)[: min(top_k, len(labels))]
-    confidence = float(probabilities[order[0]])
-    label = decide(probabilities, labels, abstain_below)
-    row = {"path": path, "windows": windows, "error": "", "label": label, "confidence": confidence,
-           "uncertain": bool(confidence < min_confidence)}
+    row.update(label=decide(probabilities, labels, min_confidence), confidence=_rounded([probabilities[order[0]]])[0])
     for rank, index in enumerate(order, start=1):
         row[f"top{rank}_label"] = labels[index]
-        row[f"top{rank}_probability"] = float(probabilities[index])
-    row.update(zip(labels, probabilities.tolist()))
+        row[f"top{rank}_probability"] = _rounded([probabilities[index]])[0]
+    row.update(zip(labels, _rounded(probabilities)))
     return row
 
 
 def error_row(path: str, problem: str) -> dict:
-    return {"path": path, "windows": 0, "error": problem, "label": "", "confidence": math.nan, "uncertain": True}
+    return {"path": path, "windows": 0, "detections": 0, "error": problem, "label": "", "confidence": math.nan}
 
 
-def window_row(path: str, start: float, clip_seconds: float, probabilities: np.ndarray, labels: Sequence[str],
-               abstain_below: float) -> dict:
-    return {"path": path, "start_s": round(start, 4), "end_s": round(start + clip_seconds, 4),
-            "label": decide(probabilities, labels, abstain_below), "confidence": float(probabilities.max()),
-            **dict(zip(labels, probabilities.tolist()))}
+def window_row(path: str, start: float, end: float, presence_db: float, probabilities: np.ndarray | None,
+               labels: Sequence[str], min_confidence: float) -> dict:
+    """One window's row; `probabilities` None: the presence gate found no flight tone, nothing was scored."""
+    row = {"path": path, "start_s": round(start, DECIMALS), "end_s": round(end, DECIMALS),
+           "presence_db": round(float(presence_db), 2)}
+    if probabilities is None:
+        return {**row, "label": NO_DETECTION, "confidence": math.nan}
+    return {**row, "label": decide(probabilities, labels, min_confidence),
+            "confidence": _rounded([probabilities.max()])[0], **dict(zip(labels, _rounded(probabilities)))}
+
+
+def closing_line(files: Sequence[dict], windows: int, seconds: float, outputs: Sequence[str]) -> str:
+    """What a run found, counted from its file rows: predict's and the runtime's last line."""
+    detections = sum(row["detections"] for row in files)
+    failed = sum(1 for row in files if row["error"])
+    counts = {label: sum(1 for row in files if row["label"] == label) for label in (UNCERTAIN, NO_DETECTION)}
+    return (f"{len(files)} files ({windows} windows, {detections} with a flight tone, "
+            f"{windows / max(seconds, 1e-9):.1f} windows/s): {failed} unreadable, {counts[UNCERTAIN]} uncertain, "
+            f"{counts[NO_DETECTION]} without a flight tone -> {', '.join(outputs)}")
 
 
 def _csv_cells(row: dict) -> dict:
     """NaN as an empty cell, as pandas' `to_csv` writes it."""
     return {k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+
+
+def _json_cells(row: dict) -> dict:
+    """NaN as null: JSON has no NaN."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
 
 
 def csv_text(rows: Iterable[dict], columns: Sequence[str]) -> str:
@@ -111,6 +142,26 @@ class CollectedRows:
         del self.windows[mark:]
 
 
+class DetectionsOnly:
+    """Passes on the window rows with a detection (`is_detection`) and every file row (`--detections-only`)."""
+
+    def __init__(self, sink) -> None:
+        self.sink = sink
+
+    def window(self, row: dict) -> None:
+        if is_detection(row):
+            self.sink.window(row)
+
+    def file(self, row: dict) -> None:
+        self.sink.file(row)
+
+    def mark(self) -> object:
+        return self.sink.mark()
+
+    def withdraw(self, mark: object) -> None:
+        self.sink.withdraw(mark)
+
+
 class StreamedRows:
     """Window rows straight to the windows CSV and the JSON spool; file rows (one per file) kept."""
 
@@ -123,7 +174,7 @@ class StreamedRows:
 
     def window(self, row: dict) -> None:
         self.writer.writerow(_csv_cells(row))
-        item = json.dumps(row, indent=2, default=str).replace("\n", "\n    ")
+        item = json.dumps(_json_cells(row), indent=2, default=str).replace("\n", "\n    ")
         self.spool.write(f"    {item},\n".encode("utf-8"))
 
     def file(self, row: dict) -> None:
@@ -148,8 +199,7 @@ def prediction_files(output: str | Path, labels: Sequence[str], top_k: int, head
             rows = StreamedRows(labels, table, spool)
             yield rows
         atomic_write_text(output, csv_text(rows.files, file_columns(labels, top_k)))
-        files = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
-                 for row in rows.files]
+        files = [_json_cells(row) for row in rows.files]
         head = json.dumps({**header, "files": files, "windows": []}, indent=2, default=str)
         with atomic_path(summary) as json_path, open(json_path, "wb") as handle:
             _write_json(handle, head, spool)

@@ -6,12 +6,15 @@ short recordings padded to one window), `--batch-size` windows are scored at onc
 they come, so memory does not grow with a recording's length. Here the scorer is the ensemble
 (`EnsembleScorer`): every member scores every window (PyTorch, or its int8 graph with `--precision int8`),
 a window's probability is the (weighted) mean over members and spectrum forests, a file's the mean over its
-windows. Rows, thresholds and files are the runtime's too (`mosquito_ast_lite.tables`).
+windows with a flight tone (the presence gate, `mosquito_ast_lite.presence`, runs first; windows without one
+are not scored). Rows, thresholds, Raven tables and files are the runtime's too (`mosquito_ast_lite.tables`,
+`mosquito_ast_lite.raven`).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,8 +24,10 @@ import pandas as pd
 
 from mosquito_ast_lite.io import check_output_files
 from mosquito_ast_lite.stream import RowOptions, stream_predictions
-from mosquito_ast_lite.tables import UNCERTAIN, CollectedRows, file_columns, output_paths, prediction_files
-from mosquito_ast_lite.runtime import expand_inputs
+from mosquito_ast_lite.presence import gate_band
+from mosquito_ast_lite.raven import review_sink, table_paths
+from mosquito_ast_lite.tables import CollectedRows, closing_line, file_columns, output_paths, prediction_files, window_columns
+from mosquito_ast_lite.runtime import expand_inputs, options_header
 
 from ..config import ConfigError, PredictParams
 from ..inference.votes import parse_weights, soft_vote
@@ -69,7 +74,7 @@ class EnsembleScorer:
 
 def row_options(params: PredictParams) -> RowOptions:
     """The loop's options; int8 blocks keep to one file (see `RowOptions.gather_files`)."""
-    return RowOptions(params.hop_seconds, params.top_k, params.min_confidence, params.abstain_below,
+    return RowOptions(params.hop_seconds, params.top_k, params.min_confidence, params.presence_db,
                       params.batch_size, gather_files=resolve_precision(params.precision) != "int8")
 
 
@@ -86,8 +91,9 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
     """Every window's and every file's row in memory (the Python API: a few files, not days of audio)."""
     scorer = EnsembleScorer(members, params, forests)
     rows = CollectedRows(scorer.labels)
-    stream_predictions(scorer, files, rows, row_options(params), warn)
-    return Predictions(file_table(rows.files, scorer.labels, params.top_k), pd.DataFrame(rows.windows), scorer.labels)
+    stream_predictions(scorer, files, review_sink(rows, params.detections_only, None, ()), row_options(params), warn)
+    return Predictions(file_table(rows.files, scorer.labels, params.top_k),
+                       pd.DataFrame(rows.windows, columns=window_columns(scorer.labels)), scorer.labels)
 
 
 def check_one_window_length(members: Sequence[Member | ForestMember]) -> None:
@@ -109,34 +115,34 @@ def check_inputs_exist(inputs: Sequence[str]) -> None:
 
 def predict(params: PredictParams) -> Predictions:
     """Load the ensemble in `params.models`, predict `params.inputs`, write CSV and JSON tables (rows
-    streamed to disk as they come; the returned files table, not the windows)."""
+    streamed to disk as they come; the returned files table, not the windows) and, with `params.raven`,
+    the Raven selection tables."""
     from tqdm.auto import tqdm
 
     use_physical_cores()
     check_inputs_exist(params.inputs)
-    output, windows_path, summary = output_paths(params.output)
-    check_output_files(output, windows_path, summary)
+    outputs = output_paths(params.output)
+    check_output_files(*outputs)
+    files = expand_inputs(params.inputs)
+    if not files:
+        raise FileNotFoundError(f"no audio files found in {', '.join(params.inputs)}")
+    tables = table_paths(files, params.raven) if params.raven else None
     members = load_members(params.models, params.labels or None, params.progress)
     forests = load_forests(params.models, ensemble_labels(members)) if params.spectrum_forest else []
     print(f"predict: {len(members)} members, {len(forests)} spectrum forest(s), "
           f"precision {resolve_precision(params.precision)}")
     check_one_window_length([*members, *forests])
-    files = expand_inputs(params.inputs)
-    if not files:
-        raise FileNotFoundError(f"no audio files found in {', '.join(params.inputs)}")
     scorer = EnsembleScorer(members, params, forests)
+    band = gate_band(scorer.sample_rates[0])
+    print(f"presence gate: a spectral peak {params.presence_db:g} dB above its neighbourhood in "
+          f"{band[0]:g}-{band[1]:g} Hz" if params.presence_db else "presence gate: off (--presence-db 0)")
     header = {"models": list(params.models), "members": [m.name for m in [*members, *forests]],
-              "labels": scorer.labels, "hop_seconds": params.hop_seconds, "min_confidence": params.min_confidence,
-              "abstain_below": params.abstain_below}
-    with prediction_files(output, scorer.labels, params.top_k, header) as rows:
-        stream_predictions(scorer, tqdm(files, desc="predict", disable=not params.progress), rows,
-                           row_options(params), warn)
-    table = file_table(rows.files, scorer.labels, params.top_k)
-    failed = int((table["error"] != "").sum())
-    uncertain = int(table["uncertain"].sum()) - failed
-    abstained = int((table["label"] == UNCERTAIN).sum())
-    print(f"{len(files)} files: {failed} unreadable, {uncertain} below confidence {params.min_confidence}, "
-          f"{abstained} labelled {UNCERTAIN} (--abstain-below {params.abstain_below}) "
-          f"-> {output}, {windows_path}, {summary}")
-    return Predictions(table, pd.DataFrame(columns=["path", "start_s", "end_s", "label", "confidence",
-                                                    *scorer.labels]), scorer.labels)
+              "labels": scorer.labels, **options_header(row_options(params), scorer.sample_rates[0])}
+    began = time.perf_counter()
+    with prediction_files(params.output, scorer.labels, params.top_k, header) as rows:
+        windows = stream_predictions(scorer, tqdm(files, desc="predict", disable=not params.progress),
+                                     review_sink(rows, params.detections_only, tables, band), row_options(params), warn)
+    print(closing_line(rows.files, windows, time.perf_counter() - began,
+                       [*map(str, outputs), *([params.raven] if params.raven else [])]))
+    return Predictions(file_table(rows.files, scorer.labels, params.top_k),
+                       pd.DataFrame(columns=window_columns(scorer.labels)), scorer.labels)

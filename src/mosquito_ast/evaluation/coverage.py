@@ -3,7 +3,7 @@
 A trap in the field may say "not sure" instead of forcing a label. Raising a confidence threshold keeps
 fewer clips (coverage) and, for a calibrated system, gets more of them right. Confidence is either the
 top probability or the (weighted) share of members that agree with the label; the table answers which
-threshold a deployment needs for a target accuracy (`predict --abstain-below`).
+threshold a deployment needs for a target accuracy (`predict --min-confidence`).
 """
 
 from __future__ import annotations
