@@ -98,12 +98,12 @@ def test_predict_export_and_lite_runtime_vote_with_the_forest(tiny_member, synth
     path = sorted(synth_split[1].rglob("*.wav"))[0]
     params = PredictParams(inputs=[str(path)], models=[str(best)], progress=False, precision="32")
     settings = members[0].features
-    windows = np.stack([fbank(wave, settings) for _, wave in recording_windows(
+    windows = np.stack([fbank(wave, settings) for _, _, wave in recording_windows(
         path, settings.sample_rate, settings.clip_seconds, params.hop_seconds)])
     ast = score_features(members, {members[0].features.extraction_key(): windows}, "32")[0]
     expected = 0.75 * ast + 0.25 * forests[0].probabilities(windows, labels)
     table = predict_files(members, [path], params, forests).windows
-    np.testing.assert_allclose(table[labels].to_numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(table[labels].to_numpy(), expected, atol=5e-5)  # written with 4 decimals
 
     result = export(ExportParams(models=[str(best)], output=str(tmp_path / "export"), progress=False,
                                  cache_dir=str(feature_cache_dir), check_clips=8, int8=True))

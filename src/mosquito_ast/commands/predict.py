@@ -123,15 +123,15 @@ def predict(params: PredictParams) -> Predictions:
     check_inputs_exist(params.inputs)
     outputs = output_paths(params.output)
     check_output_files(*outputs)
-    files = expand_inputs(params.inputs)
-    if not files:
-        raise FileNotFoundError(f"no audio files found in {', '.join(params.inputs)}")
-    tables = table_paths(files, params.raven) if params.raven else None
     members = load_members(params.models, params.labels or None, params.progress)
     forests = load_forests(params.models, ensemble_labels(members)) if params.spectrum_forest else []
     print(f"predict: {len(members)} members, {len(forests)} spectrum forest(s), "
           f"precision {resolve_precision(params.precision)}")
     check_one_window_length([*members, *forests])
+    files = expand_inputs(params.inputs)
+    if not files:
+        raise FileNotFoundError(f"no audio files found in {', '.join(params.inputs)}")
+    tables = table_paths(files, params.raven) if params.raven else None
     scorer = EnsembleScorer(members, params, forests)
     band = gate_band(scorer.sample_rates[0])
     print(f"presence gate: a spectral peak {params.presence_db:g} dB above its neighbourhood in "
