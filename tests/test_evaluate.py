@@ -25,6 +25,7 @@ from mosquito_ast.commands.evaluate import evaluate
 from mosquito_ast.inference.forest import find_forest_folders
 from mosquito_ast.inference.members import find_member_folders, load_members, predict_probabilities
 from mosquito_ast.evaluation.figures import FIGURES
+from mosquito_ast.evaluation.presentation import console_table
 from mosquito_ast.evaluation.report import write_outputs
 from mosquito_ast.features import FeatureSettings, fbank, normalize
 from mosquito_ast.models import encoder as encoder_module
@@ -134,6 +135,8 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
     assert "NaN" not in text and metrics["clips"] == clips and metrics["recordings"] == 4
     assert metrics["warnings"] == []
     assert set(metrics["clip_level"]["gain"]) == {"hard vote", "soft vote"}
+    difference = metrics["clip_level"]["baseline_difference"]  # the soft vote against the best baseline, paired
+    assert difference["ci_low"] <= difference["difference"] <= difference["ci_high"]
     for figure in FIGURES:
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.html").read_text()
@@ -154,6 +157,9 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
                                  str(tmp_path / "leak"), "--precision", "32", "--no-progress",
                                  "--cache-dir", str(feature_cache_dir), "--bootstrap", "50"])
     assert leaked.exit_code == 0, leaked.output
+    table_header = console_table(result.summary).splitlines()[0]
+    assert leaked.output.count(table_header) == 1  # evaluate prints the table; write_outputs only the headline
+    assert "Soft vote: balanced accuracy" in leaked.output and "chance 0.250 (1/4)" in leaked.output
     assert "warning: member sweep/best/tiny was trained on this very data set" in leaked.output
     warnings = json.loads((tmp_path / "leak" / "metrics.json").read_text())["warnings"]
     assert any("recording(s) of the evaluated set" in w for w in warnings)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,8 +16,9 @@ import pytest
 from mosquito_ast import __version__
 from mosquito_ast.inference.votes import pool_by_group
 from mosquito_ast.evaluation.coverage import coverage_table, headline
-from mosquito_ast.commands.evaluate import assess, level_metrics, prediction_table
+from mosquito_ast.commands.evaluate import assess, level_metrics, prediction_table, scoring_record
 from mosquito_ast.evaluation.figures import FIGURES
+from mosquito_ast.evaluation.metrics import paired_difference
 from mosquito_ast.evaluation.report import vote_warnings, write_outputs
 from mosquito_ast.evaluation.tables import general, shown_text, with_interval
 from mosquito_ast.evaluation.results import BEST, HARD, MEAN, SOFT, EnsembleEvaluation
@@ -49,12 +52,14 @@ def member_rows(tmp_path: Path, selected_on_evaluated: bool) -> pd.DataFrame:
         "shared_groups": ""} for seed, name in enumerate(NAMES)])
 
 
-def hand_built(tmp_path: Path, selected_on_evaluated: bool = True,
-               baselines: dict[str, np.ndarray] | None = None) -> EnsembleEvaluation:
-    y, probabilities, groups = collapsing_members()
+def hand_built(tmp_path: Path, selected_on_evaluated: bool = True, baselines: dict[str, np.ndarray] | None = None,
+               resamples: int = 200, groups: list[str] | None = None) -> EnsembleEvaluation:
+    """What evaluate computes for `collapsing_members` (two recordings per class unless `groups` says other)."""
+    y, probabilities, two_per_class = collapsing_members()
+    groups = groups or two_per_class
     weights = np.full(3, 1 / 3)
-    options = dict(resamples=200, seed=0, ece_bins=5)
-    clips = assess(y, probabilities, NAMES, weights, LABELS, **options, baselines=baselines)
+    options = dict(resamples=resamples, seed=0, ece_bins=5)
+    clips = assess(y, probabilities, NAMES, weights, LABELS, **options, baselines=baselines, groups=groups)
     keys, pooled = pool_by_group(probabilities, groups)
     truth = np.array([dict(zip(groups, y))[g] for g in keys])
     recordings = assess(truth, pooled, NAMES, weights, LABELS, **options)
@@ -66,7 +71,7 @@ def hand_built(tmp_path: Path, selected_on_evaluated: bool = True,
         "weights": dict(zip(NAMES, weights.tolist())), "precision": "32", "clips": len(y), "recordings": len(keys),
         "group_by": "auto",
         "skipped_files": [f"{tmp_path}/data/validation/broken.wav: not a sound file"],
-        "bootstrap": {"resamples": 200, "seed": 0, "level": 0.95, "unit": "recording"}, "ece_bins": 5,
+        **scoring_record(SimpleNamespace(bootstrap=resamples, seed=0, ece_bins=5)),
         "clip_level": level_metrics(clips), "recording_level": level_metrics(recordings),
         "coverage_headline": headline(coverage), "warnings": [],
         "notes": [f"spectrum baselines fitted on 300 training clips of {tmp_path / 'data' / 'train'}"],
@@ -92,7 +97,8 @@ def test_headline_states_the_soft_vote_with_its_interval_and_the_selection_bias(
     soft = evaluation.summary.set_index("system").loc[SOFT]
     interval = with_interval(soft.balanced_accuracy, soft.balanced_accuracy_ci_low, soft.balanced_accuracy_ci_high)
     assert interval.startswith("0.33 [")
-    assert f"Soft vote: balanced accuracy {interval}</b> (95% interval, bootstrap unit: recording)" in report
+    assert (f"Soft vote: balanced accuracy {interval}</b> (95% interval, bootstrap unit: recording; chance 0.167 "
+            f"(1/6) for accuracy and balanced accuracy)") in report
     assert "on 36 clips from 12 recordings of 6 classes, 3 members; data <code>../data/validation</code>" in report
     assert "Optimistically biased: 3 of 3 members selected their epoch on these clips." in report
     assert report.index("Soft vote: balanced accuracy") < report.index("<h2>Warnings</h2>")
@@ -181,10 +187,20 @@ def test_the_report_answers_whether_the_transformers_beat_the_spectrum_baseline(
     right = np.eye(6)[np.where(y == 5, 0, y)]
     evaluation = hand_built(tmp_path, baselines={"mel spectrum + random forest": right, "Welch spectrum + x": right / 2 + 1 / 12})
     out = write_outputs(evaluation)
+    metrics = json.loads((out / "metrics.json").read_text())
+    difference = metrics["clip_level"]["baseline_difference"]
+    y, _, groups = collapsing_members()
+    soft = evaluation.predictions["soft vote:label"].map(LABELS.index).to_numpy()
+    assert difference == {"ensemble": "soft vote", "baseline": "mel spectrum + random forest",
+                          "metric": "balanced_accuracy",
+                          **paired_difference(y, soft, right.argmax(1), 200, seed=0, groups=groups)}
+    assert difference["difference"] == pytest.approx(1 / 3 - 5 / 6)
+    assert difference["ci_low"] <= difference["difference"] <= difference["ci_high"] < 0
     line = ("Soft vote against the best spectrum baseline (mel spectrum + random forest, fitted on the members' "
-            "training clips): balanced accuracy 0.333 vs 0.833 (-0.500)")
+            f"training clips): balanced accuracy 0.333 vs 0.833, difference -0.500 [{difference['ci_low']:+.3f}, "
+            f"{difference['ci_high']:+.3f}] (paired bootstrap, 95% interval, bootstrap unit: recording)")
     assert line in capsys.readouterr().out and html.escape(line) in (out / "report.html").read_text()
-    result_warnings = json.loads((out / "metrics.json").read_text())["result_warnings"]
+    result_warnings = metrics["result_warnings"]
     assert ("the spectrum baseline mel spectrum + random forest (0.833) scores at least the soft vote (0.333): here "
             "the transformers add nothing over a time-averaged spectrum") in result_warnings
 
@@ -192,3 +208,40 @@ def test_the_report_answers_whether_the_transformers_beat_the_spectrum_baseline(
 def test_no_baseline_no_comparison(written):
     _, _, report = written
     assert "best spectrum baseline" not in report
+
+
+def test_without_bootstrap_nothing_announces_an_interval(tmp_path, capsys):
+    y = collapsing_members()[0]
+    out = write_outputs(hand_built(tmp_path, baselines={"mel spectrum + random forest": np.eye(6)[y]}, resamples=0))
+    printed, report = capsys.readouterr().out, (out / "report.html").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    words = re.sub(r"data:image/png;base64,[^\"]+", "", report)  # the figures' bytes hold any letters
+    for text in (printed, words, (out / "metrics.json").read_text()):
+        assert "95%" not in text and "CI" not in text and "ci_low" not in text
+    assert "Soft vote: balanced accuracy 0.33 (no interval: --bootstrap 0; chance 0.167 (1/6)" in printed
+    assert "Soft vote: balanced accuracy 0.33</b> (no interval: --bootstrap 0; chance" in report
+    assert "Intervals: not computed (--bootstrap 0)." in report
+    assert "<th>balanced accuracy</th><th>accuracy</th>" in report
+    assert metrics["bootstrap"] == {"resamples": 0, "seed": 0, "level": None, "unit": None}
+    assert metrics["clip_level"]["baseline_difference"]["difference"] == pytest.approx(1 / 3 - 1)
+    assert "balanced accuracy 0.333 vs 1.000, difference -0.667\n" in printed
+
+
+def test_a_class_with_one_recording_is_named_where_the_intervals_are(tmp_path, capsys):
+    y, _, groups = collapsing_members()
+    one_each = [f"{LABELS[c]} r0" if LABELS[c] in ("An. gambiae", "C. pipiens") else g for c, g in zip(y, groups)]
+    out = write_outputs(hand_built(tmp_path, groups=one_each))
+    note = ("Intervals (bootstrap over recordings) rest on one recording for An. gambiae, C. pipiens: the only "
+            "recording of each class here.")
+    assert note in capsys.readouterr().out and note in (out / "report.html").read_text()
+    assert json.loads((out / "metrics.json").read_text())["single_recording_classes"] == ["An. gambiae", "C. pipiens"]
+
+
+def test_write_outputs_prints_the_headline_not_the_table_evaluate_printed(tmp_path, capsys):
+    out = write_outputs(hand_built(tmp_path, selected_on_evaluated=False))
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("Soft vote: balanced accuracy 0.33 [")
+    assert printed[0].endswith("chance 0.167 (1/6) for accuracy and balanced accuracy) on 36 clips from 12 recordings")
+    assert printed[-1] == f"report: {out / 'report.html'}"
+    assert not any("log_loss" in line or line.lstrip().startswith(NAMES[0]) for line in printed)
+    assert "rest on one recording" not in "\n".join(printed)  # two recordings of every class

@@ -23,7 +23,7 @@ class EvaluateParams(ReadParams):
     labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook members (weights only).", group=MODEL)
     weights: str | None = option(None, "Member weights: comma list in member order (sorted member names, as in members.csv) or a CSV with columns member,weight. Default: equal.", group=MODEL)
     batch_size: int = option(32, "Clips per inference batch.", group=SYSTEM)
-    bootstrap: int = option(1000, "Bootstrap resamples for 95% intervals of accuracy and balanced accuracy (0 = off).", group=OUTPUT)
+    bootstrap: int = option(1000, "Bootstrap resamples (of recordings) for 95% intervals of accuracy and balanced accuracy, and of the soft vote's difference to the best spectrum baseline (paired: the same resamples); 0 = no intervals.", group=OUTPUT)
     seed: int = option(0, "Seed of the bootstrap resampling.", group=OUTPUT)
     ece_bins: int = option(15, "Equal-width confidence bins of the expected calibration error.", group=OUTPUT)
     precision: str = inference_precision_option()

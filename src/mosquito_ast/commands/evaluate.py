@@ -26,8 +26,10 @@ from ..inference.votes import hard_vote, parse_weights, pool_by_group, soft_vote
 from ..inference.forest import ForestMember, forest_probabilities, load_forests, vote_weights
 from ..inference.members import Member, ensemble_labels, load_members, predict_probabilities
 from ..evaluation.coverage import coverage_table, headline
-from ..evaluation.metrics import (bootstrap_intervals, confusion, label_metrics, per_class_table, probability_metrics)
+from ..evaluation.metrics import (balanced_accuracy, bootstrap_intervals, confusion, label_metrics, paired_difference,
+                                  per_class_table, probability_metrics)
 from ..evaluation.member_tables import forest_table, member_table, selected_on
+from ..evaluation.presentation import console_table
 from ..evaluation.tables import GAIN_METRICS
 from ..evaluation.results import (BEST, ENSEMBLES, EVALUATION_FOLDER, HARD, MEAN, SOFT, Assessment,
                                   EnsembleEvaluation)
@@ -48,6 +50,18 @@ def system_row(y_true: np.ndarray, predicted: np.ndarray, scores: np.ndarray, nu
     auc = per_class_table(y_true, predicted, scores, [str(c) for c in range(num_classes)])["roc_auc"]
     row["roc_auc_macro"] = float(auc.mean()) if auc.notna().any() else float("nan")
     return row
+
+
+def baseline_difference(y_true: np.ndarray, predicted: dict[str, np.ndarray], baselines: Sequence[str],
+                        resamples: int, seed: int, groups: Sequence[str] | None) -> dict | None:
+    """"Is the transformer worth it here?": the soft vote's balanced accuracy minus the best baseline's, with
+    a paired bootstrap interval on the draws the systems' own intervals use; None without baselines."""
+    if not baselines:
+        return None
+    scores = {name: balanced_accuracy(y_true, predicted[name]) for name in baselines}
+    best = max(scores, key=scores.get)
+    return {"ensemble": SOFT, "baseline": best, "metric": "balanced_accuracy",
+            **paired_difference(y_true, predicted[SOFT], predicted[best], resamples, seed, groups=groups)}
 
 
 def assess(y_true: np.ndarray, member_probabilities: np.ndarray, member_names: Sequence[str], weights: np.ndarray,
@@ -96,7 +110,8 @@ def assess(y_true: np.ndarray, member_probabilities: np.ndarray, member_names: S
     for name in scores:
         counts, normalized = confusion(y_true, predicted[name], k)
         matrices[name] = {"counts": counts.tolist(), "normalized": normalized.tolist()}
-    return Assessment(summary, per_class, predicted, scores, matrices, gain, str(best["system"]))
+    return Assessment(summary, per_class, predicted, scores, matrices, gain, str(best["system"]),
+                      baseline_difference(y_true, predicted, list(baselines), resamples, seed, groups))
 
 
 def prediction_table(ids: Sequence[str], groups: Sequence[str], y_true: np.ndarray, assessment: Assessment,
@@ -177,8 +192,11 @@ def fit_baselines(members: Sequence[Member], samples: Sequence[Sample], labels: 
 
 
 def scoring_record(params: EvaluateParams) -> dict:
-    """How the intervals and the calibration error were computed."""
-    return {"bootstrap": {"resamples": params.bootstrap, "seed": params.seed, "level": 0.95, "unit": "recording"},
+    """How the intervals and the calibration error were computed; with --bootstrap 0 no level or unit, since
+    no interval was computed."""
+    computed = params.bootstrap > 0
+    return {"bootstrap": {"resamples": params.bootstrap, "seed": params.seed, "level": 0.95 if computed else None,
+                          "unit": "recording" if computed else None},
             "ece_bins": params.ece_bins}
 
 
@@ -186,7 +204,8 @@ def level_metrics(assessment: Assessment) -> dict:
     return {"systems": assessment.summary.set_index("system").to_dict(orient="index"),
             "best_member": {"name": assessment.best_member,
                             "chosen_by": f"{BEST_BY} on this evaluated set (hindsight: optimistic)"},
-            "gain": assessment.gain, "confusion_matrix": assessment.confusion,
+            "gain": assessment.gain, "baseline_difference": assessment.baseline_difference,
+            "confusion_matrix": assessment.confusion,
             "per_class": {s: t.drop(columns="system").to_dict(orient="records")
                           for s, t in assessment.per_class.groupby("system", sort=False)}}
 
@@ -215,9 +234,9 @@ def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None,
              forests: Sequence[ForestMember] | None = None) -> EnsembleEvaluation:
     """Load every member and spectrum forest under `params.models` (or take the `members` and `forests`
     already loaded from there), predict `params.data`, and score members, ensembles and baselines per clip
-    and per recording. Nothing is written: `report.write_outputs` turns the result into tables,
-    metrics.json, plots and report.html in `params.output`, which must be empty, missing or an earlier
-    evaluation (checked first)."""
+    and per recording; prints the clip-level table, once. Nothing is written: `report.write_outputs` turns the
+    result into tables, metrics.json, plots and report.html in `params.output`, which must be empty, missing or
+    an earlier evaluation (checked first)."""
     check_replaceable(params.output, EVALUATION_FOLDER)
     precision = resolve_precision(params.precision)
     threads = use_physical_cores()
@@ -249,8 +268,7 @@ def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None,
     recordings = assess(group_truth, pooled, names, weights, labels, **options, hard_weights=hard_weights,
                         baselines={name: pool_by_group(p, keys)[1] for name, p in baselines.items()})
 
-    coverage = coverage_table(y_true, probabilities, weights, clips.scores, clips.predicted,
-                              clips.best_member)
+    coverage = coverage_table(y_true, probabilities, weights, clips.scores, clips.predicted, clips.best_member)
     warnings, notes = leakage_checks(members, samples, params)
     if baseline_note:
         notes.append(baseline_note)
@@ -263,6 +281,7 @@ def evaluate(params: EvaluateParams, members: Sequence[Member] | None = None,
                **scoring_record(params), "clip_level": level_metrics(clips),
                "recording_level": level_metrics(recordings), "coverage_headline": headline(coverage),
                "warnings": warnings, "notes": [HARD_VOTE_SCORES, *notes]}
+    print(console_table(clips.summary))
     return EnsembleEvaluation(
         predictions=prediction_table([s.path for s in samples], keys, y_true, clips, labels, "path"),
         members=pd.concat([member_table(members, weights, samples, params.data),

@@ -18,7 +18,7 @@ from mosquito_ast_lite.io import atomic_path
 from .coverage import TARGET_ACCURACY
 from .metrics import reliability_table
 from .presentation import HEADERS, fixed, reading_order
-from .results import ENSEMBLES, HARD, SOFT, EnsembleEvaluation
+from .results import BEST, ENSEMBLES, HARD, SOFT, EnsembleEvaluation
 
 FIGURES = ("confusion_matrix.png", "per_class_metrics.png", "roc_curves.png", "members_vs_ensemble.png",
            "coverage.png", "calibration.png")
@@ -73,15 +73,20 @@ def chance_line(axis, chance: float, vertical: bool = False) -> None:
 
 
 def plot_per_class(per_class: pd.DataFrame, labels: list[str], path: Path) -> Path:
-    """Precision, recall, F1 and ROC-AUC per class for both ensembles, one panel each, stacked."""
+    """Precision, recall, F1 and ROC-AUC per class for both ensembles, one panel each, stacked. Each group of
+    bars has its own chance mark: 1/k over precision, recall and F1, 0.5 over ROC-AUC (a random score ranks a
+    positive above a negative half the time, whatever k is)."""
     k = len(labels)
     figure, axes = new_figure(2, 1, (max(7.0, 1.1 * k + 3), 6.5), sharex=True)
+    positions = np.arange(k)
     for axis, system in zip(axes.flat, (SOFT, HARD)):
         table = per_class[per_class.system == system].set_index("class").reindex(labels)
-        positions = np.arange(k)
         for offset, metric in zip((-0.3, -0.1, 0.1, 0.3), ("precision", "recall", "f1", "roc_auc")):
             axis.bar(positions + offset, table[metric].to_numpy(float), width=0.2, label=HEADERS[metric])
-        chance_line(axis, 1 / k)
+        axis.hlines(np.full(k, 1 / k), positions - 0.4, positions + 0.2, color="black", linestyle="--",
+                    linewidth=1, label=f"chance, precision/recall/F1 (1/{k})")
+        axis.hlines(np.full(k, 0.5), positions + 0.2, positions + 0.4, color="black", linestyle=":", linewidth=1.5,
+                    label="chance, ROC-AUC (0.5)")
         axis.set_ylim(0, 1.05)
         axis.set_title(system)
     axes[0, 0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -111,8 +116,9 @@ def plot_roc(predictions: pd.DataFrame, labels: list[str], path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def plot_members_vs_ensemble(summary: pd.DataFrame, chance: float, path: Path) -> Path:
-    """Accuracy and balanced accuracy per system, with bootstrap 95% intervals where computed."""
+def plot_members_vs_ensemble(summary: pd.DataFrame, chance: float, level: float | None, path: Path) -> Path:
+    """Accuracy and balanced accuracy per system, with their bootstrap `level` intervals where computed
+    (`level` None: --bootstrap 0, bars alone)."""
     table = reading_order(summary[summary.kind != "best"])
     figure, axes = new_figure(1, 1, (8, 1.5 + 0.4 * len(table)))
     axis = axes[0, 0]
@@ -120,23 +126,29 @@ def plot_members_vs_ensemble(summary: pd.DataFrame, chance: float, path: Path) -
     for offset, metric in ((-0.2, "balanced_accuracy"), (0.2, "accuracy")):
         values, low, high = table.reindex(columns=[metric, f"{metric}_ci_low", f"{metric}_ci_high"]).to_numpy(float).T
         errors = np.nan_to_num(np.vstack([values - low, high - values]))
-        axis.barh(positions + offset, values, height=0.4, xerr=errors, capsize=2, label=HEADERS[metric])
+        axis.barh(positions + offset, values, height=0.4, xerr=None if level is None else errors, capsize=2,
+                  label=HEADERS[metric])
     chance_line(axis, chance, vertical=True)
     axis.set_yticks(positions, wrapped(list(table.system), 28), fontsize=8)
     axis.invert_yaxis()
     axis.set_xlim(0, 1.05)
     axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    axis.set_title("members and ensembles (bars: bootstrap 95% interval)")
+    axis.set_title("members and ensembles" + ("" if level is None else f" (whiskers: bootstrap {level:.0%} interval)"))
     return save_figure(figure, path)
 
 
-def plot_coverage(coverage: pd.DataFrame, headline: str, chance: float, path: Path) -> Path:
-    """Accuracy against coverage for each system and confidence, as the threshold rises."""
+def plot_coverage(coverage: pd.DataFrame, headline: str, chance: float, best_member: str, path: Path) -> Path:
+    """Accuracy against coverage for each system and confidence, as the threshold rises. The best member
+    is named and drawn dashed: it was picked on these very clips, so its curve is hindsight, not a rival."""
     figure, axes = new_figure(1, 1, (7, 4.5))
     axis = axes[0, 0]
     for (system, kind), curve in coverage.groupby(["system", "confidence"], sort=False):
         curve = curve[curve.clips_kept > 0]
-        axis.plot(curve.coverage, curve.accuracy, marker=".", markersize=3, label=f"{system}, {kind}")
+        hindsight = system == BEST
+        label = (f"{BEST} ({best_member}), {kind}\nchosen in hindsight on these clips" if hindsight
+                 else f"{system}, {kind}")
+        axis.plot(curve.coverage, curve.accuracy, marker=".", markersize=3, linestyle="--" if hindsight else "-",
+                  label=label)
     axis.axhline(TARGET_ACCURACY, color="grey", linestyle=":", linewidth=1, label=f"target {TARGET_ACCURACY:.0%}")
     chance_line(axis, chance)
     axis.set_xlim(0, 1.02)
@@ -180,14 +192,17 @@ def draw_figures(evaluation: EnsembleEvaluation, out: Path) -> dict[str, tuple[P
         "Confusion matrices": (plot_confusion(metrics, labels, out / FIGURES[0]),
                                "Counts and row-normalised shares (recall on the diagonal), clips."),
         "Per-class metrics": (plot_per_class(evaluation.per_class, labels, out / FIGURES[1]),
-                              "Per class, clips; the dashed line is a random guess's recall (1/classes)."),
+                              "Per class, clips; the dashed marks are a random guess's recall (1/classes) over "
+                              "precision, recall and F1, the dotted marks a random score's ROC-AUC (0.5)."),
         "ROC curves": (plot_roc(evaluation.predictions, labels, out / FIGURES[2]),
                        "Soft vote, one class against the rest, from probabilities."),
-        "Members and ensembles": (plot_members_vs_ensemble(evaluation.summary, chance, out / FIGURES[3]),
+        "Members and ensembles": (plot_members_vs_ensemble(evaluation.summary, chance, metrics["bootstrap"]["level"],
+                                                           out / FIGURES[3]),
                                   "Clips; the dashed line is chance balanced accuracy (1/classes)."),
         "Accuracy against coverage": (plot_coverage(evaluation.coverage, metrics["coverage_headline"], chance,
-                                                    out / FIGURES[4]),
-                                      "Accuracy on the clips kept as the confidence threshold rises."),
+                                                    metrics["clip_level"]["best_member"]["name"], out / FIGURES[4]),
+                                      "Accuracy on the clips kept as the confidence threshold rises; the best member "
+                                      "(dashed) was chosen in hindsight on these clips."),
         "Calibration": (plot_calibration(evaluation.predictions, labels, metrics["ece_bins"], soft.ece,
                                          out / FIGURES[5]),
                         "Reliability diagram of the soft vote: bars on the diagonal are calibrated; bars below it "

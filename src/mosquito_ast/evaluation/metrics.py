@@ -78,6 +78,21 @@ def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, resamples: int, 
             "balanced_accuracy_ci_low": low_b, "balanced_accuracy_ci_high": high_b}
 
 
+def paired_difference(y_true: np.ndarray, predicted_a: np.ndarray, predicted_b: np.ndarray, resamples: int,
+                      seed: int, level: float = 0.95, groups: Sequence | None = None) -> dict[str, float]:
+    """Balanced accuracy of `predicted_a` minus that of `predicted_b`, with the percentile interval of the
+    difference over paired resamples: both systems scored on the very same draws (recordings when `groups` are
+    given, else clips, as `bootstrap_intervals` draws them), so what the two share cancels and the interval is
+    the difference's own, not the overlap of two separate intervals. No interval when `resamples` is 0."""
+    difference = {"difference": balanced_accuracy(y_true, predicted_a) - balanced_accuracy(y_true, predicted_b)}
+    if resamples < 1 or len(y_true) == 0:
+        return difference
+    weights = resample_weights(len(y_true), groups, resamples, seed)
+    values = weighted_scores(y_true, predicted_a, weights)[1] - weighted_scores(y_true, predicted_b, weights)[1]
+    low, high = percentile_interval(values, level)
+    return {**difference, "ci_low": low, "ci_high": high}
+
+
 def reliability_table(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> pd.DataFrame:
     """Clips binned by confidence (top probability) into `bins` equal-width bins (0, 1/bins], ...: per bin
     the clips, their mean confidence and accuracy (NaN when empty). ECE and the reliability diagram both

@@ -19,6 +19,8 @@ HEADERS = {
     "roc_auc_note": "ROC-AUC note", "class": "class", "ensemble": "ensemble", "versus": "versus",
 }
 
+CONSOLE_COLUMNS = ["system", "accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "log_loss", "ece"]
+
 
 def is_missing(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and not math.isfinite(value))
@@ -37,3 +39,8 @@ def reading_order(summary: pd.DataFrame) -> pd.DataFrame:
     table = summary.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order")
     names = [f"{BEST} ({m})" if s == BEST else s for s, m in zip(table.system, table.member)]
     return table.assign(system=names)
+
+
+def console_table(summary: pd.DataFrame) -> str:
+    """The systems' key metrics as the terminal shows them, once, when `evaluate` has scored them."""
+    return summary[CONSOLE_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.3f}")

@@ -27,7 +27,6 @@ from .tables import (full_table, gain_table, html_list, html_table, json_safe, k
                      shown_path, shown_paths, shown_text, training_data_table, with_interval)
 from .results import BEST, ENSEMBLES, EVALUATION_FOLDER, HARD, MEAN, SOFT, EnsembleEvaluation
 
-CONSOLE_COLUMNS = ["system", "accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "log_loss", "ece"]
 MIN_CLIPS_PER_CLASS, MIN_RECORDINGS_PER_CLASS = 30, 5
 STYLE = """
 body{font-family:system-ui,sans-serif;line-height:1.4;max-width:60rem;margin:2em auto;padding:0 1em;color:#222}
@@ -102,16 +101,66 @@ def selected_here(members: pd.DataFrame) -> list[str]:
     return members.member[flags.eq(True)].tolist()
 
 
-def baseline_comparison(summary: pd.DataFrame) -> str | None:
-    """"Is the transformer worth it here?": the soft vote against the best spectrum baseline, or None
-    when no baseline was fitted."""
-    baselines = summary[summary.kind == "baseline"].set_index("system").balanced_accuracy
-    if baselines.empty:
+def single_recording_classes(predictions: pd.DataFrame) -> list[str]:
+    """Classes with one recording in the evaluated set: resampling recordings either draws it or not, so
+    their part of every interval rests on that one recording."""
+    recordings = predictions.groupby("true_label").group.nunique()
+    return recordings.index[recordings == 1].tolist()
+
+
+def bootstrapped(metrics: dict) -> bool:
+    """Whether any interval exists to announce (--bootstrap 0 computes none)."""
+    return metrics["bootstrap"]["resamples"] > 0
+
+
+def interval_note(metrics: dict) -> str:
+    """What the brackets are, or that there are none (--bootstrap 0)."""
+    if not bootstrapped(metrics):
+        return "no interval: --bootstrap 0"
+    return f"{metrics['bootstrap']['level']:.0%} interval, bootstrap unit: {metrics['bootstrap']['unit']}"
+
+
+def chance_note(labels: list[str]) -> str:
+    """A uniform guess's accuracy and balanced accuracy, the floor every number is read against."""
+    return f"chance {1 / len(labels):.3f} (1/{len(labels)}) for accuracy and balanced accuracy"
+
+
+def one_recording_note(metrics: dict) -> str | None:
+    classes = metrics["single_recording_classes"]
+    if not classes or not bootstrapped(metrics):
         return None
-    soft = summary.set_index("system").loc[SOFT, "balanced_accuracy"]
-    best = baselines.idxmax()
-    return (f"Soft vote against the best spectrum baseline ({best}, fitted on the members' training clips): "
-            f"balanced accuracy {soft:.3f} vs {baselines[best]:.3f} ({soft - baselines[best]:+.3f})")
+    return (f"Intervals (bootstrap over recordings) rest on one recording for {', '.join(classes)}: the only "
+            f"recording of {'its' if len(classes) == 1 else 'each'} class here.")
+
+
+def soft_vote_value(summary: pd.DataFrame) -> str:
+    soft = summary.set_index("system").loc[SOFT]
+    return with_interval(soft.balanced_accuracy, soft.get("balanced_accuracy_ci_low"),
+                         soft.get("balanced_accuracy_ci_high"))
+
+
+def baseline_comparison(summary: pd.DataFrame, metrics: dict) -> str | None:
+    """"Is the transformer worth it here?": the soft vote against the best spectrum baseline with the paired
+    bootstrap interval of the difference, or None when no baseline was fitted."""
+    difference = metrics["clip_level"].get("baseline_difference")
+    if not difference:
+        return None
+    rows = summary.set_index("system").balanced_accuracy
+    value = f"{difference['difference']:+.3f}"
+    if "ci_low" in difference:
+        value += (f" [{difference['ci_low']:+.3f}, {difference['ci_high']:+.3f}] (paired bootstrap, "
+                  f"{interval_note(metrics)})")
+    return (f"Soft vote against the best spectrum baseline ({difference['baseline']}, fitted on the members' training "
+            f"clips): balanced accuracy {rows[SOFT]:.3f} vs {rows[difference['baseline']]:.3f}, difference {value}")
+
+
+def console_headline(evaluation: EnsembleEvaluation, metrics: dict) -> list[str]:
+    """What the terminal shows after the table: the headline, the coverage and the baseline answer."""
+    lines = [f"Soft vote: balanced accuracy {soft_vote_value(evaluation.summary)} ({interval_note(metrics)}; "
+             f"{chance_note(metrics['labels'])}) on {metrics['clips']} clips from {metrics['recordings']} recordings",
+             one_recording_note(metrics), metrics["coverage_headline"],
+             baseline_comparison(evaluation.summary, metrics)]
+    return [line for line in lines if line]
 
 
 def baseline_warnings(summary: pd.DataFrame) -> list[str]:
@@ -151,44 +200,45 @@ def selection_status(members: pd.DataFrame) -> tuple[str, str]:
 # The page.
 
 def portable_metrics(evaluation: EnsembleEvaluation, warnings: list[str], written: str) -> dict:
-    """metrics.json as written: paths relative to the output folder, the tool version and date, and the
-    warnings drawn from the scores (`result_warnings`) beside evaluate's leakage warnings."""
+    """metrics.json as written: paths relative to the output folder, the tool version and date, the classes
+    with a single recording, and the warnings drawn from the scores (`result_warnings`) beside evaluate's
+    leakage warnings."""
     metrics, base = evaluation.metrics, evaluation.output
     return {**metrics, "models": shown_paths(metrics["models"], base), "data": shown_path(metrics["data"], base),
+            "single_recording_classes": single_recording_classes(evaluation.predictions),
             **{key: [shown_text(t, base) for t in metrics[key]] for key in ("warnings", "notes", "skipped_files")},
             "result_warnings": warnings, "mosquito_ast_version": __version__, "written": written,
             "paths": "relative to the folder of this file"}
 
 
 def headline(metrics: dict, summary: pd.DataFrame, members: pd.DataFrame) -> str:
-    """The sentence a paper quotes: the soft vote's balanced accuracy with its interval, on what, and
-    whether this set also chose the members."""
-    soft = summary.set_index("system").loc[SOFT]
-    value = with_interval(soft.balanced_accuracy, soft.get("balanced_accuracy_ci_low"),
-                          soft.get("balanced_accuracy_ci_high"))
+    """The sentence a paper quotes: the soft vote's balanced accuracy with its interval against chance, on
+    what, whether the interval rests on single recordings, and whether this set also chose the members."""
     css, status = selection_status(members)
-    return (f'<p class="headline"><b>Soft vote: balanced accuracy {value}</b> (95% interval, bootstrap unit: '
-            f"{html.escape(metrics['bootstrap']['unit'])}) on "
+    note = one_recording_note(metrics)
+    return (f"<p class=\"headline\"><b>Soft vote: balanced accuracy {soft_vote_value(summary)}</b> "
+            f"({html.escape(interval_note(metrics))}; {html.escape(chance_note(metrics['labels']))}) on "
             f"{metrics['clips']} clips from {metrics['recordings']} recordings of {len(metrics['labels'])} classes, "
             f"{len(metrics['members'])} members; data <code>{html.escape(metrics['data'])}</code>. "
-            f'<span class="{css}">{html.escape(status)}</span></p>')
+            f"{html.escape(note) + ' ' if note else ''}<span class=\"{css}\">{html.escape(status)}</span></p>")
 
 
 def method_line(metrics: dict) -> str:
     boot = metrics["bootstrap"]
+    intervals = (f"Intervals: percentile bootstrap, {boot['resamples']} resamples (unit: {boot['unit']}), seed "
+                 f"{boot['seed']}." if bootstrapped(metrics) else "Intervals: not computed (--bootstrap 0).")
     best = metrics["clip_level"]["best_member"]
     models = metrics["models"] if isinstance(metrics["models"], list) else [metrics["models"]]
     return (f'<p class="meta">mosquito-ast {html.escape(metrics["mosquito_ast_version"])}, written '
             f"{html.escape(metrics['written'])}. Paths are relative to this report's folder. Members from "
             f"{', '.join(f'<code>{html.escape(m)}</code>' for m in models)}; recordings by --group-by "
-            f"{html.escape(metrics['group_by'])}; precision {html.escape(str(metrics['precision']))}. Intervals: "
-            f"percentile bootstrap, {boot['resamples']} resamples (unit: {html.escape(boot['unit'])}), seed "
-            f"{boot['seed']}. Best member ({html.escape(best['name'])}) chosen by {html.escape(best['chosen_by'])}."
-            f"</p>")
+            f"{html.escape(metrics['group_by'])}; precision {html.escape(str(metrics['precision']))}. "
+            f"{html.escape(intervals)} Best member ({html.escape(best['name'])}) chosen by "
+            f"{html.escape(best['chosen_by'])}.</p>")
 
 
-def comparison_html(summary: pd.DataFrame) -> str:
-    line = baseline_comparison(summary)
+def comparison_html(summary: pd.DataFrame, metrics: dict) -> str:
+    line = baseline_comparison(summary, metrics)
     return f"<p><b>{html.escape(line)}</b></p>" if line else ""
 
 
@@ -210,12 +260,12 @@ def html_report(evaluation: EnsembleEvaluation, metrics: dict, figures: dict[str
 {headline(metrics, evaluation.summary, evaluation.members)}
 {method_line(metrics)}
 <p><b>{html.escape(metrics['coverage_headline'])}</b> (<code>coverage.csv</code>, figure below).</p>
-{comparison_html(evaluation.summary)}
+{comparison_html(evaluation.summary, metrics)}
 <h2>Warnings</h2>{html_list(metrics['warnings'] + metrics['result_warnings'], "warn")}
 <h2>Notes</h2>{html_list(metrics['notes'])}
-<h2>Key metrics, clips</h2>{html_table(key_table(evaluation.summary, "clips"))}
+<h2>Key metrics, clips</h2>{html_table(key_table(evaluation.summary, "clips", metrics["bootstrap"]["level"]))}
 <h2>Key metrics, recordings (clip probabilities averaged per recording)</h2>
-{html_table(key_table(evaluation.recording_summary, "recordings"))}
+{html_table(key_table(evaluation.recording_summary, "recordings", metrics["bootstrap"]["level"]))}
 <h2>All metrics, clips</h2>{html_table(full_table(evaluation.summary, "clips"))}
 <h2>Ensemble gain over the best and the mean member, clips</h2>{html_table(gain_table(metrics['clip_level']['gain']))}
 <h2>Per class, ensembles, clips</h2>{html_table(ensembles)}
@@ -227,14 +277,11 @@ def html_report(evaluation: EnsembleEvaluation, metrics: dict, figures: dict[str
 """
 
 
-def console_table(summary: pd.DataFrame) -> str:
-    return summary[CONSOLE_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.3f}")
-
-
 def write_outputs(evaluation: EnsembleEvaluation) -> Path:
     """predictions.csv, recordings.csv, members.csv, per_class.csv, coverage.csv, metrics.json, the figures and
-    report.html in `evaluation.output`; prints the summary table and the warnings. The folder is written as
-    one unit (staged beside it, then swapped in): a crash or kill leaves the old evaluation whole."""
+    report.html in `evaluation.output`; prints the headline and the warnings (`evaluate` printed the table). The
+    folder is written as one unit (staged beside it, then swapped in): a crash or kill leaves the old evaluation
+    whole."""
     out = Path(evaluation.output)
     warnings = result_warnings(evaluation)
     with atomic_directory(out, EVALUATION_FOLDER) as staging:
@@ -242,11 +289,8 @@ def write_outputs(evaluation: EnsembleEvaluation) -> Path:
         metrics = portable_metrics(evaluation, warnings, datetime.now().astimezone().isoformat(timespec="seconds"))
         atomic_write_json(staging / "metrics.json", json_safe(metrics))
         atomic_write_text(staging / "report.html", html_report(evaluation, metrics, draw_figures(evaluation, staging)))
-    print(console_table(evaluation.summary))
-    print(evaluation.metrics["coverage_headline"])
-    comparison = baseline_comparison(evaluation.summary)
-    if comparison:
-        print(comparison)
+    for line in console_headline(evaluation, metrics):
+        print(line)
     for line in warnings:
         print(f"warning: {line}")
     print(f"report: {out / 'report.html'}")

@@ -31,6 +31,7 @@ class Assessment:
     confusion: dict[str, dict[str, list]]
     gain: dict[str, dict[str, dict[str, float]]]
     best_member: str
+    baseline_difference: dict | None = None  # the soft vote against the best baseline (`commands.evaluate`)
 
 
 @dataclass

@@ -100,15 +100,17 @@ def html_list(items: list[str], css: str = "") -> str:
 
 # Tables.
 
-def key_table(summary: pd.DataFrame, unit: str) -> pd.DataFrame:
-    """Systems x the metrics a paper quotes, with 95% intervals where bootstrapped."""
+def key_table(summary: pd.DataFrame, unit: str, level: float | None) -> pd.DataFrame:
+    """Systems x the metrics a paper quotes, with their `level` intervals where bootstrapped; without intervals
+    (`level` None: --bootstrap 0) the two metrics stand alone, so no header promises what no cell holds."""
     table = reading_order(summary)
-    intervals = {metric: [with_interval(*values) for values in table.reindex(
-        columns=[metric, f"{metric}_ci_low", f"{metric}_ci_high"]).itertuples(index=False)]
-        for metric in ("balanced_accuracy", "accuracy")}
-    frame = pd.DataFrame({"system": table.system, unit: table.n,
-                          "balanced accuracy [95% CI]": intervals["balanced_accuracy"],
-                          "accuracy [95% CI]": intervals["accuracy"]})
+    frame = pd.DataFrame({"system": table.system, unit: table.n})
+    for metric in ("balanced_accuracy", "accuracy"):
+        if level is None:
+            frame[metric] = table[metric]
+        else:
+            frame[f"{HEADERS[metric]} [{level:.0%} CI]"] = [with_interval(*values) for values in table.reindex(
+                columns=[metric, f"{metric}_ci_low", f"{metric}_ci_high"]).itertuples(index=False)]
     return pd.concat([frame, table[list(KEY_METRICS)]], axis=1)
 
 
