@@ -41,7 +41,7 @@ def test_every_command_gets_its_flags_and_help_from_its_dataclass():
         for spec in fields:
             flag = "--" + spec.name.replace("_", "-")
             if spec.metadata["positional"]:
-                assert given[spec.name].param_type_name == "argument" and spec.name in result.output, (name, spec.name)
+                assert given[spec.name].param_type_name == "argument" and spec.name.upper() in result.output, (name, spec.name)
             else:
                 assert flag in given[spec.name].opts and flag in result.output, (name, flag)
             assert spec.metadata["help"] in result.output, (name, spec.name)

@@ -5,45 +5,42 @@ and `evaluate` commands do (same windows, features, soft vote and metrics: their
 
     ensemble = Ensemble.load("runs/best")            # a folder of members, one member, or a list of folders
     table = ensemble.predict(["clip.wav", "recordings/"])  # path x (label, confidence, one column per class)
+    windows = ensemble.predict("recording.wav", windows=True)  # one row per window, with its start and end
     evaluation = ensemble.evaluate("data/validation")    # the EnsembleEvaluation `evaluate` computes
     ensemble.members[0].save_pretrained("hf/member")     # a transformers folder
+
+Importing this module is instant: torch, transformers, pandas and scikit-learn are imported by the methods
+that need them, the first time an ensemble is loaded.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mosquito_ast_lite.runtime import expand_inputs
 
 from .checkpoints import model_folders
-from .checkpoints.transformers_format import save_for_transformers, write_transformers_folder
 from .config import EvaluateParams, PredictParams
-from .commands.evaluate import evaluate
-from .inference.forest import ForestMember, load_forests
-from .inference.members import Member, ensemble_labels, load_members
-from .evaluation.results import EnsembleEvaluation
-from .commands.predict import check_one_window_length, predict_files
 
-__all__ = ["Ensemble", "EnsembleMember", "save_for_transformers"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .api_member import EnsembleMember
+    from .evaluation.results import EnsembleEvaluation
+    from .inference.forest import ForestMember
+    from .inference.members import Member
+
+__all__ = ["Ensemble"]
 
 Paths = str | Path | Sequence[str | Path]
+SHOWN_NAMES = 6  # names `repr` lists before it counts the rest
 
 
-class EnsembleMember(Member):
-    """A loaded member (`name`, `folder`, `model`, `config`, `features`) that can be written for transformers."""
-
-    def save_pretrained(self, output_dir: str | Path, overwrite: bool = False) -> Path:
-        """Write this member as a transformers folder (`checkpoints.transformers_format`): load it with
-        `AutoModelForAudioClassification.from_pretrained(output_dir, trust_remote_code=True)` for the
-        member's own probabilities.
-
-        >>> ensemble.members[0].save_pretrained("hf/member")  # doctest: +SKIP
-        """
-        return write_transformers_folder(self.model, self.features, output_dir, overwrite)
+def listed(names: Sequence[str]) -> str:
+    """Names for `repr`: the first few, then how many more, so a sweep of fifty members stays one line."""
+    shown = ", ".join(names[:SHOWN_NAMES]) or "none"
+    return shown + (f", ... ({len(names) - SHOWN_NAMES} more)" if len(names) > SHOWN_NAMES else "")
 
 
 class Ensemble:
@@ -55,7 +52,12 @@ class Ensemble:
 
     def __init__(self, members: Sequence[Member], models: Paths, old_labels: Sequence[str] | None = None,
                  forests: Sequence[ForestMember] = ()) -> None:
-        self.members = [EnsembleMember(**{f.name: getattr(m, f.name) for f in fields(m)}) for m in members]
+        from dataclasses import fields
+
+        from .api_member import EnsembleMember
+
+        self.members: list[EnsembleMember] = [EnsembleMember(**{f.name: getattr(m, f.name) for f in fields(m)})
+                                              for m in members]
         self.forests = list(forests)  # the spectrum forests (`ensemble.forest`), voting beside the members
         self.models = [str(folder) for folder in model_folders(models)]
         self.old_labels = list(old_labels) if old_labels else None
@@ -67,23 +69,33 @@ class Ensemble:
 
         >>> ensemble = Ensemble.load("runs/best")  # doctest: +SKIP
         """
+        from .inference.forest import load_forests
+        from .inference.members import ensemble_labels, load_members
+
         members = load_members(models, old_labels)
         return cls(members, models, old_labels, load_forests(models, ensemble_labels(members)))
 
     @property
     def labels(self) -> list[str]:
         """Class names, in the column order of `predict`'s probabilities."""
+        from .inference.members import ensemble_labels
+
         return ensemble_labels(self.members)
 
-    def predict(self, paths: Paths, **options: Any) -> pd.DataFrame:
+    def predict(self, paths: Paths, windows: bool = False, **options: Any) -> pd.DataFrame:
         """The soft vote per file, as `predict` writes it to its per-file CSV: index `path`, columns `label`,
         `confidence` and one probability per class (recordings longer than a clip are windowed and pooled).
+        `windows=True` returns the windows instead, as `predict` writes them to `<name>_windows.csv`: one row
+        per window (`path`, `start_s`, `end_s`, `label`, `confidence`, one probability per class).
         Folders are searched for audio; unreadable files are left out with a warning. `options` are
         `predict`'s parameters (hop_seconds, weights, abstain_below, batch_size, precision, ...). Members
         are cast once to the precision of their first use; for another one, load the ensemble again.
 
         >>> ensemble.predict("recordings/").sort_values("confidence")  # doctest: +SKIP
+        >>> ensemble.predict("recording.wav", windows=True, hop_seconds=0.5)  # doctest: +SKIP
         """
+        from .commands.predict import check_one_window_length, predict_files
+
         inputs = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
         files = expand_inputs(inputs)
         if not files:
@@ -92,7 +104,10 @@ class Ensemble:
                                **{"progress": False, **options})
         forests = self.forests if params.spectrum_forest else []
         check_one_window_length([*self.members, *forests])
-        table = predict_files(self.members, files, params, forests).files
+        predictions = predict_files(self.members, files, params, forests)
+        if windows:
+            return predictions.windows
+        table = predictions.files
         return table[table["error"] == ""].set_index("path")[["label", "confidence", *self.labels]]
 
     def evaluate(self, data_dir: str | Path, **options: Any) -> EnsembleEvaluation:
@@ -102,6 +117,17 @@ class Ensemble:
 
         >>> ensemble.evaluate("data/validation").summary  # doctest: +SKIP
         """
+        from .commands.evaluate import evaluate
+
         params = EvaluateParams(models=self.models, data=str(data_dir), labels=self.old_labels,
                                 **{"progress": False, **options})
         return evaluate(params, self.members, self.forests if params.spectrum_forest else [])
+
+    def __repr__(self) -> str:
+        """What was loaded, in a few lines: members, spectrum forests, classes and the folders searched."""
+        return "\n".join([
+            f"Ensemble({len(self.members)} members, {len(self.forests)} spectrum forests, {len(self.labels)} labels)",
+            f"  members: {listed([m.name for m in self.members])}",
+            f"  spectrum forests: {listed([f.name for f in self.forests])}",
+            f"  labels: {listed(self.labels)}",
+            f"  models: {listed(self.models)}"])

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import typer
+from typer.core import TyperCommand
 
+from .cli_help import CONFIG_HELP, flag_names, print_help, usage_arguments
 from .config import (CheckSplitParams, DemoParams, DistillParams, EvaluateParams, ExportParams, PredictParams, PretrainParams, SplitParams,
                      SweepParams, TrainParams)
-from .params import GROUPS, Params, base_type, field_default, flag
+from .params import Params, base_type, flag
 
 app = typer.Typer(help="Classify mosquito species from flight-tone clips with AST ensembles.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -71,57 +73,29 @@ def reported_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def _escape_markup(text: str) -> str:
-    """Typer renders help as Rich markup where Rich is installed, where `[a|b]` would vanish as a tag."""
-    try:
-        from rich.markup import escape
-    except ImportError:
-        return text
-    return escape(text)
-
-
-def help_text(spec: dataclasses.Field) -> str:
-    """A field's help as `--help` shows it: its text, [required], and the default where there is one."""
-    text = spec.metadata.get("help", "")
-    if spec.metadata.get("required"):
-        text += " [required]"
-    default = field_default(spec)
-    if default not in (None, dataclasses.MISSING, []):
-        shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        text += f" (default: {shown})"
-    return _escape_markup(text)
-
-
 def cli_parameter(spec: dataclasses.Field) -> inspect.Parameter:
-    """The Typer argument or option of one dataclass field: its flag (--name, --no-name for booleans),
-    its choices as the value to type, its help and its heading (arguments keep Typer's own, which it
-    shows above every option), and no default of its own (None = not given: a YAML file or the
-    dataclass fills it in)."""
+    """The Typer argument or option of one dataclass field: its flags (--name, --no-name for booleans) and
+    no default of its own (None = not given: a YAML file or the dataclass fills it in). Its help is the
+    dataclass's, drawn by `cli_help`."""
     kind = base_type(spec.type)
     is_list = typing.get_origin(kind) is list
-    choices = spec.metadata.get("choices")
     if spec.metadata.get("positional"):
         annotation = Optional[list[str]] if is_list else Optional[kind]
-        given = typer.Argument(None, help=help_text(spec), show_default=False)
+        given = typer.Argument(None, metavar=flag(spec), show_default=False)
     else:
         annotation = Optional[str] if is_list else Optional[kind]  # a list flag is comma-separated
-        name = flag(spec)
-        if kind is bool:
-            negative = spec.name[3:] if spec.name.startswith("no_") else f"no_{spec.name}"
-            name = f"{name}/--{negative.replace('_', '-')}"
-        given = typer.Option(None, name, help=help_text(spec), show_default=False,
-                             rich_help_panel=spec.metadata["group"], metavar="|".join(choices) if choices else None)
+        given = typer.Option(None, "/".join(flag_names(spec)), show_default=False)
     return inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=given)
 
 
-def help_order(fields: tuple[dataclasses.Field, ...]) -> list[dataclasses.Field]:
-    """Arguments first, in their order; then the flags heading by heading (GROUPS order), required ones
-    first, so `--help` shows data, model, training loop, output and system in that order."""
-    def rank(spec: dataclasses.Field) -> tuple[int, bool]:
-        group = spec.metadata.get("group")
-        heading = -1 if spec.metadata.get("positional") else GROUPS.index(group) if group in GROUPS else len(GROUPS)
-        return heading, not spec.metadata.get("required")
-    return sorted(fields, key=rank)
+class ParamsCommand(TyperCommand):
+    """A registered command, whose usage line and `--help` page come from its parameter dataclass."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        return [self.options_metavar, *usage_arguments(COMMANDS[self.name])]
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        print_help(self.get_usage(ctx), COMMANDS[self.name])
 
 
 def command(name: str, params_type: type[Params]) -> Callable[[Callable[[Any], int | None]], Callable]:
@@ -136,13 +110,13 @@ def command(name: str, params_type: type[Params]) -> Callable[[Callable[[Any], i
             if code:
                 raise typer.Exit(code)
 
-        config_option = typer.Option(None, "--config", help="YAML file of parameters; flags override it.")
+        config_option = typer.Option(None, "--config", help=CONFIG_HELP)
         parameters = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                         default=config_option)]
-        parameters += [cli_parameter(spec) for spec in help_order(dataclasses.fields(params_type))]
+        parameters += [cli_parameter(spec) for spec in dataclasses.fields(params_type)]
         cli_command.__signature__ = inspect.Signature(parameters)
         cli_command.__doc__ = params_type.__doc__
-        app.command(name)(cli_command)
+        app.command(name, cls=ParamsCommand)(cli_command)
         COMMANDS[name] = params_type
         return run
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .param_groups import (DataParams, LoopParams, NORM_STATS, OPTIMIZERS, PRECISIONS, SCHEDULERS, ReadParams,
-                           precision_option, progress_option)
+                           patience_option, precision_option, progress_option)
 from .params import DATA, LOOP, MODEL, OUTPUT, SYSTEM, ConfigError, Params, base_type, coerce, option, restate
 from .recipes import (FUNCTION_MATCHING, PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, checkpoint_config,
                       start_defaults, start_of)
@@ -68,6 +68,7 @@ class TrainParams(LoopParams, DataParams):
     noise_std: float = option(0.05, "noise: std of Gaussian noise added to the normalized features.", group=LOOP)
     select: str | None = option(None, "Which epoch becomes the member: best (by --metric on --validation-dir) or last (the validation set, optional then, only reports; honest when it also scores the member) (default: last).", SELECTIONS, group=LOOP)
     metric: str | None = option(None, "Validation metric that picks the best epoch and is reported (default: balanced_accuracy).", METRICS, group=LOOP)
+    patience: int = patience_option()
     average_from_epoch: int = option(0, "Export the average of the weights after every step from this epoch (1-based) on, instead of the last weights (0 = off; needs --select last): SWAD-style averaging, a candidate, not a default.", group=LOOP)
     spectrum_forest: bool = option(True, "Also fit the spectrum-forest member (a random forest on the time-averaged log-mel fbank, ONNX) on the same training clips, once per training set, into <output>/best/spectrum-forest/.", group=OUTPUT)
     forest_share: float = option(0.25, "The spectrum forest's share of the soft vote (the AST members share the rest); in the hard vote it counts as one member. 0.25 kept the shared 2-fold within 0.02 of the AST vote (README).", group=OUTPUT)
@@ -135,7 +136,7 @@ class PretrainParams(LoopParams, DataParams):
     seed: int = restate(LoopParams, "seed", help="Random seed for the validation split, initialisation, shuffling and masks.")
     scheduler: str = restate(LoopParams, "scheduler", "linear")
     grad_accumulation: int = restate(LoopParams, "grad_accumulation", 2)
-    patience: int = restate(LoopParams, "patience", 10, "Early stopping: epochs without a validation-loss improvement of --min-delta (0 = off).")
+    patience: int = patience_option(10, "Early stopping: epochs without a validation-loss improvement of --min-delta (0 = off).")
     min_delta: float = option(1e-4, "Early stopping: smallest validation-loss decrease that counts as an improvement.", group=LOOP)
     probe: str | None = option(None, "Labeled folder-per-class set: after pretraining, report a linear probe's group-cross-validated balanced accuracy, pretrained vs random encoder.", group=OUTPUT)
     overwrite: bool = restate(LoopParams, "overwrite", help="Replace an existing pretrained model in --output.")
@@ -161,7 +162,7 @@ class DemoParams(Params):
     recordings_per_species: int = option(6, "Generated recordings (sessions) per species.", group=DATA)
     clips_per_recording: int = option(8, "Generated 1 s clips per recording.", group=DATA)
     members: int = option(3, "Ensemble members per split.", group=MODEL)
-    epochs: int = option(RECIPES[PRETRAINED]["epochs"], "Fine-tuning epochs per member (default: the recipe's).", group=LOOP)
+    epochs: int = option(RECIPES[PRETRAINED]["epochs"], "Fine-tuning epochs per member; the default is train's from a pretrain output.", group=LOOP)
     pretrain_epochs: int = option(4, "Pretraining epochs.", group=LOOP)
     precision: str = precision_option()
     cache_dir: str | None = option(None, "Feature cache folder (default: <output>/cache).", group=SYSTEM)
@@ -178,7 +179,7 @@ class SweepParams(Params):
 
     sweep_file: str = option(None, "Sweep YAML: base, grid, datasets, postfix (see examples/).", positional=True, group=LOOP, required=True)
     output: str | None = option(None, "Sweep folder (default: the file's `output`, else runs/<file name>).", group=OUTPUT)
-    backend: str = option("local", "local (train in process or worker processes), papermill (the training notebook per run) or ray.", group=SYSTEM)
+    backend: str = option("local", "local (train in process or worker processes), papermill (the training notebook per run) or ray.", ("local", "papermill", "ray"), group=SYSTEM)
     parallel: int = option(1, "Runs at once: worker processes with cores // N threads and one GPU each (local, papermill); Ray tasks at once on a local Ray.", group=SYSTEM)
     dry_run: bool = option(False, "Print the expanded runs and what would happen to each; train nothing.", group=LOOP)
     retry_failed: bool = option(False, "Run again the runs whose last attempt failed.", group=LOOP)
@@ -214,7 +215,6 @@ class DistillParams(LoopParams, ReadParams):
     batch_sizes: list[int] = restate(LoopParams, "batch_sizes", RECIPES[SCRATCH]["batch_sizes"])
     learning_rate: float = restate(LoopParams, "learning_rate", RECIPES[SCRATCH]["learning_rate"])
     norm_stats: str = option("teachers", "Feature normalization of the student: teachers (the first member's), audioset (AST's mean/std) or dataset (mean/std of --data).", ("teachers", *NORM_STATS), group=DATA)
-    patience: int = restate(LoopParams, "patience", 0, "Unused: distill runs every epoch and keeps the last (must stay 0).")
     overwrite: bool = restate(LoopParams, "overwrite", help="Replace an existing student at --output.")
     class_weight: str = restate(TrainParams, "class_weight", RECIPES[SCRATCH]["class_weight"], "Class weights of the cross-entropy term: none, or balanced (inverse to each class's labelled clips).")
     augment: list[str] = restate(TrainParams, "augment", FUNCTION_MATCHING["augment"], f"Training augmentations, comma-separated, from: {', '.join(AUGMENTATIONS)}; none turns them off (with fixed teaching mixup blends the teachers' targets too).")
@@ -231,8 +231,6 @@ class DistillParams(LoopParams, ReadParams):
     def validate(self) -> None:
         super().validate()
         self.check_loop()
-        if self.patience:
-            raise ConfigError("--patience stops on a validation metric; distill keeps the last epoch")
         if self.temperature <= 0:
             raise ConfigError(f"temperature: must be positive, got {self.temperature}")
         if not 0 <= self.alpha <= 1:

@@ -29,6 +29,11 @@ def forest_option() -> Any:
     return option(True, "Vote with the spectrum-forest member(s) under --models (fitted by train; their vote share is in their config.json); --no-spectrum-forest uses the AST members alone.", group=MODEL)
 
 
+def patience_option(default: int = 0, help: str = "Stop after N epochs without a better --metric on the validation set; the best epoch is kept (0 = run every epoch).") -> Any:
+    """Early stopping, for train and pretrain only: distill keeps its last epoch, so it has no --patience."""
+    return option(default, help, group=LOOP)
+
+
 def progress_option(help: str = "Show progress bars.") -> Any:
     return option(True, help, group=SYSTEM)
 
@@ -68,7 +73,7 @@ class DataParams(ReadParams):
 
 @dataclass
 class LoopParams(Params):
-    """The training loop of `train` and `pretrain`: seed, epochs, batches, optimizer, schedule, stopping."""
+    """The training loop of `train` and `pretrain`: seed, epochs, batches, optimizer, schedule (early stopping is each command's own)."""
 
     seed: int = option(42, "Random seed for initialisation, shuffling and dropout.", group=LOOP)
     epochs: int = option(150, "Most epochs (early stopping usually ends sooner).", group=LOOP)
@@ -81,7 +86,6 @@ class LoopParams(Params):
     grad_accumulation: int = option(1, "Batches accumulated per optimizer step.", group=LOOP)
     max_grad_norm: float = option(1.0, "Gradient clipping norm (0 = off).", group=LOOP)
     dropout: float = option(0.0, "Dropout in the encoder.", group=MODEL)
-    patience: int = option(0, "Stop after N epochs without a better --metric on the validation set; the best epoch is kept (0 = run every epoch).", group=LOOP)
     norm_stats: str = option("audioset", "Feature normalization: audioset (AST's mean/std) or dataset (training-set mean/std).", NORM_STATS, group=DATA)
     resume: bool = option(False, "Continue an interrupted run from its last checkpoint.", group=OUTPUT)
     checkpoint_minutes: float = option(5.0, "Write the resumable last.ckpt after an epoch once this many minutes have passed since the last one: an interruption loses at most that much work (0 = every epoch; AST-base writes about 1 GB).", group=OUTPUT)

@@ -23,11 +23,13 @@ at 16 kHz, 25 ms window, 10 ms hop and a full band. Other settings are written t
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from torch import nn
 from transformers import ASTConfig, ASTFeatureExtractor
+from transformers.utils import logging as transformers_logging
 
 from mosquito_ast_lite.audio import clip_samples
 from mosquito_ast_lite.io import atomic_directory
@@ -70,10 +72,23 @@ def write_transformers_folder(model: ASTClassifier, features: FeatureSettings, o
         print(f"warning: {output}: ASTFeatureExtractor frames 25 ms every 10 ms at 16 kHz up to Nyquist; this "
               f"member uses {features.extraction_key()}, so compute its features with mosquito_ast.features "
               f"(settings in preprocessor_config.json, mosquito_ast_features)")
-    with atomic_directory(output, TRANSFORMERS_FOLDER) as staging:
+    with atomic_directory(output, TRANSFORMERS_FOLDER) as staging, no_progress_bars():
         transformers_model(model).save_pretrained(staging)
         feature_extractor(features).save_pretrained(staging)
     return output
+
+
+@contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """Without transformers' (and huggingface_hub's) progress bars, restored after: `save_pretrained` draws
+    a "Writing model shards" bar for the one local file of a member. Warnings and log messages stay."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def transformers_model(model: ASTClassifier) -> MosquitoASTForAudioClassification:
