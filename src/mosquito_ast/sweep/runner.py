@@ -87,14 +87,14 @@ def plan_table(runs: list[Run], states: list[str], retry_failed: bool) -> pd.Dat
     return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1))
 
 
-def check_scored_sides(runs: list[Run], dry_run: bool) -> None:
+def check_scored_sides(runs: list[Run], dry_run: bool, source: str) -> None:
     """--evaluate scores each dataset on its test side, else its validation side: refuse a dataset with
     neither, and (a dry run shows it as failing instead) a scored folder that does not exist, before
     anything trains."""
     for run in {run.dataset: run for run in runs}.values():
         scored = run.scored_side
         if scored is None:
-            raise ConfigError(f"--evaluate: dataset {run.dataset} has no test or validation side to score its "
+            raise ConfigError(f"{source}: --evaluate: dataset {run.dataset} has no test or validation side to score its "
                               f"ensemble on; give it `test: DIR` (or `validation: DIR`)")
         side, folder = scored
         if not dry_run and folder not in run.made_by_sweep and not Path(folder).exists():
@@ -136,7 +136,7 @@ def run_sweep(spec: SweepSpec, output: str | Path | None = None, backend: str = 
     notebook_path = _notebook(spec, notebook) if backend == "papermill" else None
     if evaluate:
         _evaluation_api()
-        check_scored_sides(runs, dry_run)
+        check_scored_sides(runs, dry_run, spec.source)
     ledger = Ledger(output / LEDGER_NAME)
     latest = ledger.latest()
     states = [run_state(run, latest) for run in runs]

@@ -2,9 +2,9 @@
 expanded into validated runs before any of them starts (a typo fails the sweep, not run 17).
 
 A dataset is either a `train` side with an optional `validation` side (the recipe keeps the last epoch and
-needs none) and an optional `test` side that only `--evaluate` reads, or a cross-fit: `{data: DIR, session_folds: K}` deals
-each species' recording sessions to K folds (`sides.session_folds`) and becomes K datasets
-`<name>-fold<k>`, each training on the other folds' recordings and scored on its own. With
+needs none) and an optional `test` side that only `--evaluate` reads, or a cross-fit:
+`{data: DIR, session_folds: K}` deals each species' recording sessions to K folds (`sides.session_folds`)
+and becomes K datasets `<name>-fold<k>`, each training on the other folds' recordings and scored on its own. With
 `select: last` every member uses every labelled session but its own fold, nothing is chosen on the
 scored fold, and together the members are the ensemble to deploy: all labelled recordings, an honest
 out-of-fold estimate for free."""
