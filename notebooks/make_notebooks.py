@@ -39,8 +39,8 @@ applied per epoch, and `trainNlayers` keeps the new head trainable. Same as `mos
 """),
     parameters("""
 SSL_pretrained_path = ""   # SSL checkpoint folder (old model.safetensors or a `pretrain` output); "" = from scratch
-train_dir = "../runs/splits/independent/train"
-validation_dir = "../runs/splits/independent/validation"
+train_dir = "../runs/splits/independent/train"  # `mosquito-ast split ... --output runs/splits`, run from the repository root
+validation_dir = None      # optional: the recipe keeps the last epoch, so a validation folder only reports
 postfix = "_independentdata_seed42_adamw_cosine"
 b_train_just_last = False  # True: train only the new classification head
 trainNlayers = 0           # > 0: train the last N encoder layers and the head; 0: train everything
@@ -81,7 +81,8 @@ member = train(params)
     code("""
 config = json.loads((member / "config.json").read_text())
 best = config["best_metric"]
-print(f"{member}: best epoch {config['best_epoch']}, {best['name']} {best['value']:.4f}")
+scored = f"{best['name']} {best['value']:.4f}" if best["value"] is not None else "no validation side"
+print(f"{member}: {config['selected']} epoch {config['best_epoch']}, {scored}")
 history = pd.DataFrame(config["history"]).set_index("epoch")
 history
 """),
@@ -129,13 +130,14 @@ EVALUATE = [
 # Evaluate an ensemble
 
 Every member under `models_dir` predicts the labeled clips in `data_dir`; members and the hard and soft
-votes are scored per clip and per recording. Labels are matched by name, never repaired from the
-ground truth. The same as `mosquito-ast evaluate`.
+votes are scored per clip and per recording, and the report (predictions.csv, recordings.csv,
+metrics.json, figures, report.html) is written to `output_dir`. Labels are matched by name, never
+repaired from the ground truth. The same as `mosquito-ast evaluate`.
 """),
     parameters("""
-models_dir = "../runs/old_launchers/independent/best"
-data_dir = "../runs/splits/independent/validation"
-output_dir = "../runs/old_launchers/independent/evaluation"
+models_dir = "../runs/recipe_seeds/independent/best"  # examples/recipe_seeds.yaml's members
+data_dir = "../runs/splits/independent/test"           # the test side: clips none of the members chose anything on
+output_dir = "../runs/recipe_seeds/independent/test-evaluation"
 labels = []          # old-notebook members only (weights without config.json): class names in the old id order
 weights = None       # member weights: "0.5,1,1" or a CSV with member,weight; None = equal
 bootstrap = 1000     # resamples for 95% intervals (0 = off)

@@ -71,7 +71,7 @@ def test_parameter_and_yaml_errors_are_one_line(tmp_path):
     assert one_line_error(both) == "error: choose one of --copy and --symlink"
     assert "--output" in one_line_error(runner.invoke(app, ["split", str(tmp_path)]))
     assert "kfold" in one_line_error(runner.invoke(app, ["split", str(tmp_path), "--output", "o", "--mode", "k"]))
-    assert "VALIDATION_DIR" in one_line_error(runner.invoke(app, ["check-split", str(tmp_path)]))
+    assert "HELD_OUT_DIR" in one_line_error(runner.invoke(app, ["check-split", str(tmp_path)]))
     broken = tmp_path / "broken.yaml"
     broken.write_text("epochs: [1\n")
     error = one_line_error(runner.invoke(app, ["train", "--config", str(broken)]))
@@ -86,7 +86,7 @@ def test_split_sweep_and_check_split_params_from_yaml(tmp_path):
     config.write_text("data: clips\noutput: out\nmode: kfold\nfolds: 3\ncopy: true\nclip-seconds: 0.5\n")
     params = SplitParams.from_sources(config, seed=7)
     assert (params.mode, params.folds, params.link, params.clip_seconds, params.seed) == ("kfold", 3, "copy", 0.5, 7)
-    assert CheckSplitParams.from_sources(None, train_dir="a", validation_dir="b").progress is True
+    assert CheckSplitParams.from_sources(None, train_dir="a", held_out_dir="b").progress is True
     assert SweepParams.from_sources(None, sweep_file="s.yaml", parallel="2").parallel == 2
 
 

@@ -95,12 +95,16 @@ def test_bad_sweep_files_fail_before_any_run(tmp_path, change, message):
 
 
 def test_dry_run_of_the_example_prints_the_old_launchers_runs(tmp_path):
-    result = CliRunner().invoke(app, ["sweep", str(ROOT / "examples" / "old_launchers.yaml"), "--dry-run",
-                                      "--output", str(tmp_path / "out")])
-    assert result.exit_code == 0, result.output
+    """Without its splits (`tests/test_examples.py` makes them) every run is shown failing, and the exit is 1."""
+    example = tmp_path / "examples" / "old_launchers.yaml"
+    example.parent.mkdir()
+    shutil.copy(ROOT / "examples" / "old_launchers.yaml", example)
+    result = CliRunner().invoke(app, ["sweep", str(example), "--dry-run", "--output", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if "data_seed" in line]
     assert len(lines) == 20 and "_independentdata_seed42_adamw_cosine" in lines[0]
     assert "_randomdata_seed777_adamw_constant_with_warmup" in lines[-1]
+    assert all(" fail " in line for line in lines)
     assert not (tmp_path / "out").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"grid": {"seed": [1], "colour": ["red"]}, "datasets": {"d": {"train": "t"}}}))
@@ -297,12 +301,14 @@ def test_dry_run_names_the_folders_that_do_not_exist(tmp_path, synth_split):
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump(data))
     result = CliRunner().invoke(app, ["sweep", str(sweep_file), "--dry-run", "--output", str(tmp_path / "out")])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
+    assert not (tmp_path / "out").exists()
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert warnings == [f"warning: dataset absent: train_dir {tmp_path / 'nowhere' / 'train'} does not exist; "
                         "its runs would fail"]
-    rows = [line for line in result.output.splitlines() if "seed" in line and line.split()[0].isdigit()]
-    assert [row.split()[1] for row in rows if row.rstrip().endswith("train_dir")] == ["absent", "absent"]
+    rows = [line.split() for line in result.output.splitlines() if "seed" in line and line.split()[0].isdigit()]
+    assert [(row[1], row[-2], row[-1]) for row in rows if row[-1] == "train_dir"] == [("absent", "fail", "train_dir")] * 2
+    assert [row[-1] for row in rows if row[1] == "present"] == ["run", "run"]
 
 
 @pytest.mark.parametrize("name", ["recipe_seeds", "old_launchers", "freezing_and_rates"])

@@ -158,7 +158,7 @@ def sides_summary(report: dict) -> dict[str, str]:
 def _check_split(params: CheckSplitParams) -> int:
     from .leakage import check_split
 
-    report = check_split(params.train_dir, params.validation_dir, params.group_by, params.progress)
+    report = check_split(params.train_dir, params.held_out_dir, params.group_by, params.progress)
     typer.echo(report.summary())
     return 1 if report.leaks else 0
 

@@ -177,13 +177,13 @@ class DemoParams(Params):
 class SweepParams(Params):
     """Train many members from one sweep file; finished runs are skipped when the command is repeated."""
 
-    sweep_file: str = option(None, "Sweep YAML: base, grid, datasets, postfix (see examples/).", positional=True, group=LOOP, required=True)
+    sweep_file: str = option(None, "Sweep YAML: base, grid, datasets (train, optional validation and test), postfix (see examples/).", positional=True, group=LOOP, required=True)
     output: str | None = option(None, "Sweep folder (default: the file's `output`, else runs/<file name>).", group=OUTPUT)
     backend: str = option("local", "local (train in process or worker processes), papermill (the training notebook per run) or ray.", ("local", "papermill", "ray"), group=SYSTEM)
     parallel: int = option(1, "Runs at once: worker processes with cores // N threads and one GPU each (local, papermill); Ray tasks at once on a local Ray.", group=SYSTEM)
-    dry_run: bool = option(False, "Print the expanded runs and what would happen to each; train nothing.", group=LOOP)
-    retry_failed: bool = option(False, "Run again the runs whose last attempt failed.", group=LOOP)
-    evaluate: bool = option(False, "Afterwards evaluate each dataset's ensemble on its validation set; compare them side by side.", group=OUTPUT)
+    dry_run: bool = option(False, "Print the expanded runs and what would happen to each (fail: an input folder is missing; exit 1 then); train and write nothing.", group=SYSTEM)
+    retry_failed: bool = option(False, "Run again the runs whose last attempt failed.", group=SYSTEM)
+    evaluate: bool = option(False, "Afterwards evaluate each dataset's ensemble on its test side (`test:`), else on its validation side; compare them side by side.", group=OUTPUT)
     ray_address: str | None = option(None, "Join this Ray cluster (e.g. auto or ray://host:10001) instead of starting a local Ray.", group=SYSTEM)
     notebook: str | None = option(None, "Training notebook for --backend papermill (default: notebooks/train.ipynb).", group=SYSTEM)
 

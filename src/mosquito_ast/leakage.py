@@ -1,6 +1,8 @@
-"""The leakage audit of a train/validation pair: recordings on both sides, files with the same audio.
+"""The leakage audit of a train side against a held-out side (validation or test): recordings on both
+sides, files with the same audio.
 
-A split made elsewhere (by hand, by another tool) is checked here before its scores are trusted.
+A split made elsewhere (by hand, by another tool) is checked here before its scores are trusted; with two
+sessions per species a split has no validation side, and train is checked against test.
 """
 
 from __future__ import annotations
@@ -19,24 +21,35 @@ from mosquito_ast_lite.audio import AudioError, load_audio
 
 from .data import discover
 
+HELD_OUT_SIDES = ("validation", "test")
+
+
+def held_out_side(path: str | Path) -> str:
+    """The name the held-out side is reported by: test for a folder or manifest named test, else validation."""
+    return "test" if Path(path).stem.lower() == "test" else "validation"
+
+
 @dataclass
 class LeakageReport:
-    """What a train/validation pair shares: recording groups, and files with identical audio."""
+    """What a train side and a held-out side (validation or test) share: recording groups, and files with
+    identical audio."""
 
     train_files: int
-    validation_files: int
+    held_out_files: int
     shared_groups: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> clips per side
-    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (train path, validation path)
-    near_duplicates: list[tuple[str, str, float]] = field(default_factory=list)  # (train, validation, similarity)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (train path, held-out path)
+    near_duplicates: list[tuple[str, str, float]] = field(default_factory=list)  # (train, held-out, similarity)
+    held_out: str = "validation"  # one of HELD_OUT_SIDES
 
     @property
     def leaks(self) -> bool:
         return bool(self.shared_groups or self.duplicates or self.near_duplicates)
 
     def summary(self) -> str:
-        lines = [f"train: {self.train_files} files, validation: {self.validation_files} files"]
+        side = self.held_out
+        lines = [f"train: {self.train_files} files, {side}: {self.held_out_files} files"]
         lines.append(f"recording groups on both sides: {len(self.shared_groups)}")
-        lines += [f"  {group}: {n['train']} train, {n['validation']} validation clips"
+        lines += [f"  {group}: {n['train']} train, {n[side]} {side} clips"
                   for group, n in sorted(self.shared_groups.items())]
         lines.append(f"files with identical audio on both sides: {len(self.duplicates)}")
         lines += [f"  {a} == {b}" for a, b in self.duplicates]
@@ -47,7 +60,7 @@ class LeakageReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"train_files": self.train_files, "validation_files": self.validation_files,
+        return {"train_files": self.train_files, f"{self.held_out}_files": self.held_out_files,
                 "shared_groups": self.shared_groups, "duplicates": [list(d) for d in self.duplicates],
                 "near_duplicates": [list(d) for d in self.near_duplicates], "leaks": self.leaks}
 
@@ -56,7 +69,7 @@ class LeakageReport:
 # shared wingbeat corpus reach at most 0.85 (206 clips, each against its 3 closest in average spectrum).
 SAME_AUDIO_CORRELATION = 0.95
 FINGERPRINT_RATE = 8000
-CANDIDATES = 3  # closest training clips (by average spectrum) whose waveforms are compared with each validation clip
+CANDIDATES = 3  # closest training clips (by average spectrum) whose waveforms are compared with each held-out clip
 
 
 @dataclass
@@ -97,15 +110,15 @@ def waveform_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(correlation).max() / np.sqrt(np.dot(a, a) * np.dot(b, b)))
 
 
-def re_encoded_copies(train: list[Fingerprint], validation: list[Fingerprint], exact: set[str],
+def re_encoded_copies(train: list[Fingerprint], held_out: list[Fingerprint], exact: set[str],
                       progress: bool) -> list[tuple[str, str, float]]:
-    """Validation clips whose waveform matches a training clip's up to encoding, rate, delay and gain."""
+    """Held-out clips whose waveform matches a training clip's up to encoding, rate, delay and gain."""
     usable = [f for f in train if f.wave is not None]
     if not usable:
         return []
     spectra = np.stack([f.spectrum for f in usable])
     found = []
-    for clip in tqdm(validation, desc="compare audio", unit="file", disable=not progress):
+    for clip in tqdm(held_out, desc="compare audio", unit="file", disable=not progress):
         if clip.wave is None or clip.path in exact:
             continue
         closest = np.argsort(-(spectra @ clip.spectrum))[:CANDIDATES]
@@ -116,24 +129,24 @@ def re_encoded_copies(train: list[Fingerprint], validation: list[Fingerprint], e
     return found
 
 
-def check_split(train_dir: str | Path, validation_dir: str | Path, group_by: str = "auto",
+def check_split(train_dir: str | Path, held_out_dir: str | Path, group_by: str = "auto",
                 progress: bool = False) -> LeakageReport:
-    """Audit a split: recording groups found on both sides, validation files whose decoded audio equals a
-    training file's, and validation files that are re-encoded copies of one. `.leaks` is True when any is found."""
-    train, validation = discover(train_dir, group_by), discover(validation_dir, group_by)
+    """Audit a split: recording groups found on both sides, held-out files whose decoded audio equals a
+    training file's, and held-out files that are re-encoded copies of one. `.leaks` is True when any is
+    found; the held-out side is named by its folder (`held_out_side`)."""
+    side = held_out_side(held_out_dir)
+    train, held_out = discover(train_dir, group_by), discover(held_out_dir, group_by)
     train_groups = Counter(s.group for s in train)
-    validation_groups = Counter(s.group for s in validation)
-    shared = {g: {"train": train_groups[g], "validation": validation_groups[g]}
-              for g in sorted(set(train_groups) & set(validation_groups))}
+    held_out_groups = Counter(s.group for s in held_out)
+    shared = {g: {"train": train_groups[g], side: held_out_groups[g]}
+              for g in sorted(set(train_groups) & set(held_out_groups))}
     train_seen = [examine(s.path) for s in tqdm(train, desc="read train", unit="file", disable=not progress)]
-    validation_seen = [examine(s.path) for s in tqdm(validation, desc="read validation", unit="file",
-                                                      disable=not progress)]
+    held_out_seen = [examine(s.path) for s in tqdm(held_out, desc=f"read {side}", unit="file", disable=not progress)]
     digests: dict[str, str] = {}
     for sample, (digest, _) in zip(train, train_seen):
         digests.setdefault(digest, sample.path)
-    duplicates = [(digests[digest], sample.path) for sample, (digest, _) in zip(validation, validation_seen)
+    duplicates = [(digests[digest], sample.path) for sample, (digest, _) in zip(held_out, held_out_seen)
                   if digest in digests]
-    train_prints = [seen[1] for seen in train_seen]
-    validation_prints = [seen[1] for seen in validation_seen]
-    near = re_encoded_copies(train_prints, validation_prints, {path for _, path in duplicates}, progress)
-    return LeakageReport(len(train), len(validation), shared, duplicates, near)
+    near = re_encoded_copies([seen[1] for seen in train_seen], [seen[1] for seen in held_out_seen],
+                             {path for _, path in duplicates}, progress)
+    return LeakageReport(len(train), len(held_out), shared, duplicates, near, side)

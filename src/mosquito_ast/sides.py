@@ -38,7 +38,8 @@ class SidePlan:
 def choose_sides(samples: list[Sample], mode: str, validation_fraction: float, test_fraction: float, seed: int,
                  folds: int) -> SidePlan:
     """With `test_fraction`, whole recording groups per class first go to the test side, in every mode; the
-    mode then splits the rest, validation keeping its share of all clips."""
+    mode then splits the rest, validation keeping its share of all clips (none with a `validation_fraction`
+    of 0: the recipe keeps the last epoch and needs no validation side)."""
     held_out, notes = test_sides(samples, test_fraction, seed)
     if test_fraction:
         achieved_test = held_out.count("test") / len(samples)
@@ -48,20 +49,38 @@ def choose_sides(samples: list[Sample], mode: str, validation_fraction: float, t
     if mode == "kfold":
         return kfold_plan(samples, held_out, folds, seed, notes, with_test_side=bool(test_fraction))
     rest = [s for s, side in zip(samples, held_out) if side != "test"]
-    share = rest_fraction(validation_fraction, len(samples), len(rest))
-    if mode == "independent":
-        rest_sides, class_notes = independent_sides(rest, share, seed)
-        notes += [f"besides the test recordings, {note}" if test_fraction else note for note in class_notes]
-    else:
-        rest_sides = random_sides(rest, share, seed)
+    rest_sides, rest_notes = validation_sides(rest, mode, rest_fraction(validation_fraction, len(samples), len(rest)),
+                                              seed, bool(test_fraction))
     sides = with_test(held_out, rest_sides)
     report = {"validation_fraction_target": validation_fraction, **summary(samples, sides)}
     achieved = report["validation_fraction"]
-    if abs(achieved - validation_fraction) > 0.05:
-        notes.append(f"validation fraction {achieved:.3f} (target {validation_fraction}): "
-                     f"{report['clips']['validation']} of {len(samples)} clips; whole recording groups "
-                     f"allow no closer split")
-    return SidePlan([Tree(".", list(range(len(samples))), sides)], report, notes)
+    if validation_fraction and "validation" not in sides:
+        rest_notes = [no_validation_note(bool(test_fraction))]
+    elif abs(achieved - validation_fraction) > 0.05:
+        rest_notes.append(f"validation fraction {achieved:.3f} (target {validation_fraction}): "
+                          f"{sides.count('validation')} of {len(samples)} clips; whole recording groups "
+                          f"allow no closer split")
+    return SidePlan([Tree(".", list(range(len(samples))), sides)], report, notes + rest_notes)
+
+
+def validation_sides(rest: list[Sample], mode: str, share: float, seed: int, after_test: bool
+                     ) -> tuple[list[str], list[str]]:
+    """(train or validation for each clip off the test side, notes); all train when `share` is 0."""
+    if not share:
+        return ["train"] * len(rest), []
+    if mode == "random":
+        return random_sides(rest, share, seed), []
+    rest_sides, class_notes = independent_sides(rest, share, seed)
+    return rest_sides, [f"besides the test recordings, {note}" if after_test else note for note in class_notes]
+
+
+def no_validation_note(after_test: bool) -> str:
+    """The one warning of an independent split whose classes each have one recording left for train."""
+    where = "after the test side " if after_test else ""
+    then = "score the members on test/" if after_test else "score the members on other recordings"
+    return (f"no validation side: {where}every class has one recording group left, all in train; the recipe "
+            f"keeps the last epoch (train --select last) and needs none: {then} (README, \"With two sessions "
+            f"per species\")")
 
 
 def kfold_plan(samples: list[Sample], held_out: list[str], folds: int, seed: int, notes: list[str],
@@ -199,8 +218,8 @@ def session_folds(samples: list[Sample], folds: int, seed: int) -> list[list[str
 
 
 def shown_sides(sides: list[str]) -> tuple[str, ...]:
-    """Train and validation always, test where the split has one."""
-    return SIDES if "test" in sides else SIDES[:2]
+    """Train always, validation and test where the split has them."""
+    return tuple(side for side in SIDES if side == "train" or side in sides)
 
 
 def class_counts(samples: list[Sample], sides: list[str]) -> dict:

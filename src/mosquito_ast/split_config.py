@@ -20,7 +20,7 @@ class SplitParams(Params):
     output: str = option(None, "Output folder; the split lands in <output>/<mode>/.", group=OUTPUT, required=True)
     mode: str = option("independent", "independent (no recording on both sides), random (groups ignored) or kfold.", SPLIT_MODES, group=DATA)
     group_by: str = option("auto", GROUP_HELP, group=DATA)
-    validation_fraction: float = option(0.2, "Target share of clips in validation (independent, random).", group=DATA)
+    validation_fraction: float = option(0.2, "Target share of clips in validation (independent, random); 0 = no validation side (the recipe keeps the last epoch and needs none).", group=DATA)
     test_fraction: float = option(0.0, "Target share of clips held out in <output>/<mode>/test/, whole recordings in every mode: `evaluate --data` it to score members on clips nothing was chosen on (0 = no test side).", group=DATA)
     seed: int = option(0, "Random seed; the same seed gives the same split.", group=DATA)
     folds: int = option(5, "Number of folds for --mode kfold.", group=DATA)
@@ -40,8 +40,8 @@ class SplitParams(Params):
     def validate(self) -> None:
         if self.copy and self.symlink:
             raise ConfigError("choose one of --copy and --symlink")
-        if self.mode != "kfold" and not 0 < self.validation_fraction < 1:
-            raise ConfigError(f"validation_fraction: must be between 0 and 1, got {self.validation_fraction}")
+        if self.mode != "kfold" and not 0 <= self.validation_fraction < 1:
+            raise ConfigError(f"validation_fraction: must be at least 0 and below 1, got {self.validation_fraction}")
         if not 0 <= self.test_fraction < 1:
             raise ConfigError(f"test_fraction: must be at least 0 and below 1, got {self.test_fraction}")
         if self.mode != "kfold" and self.validation_fraction + self.test_fraction >= 1:
@@ -57,6 +57,6 @@ class CheckSplitParams(Params):
     """List recordings, identical audio and re-encoded copies found on both sides; exit 1 on leakage (2 on unusable input)."""
 
     train_dir: str = option(None, "Training clips: folder-per-class tree or manifest CSV.", positional=True, group=DATA, required=True)
-    validation_dir: str = option(None, "Validation clips, same layouts.", positional=True, group=DATA, required=True)
+    held_out_dir: str = option(None, "Validation or test clips, same layouts; reported as the test side when the folder (or manifest) is named test.", positional=True, group=DATA, required=True)
     group_by: str = option("auto", GROUP_HELP, group=DATA)
     progress: bool = progress_option("Show progress bars while hashing audio.")

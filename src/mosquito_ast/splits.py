@@ -95,7 +95,7 @@ def make_split(data: str | Path, output: str | Path, mode: str, group_by: str = 
     Sides are chosen by `sides.choose_sides`: a test side of whole recordings first (`test_fraction`),
     then the mode: `independent` assigns whole recording groups per class with a seeded greedy search for
     the validation share closest to `validation_fraction` (see `sides.choose_held_out_groups`), keeping
-    every class with two or more groups on both sides; `random` is scikit-learn's stratified
+    every class with two or more groups on both sides (a `validation_fraction` of 0 writes no validation side); `random` is scikit-learn's stratified
     `train_test_split` of clips, groups ignored; `kfold` is scikit-learn's `StratifiedGroupKFold`.
     What could not be met (a class on one side only, a share far from the target, a fold missing
     classes) is listed under "warnings" in the report and raised as `SplitWarning`.
@@ -110,8 +110,8 @@ def make_split(data: str | Path, output: str | Path, mode: str, group_by: str = 
         raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
     if link not in LINKS:
         raise ValueError(f"link: {link!r} is not one of {', '.join(LINKS)}")
-    if mode != "kfold" and not 0 < validation_fraction < 1:
-        raise ValueError(f"validation_fraction: must be between 0 and 1, got {validation_fraction}")
+    if mode != "kfold" and not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction: must be at least 0 and below 1, got {validation_fraction}")
     if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction: must be at least 0 and below 1, got {test_fraction}")
     data, output = Path(data), Path(output)

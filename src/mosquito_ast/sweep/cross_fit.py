@@ -27,8 +27,9 @@ def check_cross_fit(name: str, entry: dict, source: str) -> None:
 
 
 def cross_fit_datasets(name: str, entry: dict, folder: Path, output: Path, group_by: str,
-                       seed: int) -> dict[str, dict[str, str]]:
-    """Write each fold's train and scored manifests under `output/<name>-fold<k>/`; returns the datasets."""
+                       seed: int, write: bool = True) -> dict[str, dict[str, str]]:
+    """Each fold's train and scored manifests under `output/<name>-fold<k>/` (written only with `write`: a
+    dry run writes nothing); returns the datasets."""
     source = Path(entry["data"])
     samples = discover(source if source.is_absolute() else folder / source, group_by)
     datasets = {}
@@ -40,6 +41,7 @@ def cross_fit_datasets(name: str, entry: dict, folder: Path, output: Path, group
             table = pd.DataFrame({"path": [s.path for s in rows], "label": [s.label for s in rows],
                                   "group": [s.group for s in rows]})
             paths[side] = str(output / fold / f"{side}.csv")
-            atomic_write_text(Path(paths[side]), table.to_csv(index=False))
+            if write:
+                atomic_write_text(Path(paths[side]), table.to_csv(index=False))
         datasets[fold] = paths
     return datasets

@@ -23,6 +23,7 @@ from .spec import Run, SweepSpec, expand, naming_value
 
 COMPARISON_NAME = "comparison.csv"
 COMPARED_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro")
+FAIL = "fail"  # a dry run's action for a run whose inputs are missing
 
 
 @dataclass
@@ -36,7 +37,9 @@ class SweepOutcome:
 
     @property
     def failed(self) -> int:
-        return int((self.table.get("status") == "failed").sum()) if "status" in self.table else 0
+        """Runs whose last attempt failed, and in a dry run the runs that would fail."""
+        failed = int((self.table.status == "failed").sum()) if "status" in self.table else 0
+        return failed + (int((self.table.action == FAIL).sum()) if "action" in self.table else 0)
 
 
 def sweep_output(spec: SweepSpec, output: str | Path | None) -> Path:
@@ -59,21 +62,44 @@ def run_state(run: Run, latest: dict[tuple[str, str], dict]) -> str:
 
 
 def missing_inputs(run: Run) -> dict[str, str]:
-    """The folders a run reads that do not exist, by parameter: a dry run names them before anything
-    trains. An ssl_checkpoint counts when it is written as a path (., / or ~), not a hub id."""
+    """The folders a run (or --evaluate, for the test side) reads that do not exist, by parameter: a dry
+    run names them before anything trains. Files the sweep writes itself (a cross-fit's manifests) do not
+    count; an ssl_checkpoint counts when it is written as a path (., / or ~), not a hub id."""
     params = run.params
-    inputs = {"train_dir": params.train_dir, "validation_dir": params.validation_dir}
+    inputs = {"train_dir": params.train_dir, "validation_dir": params.validation_dir, "test_dir": run.test_dir}
     if params.ssl_checkpoint and params.ssl_checkpoint.startswith((".", "/", "~")):
         inputs["ssl_checkpoint"] = params.ssl_checkpoint
-    return {name: path for name, path in inputs.items() if path and not Path(path).expanduser().exists()}
+    return {name: path for name, path in inputs.items()
+            if path and path not in run.made_by_sweep and not Path(path).expanduser().exists()}
 
 
 def plan_table(runs: list[Run], states: list[str], retry_failed: bool) -> pd.DataFrame:
+    """One row per run: its state in the ledger, what the sweep would do with it (fail: an input is
+    missing), and the missing inputs."""
     action = {"done": "skip", "pending": "run", "failed": "retry" if retry_failed else "skip (failed)"}
-    rows = [{"dataset": r.dataset, "postfix": r.postfix, **{k: naming_value(v) for k, v in r.varied.items()},
-             "status": s, "action": action[s], "missing": ", ".join(missing_inputs(r))}
-            for r, s in zip(runs, states)]
+    rows = []
+    for run, state in zip(runs, states):
+        missing = missing_inputs(run)
+        rows.append({"dataset": run.dataset, "postfix": run.postfix,
+                     **{k: naming_value(v) for k, v in run.varied.items()}, "status": state,
+                     "action": FAIL if missing and action[state] in ("run", "retry") else action[state],
+                     "missing": ", ".join(missing)})
     return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1))
+
+
+def check_scored_sides(runs: list[Run], dry_run: bool, source: str) -> None:
+    """--evaluate scores each dataset on its test side, else its validation side: refuse a dataset with
+    neither, and (a dry run shows it as failing instead) a scored folder that does not exist, before
+    anything trains."""
+    for run in {run.dataset: run for run in runs}.values():
+        scored = run.scored_side
+        if scored is None:
+            raise ConfigError(f"{source}: --evaluate: dataset {run.dataset} has no test or validation side to score its "
+                              f"ensemble on; give it `test: DIR` (or `validation: DIR`)")
+        side, folder = scored
+        if not dry_run and folder not in run.made_by_sweep and not Path(folder).exists():
+            raise FileNotFoundError(f"{folder}: the {side} side of dataset {run.dataset} (--evaluate scores it) "
+                                    f"does not exist")
 
 
 def summary_table(runs: list[Run], latest: dict[tuple[str, str], dict]) -> pd.DataFrame:
@@ -106,10 +132,11 @@ def run_sweep(spec: SweepSpec, output: str | Path | None = None, backend: str = 
     if parallel < 1:
         raise ConfigError(f"parallel: must be at least 1, got {parallel}")
     output = sweep_output(spec, output)
-    runs = expand(spec, output)
+    runs = expand(spec, output, write=not dry_run)
     notebook_path = _notebook(spec, notebook) if backend == "papermill" else None
     if evaluate:
         _evaluation_api()
+        check_scored_sides(runs, dry_run, spec.source)
     ledger = Ledger(output / LEDGER_NAME)
     latest = ledger.latest()
     states = [run_state(run, latest) for run in runs]
@@ -174,8 +201,8 @@ def _evaluation_api():
 
 
 def compare_ensembles(runs: list[Run], output: Path) -> pd.DataFrame | None:
-    """Evaluate each dataset's members on its validation set; one row per ensemble view, the datasets
-    side by side per metric. Written to <output>/comparison.csv."""
+    """Evaluate each dataset's members on its test side, else its validation side (`Run.scored_side`);
+    one row per ensemble view, the datasets side by side per metric. Written to <output>/comparison.csv."""
     EvaluateParams, evaluate, write_outputs = _evaluation_api()
     shared = {spec.name for spec in dataclasses.fields(EvaluateParams)}
     tables = {}
@@ -187,8 +214,9 @@ def compare_ensembles(runs: list[Run], output: Path) -> pd.DataFrame | None:
             continue
         data_params = {k: v for k, v in first.params.to_dict().items()
                        if k in shared and k not in ("output", "seed")}
-        params = EvaluateParams.from_sources(None, **{**data_params, "models": str(members),
-                                                      "data": first.params.validation_dir,
+        side, folder = first.scored_side
+        print(f"evaluate: {dataset}: its ensemble on its {side} side ({folder})")
+        params = EvaluateParams.from_sources(None, **{**data_params, "models": str(members), "data": folder,
                                                       "output": str(output / dataset / "evaluation")})
         evaluation = evaluate(params)
         write_outputs(evaluation)
@@ -218,6 +246,8 @@ def report(outcome: SweepOutcome, dry_run: bool = False) -> None:
             for dataset, name, path in sorted(missing):
                 print(f"warning: dataset {dataset}: {name} {os.path.normpath(path)} does not exist; its runs would fail",
                       file=sys.stderr)
+            if outcome.failed:
+                print(f"exit 1: {outcome.failed} of {len(outcome.runs)} runs would fail or failed before", file=sys.stderr)
             return
         shown = outcome.table.drop(columns=["log"]).fillna("")
         print(shown.to_string())
@@ -225,5 +255,7 @@ def report(outcome: SweepOutcome, dry_run: bool = False) -> None:
         print(", ".join(f"{n} {status}" for status, n in counts.items()) +
               f"; ledger {outcome.output / LEDGER_NAME}, table {outcome.output / SUMMARY_NAME}")
         if outcome.comparison is not None:
+            scored = {run.dataset: run.scored_side[0] for run in outcome.runs if run.scored_side}
+            print("scored on: " + ", ".join(f"{dataset}: {side} side" for dataset, side in scored.items()))
             print(outcome.comparison.round(4).to_string())
             print(f"comparison -> {outcome.output / COMPARISON_NAME}")

@@ -1,9 +1,10 @@
 """Sweep files: `base` parameters, a `grid` of lists, named `datasets` and a `postfix` template,
 expanded into validated runs before any of them starts (a typo fails the sweep, not run 17).
 
-A dataset is either a `train`/`validation` pair or a cross-fit: `{data: DIR, session_folds: K}` deals
-each species' recording sessions to K folds (`sides.session_folds`) and becomes K datasets
-`<name>-fold<k>`, each training on the other folds' recordings and scored on its own. With
+A dataset is either a `train` side with an optional `validation` side (the recipe keeps the last epoch and
+needs none) and an optional `test` side that only `--evaluate` reads, or a cross-fit:
+`{data: DIR, session_folds: K}` deals each species' recording sessions to K folds (`sides.session_folds`)
+and becomes K datasets `<name>-fold<k>`, each training on the other folds' recordings and scored on its own. With
 `select: last` every member uses every labelled session but its own fold, nothing is chosen on the
 scored fold, and together the members are the ensemble to deploy: all labelled recordings, an honest
 out-of-fold estimate for free."""
@@ -24,8 +25,9 @@ from .cross_fit import check_cross_fit, cross_fit_datasets
 
 TOP_LEVEL = ("base", "grid", "datasets", "postfix", "output", "notebook")
 SET_BY_SWEEP = ("output", "postfix")
-PATH_KEYS = ("train_dir", "validation_dir", "cache_dir", "ssl_checkpoint")
+PATH_KEYS = ("train_dir", "validation_dir", "test_dir", "cache_dir", "ssl_checkpoint")
 DATASET_ALIASES = {"train": "train_dir", "validation": "validation_dir"}
+TEST_KEY = "test"  # a dataset's test side: scored by --evaluate, read by no run
 SWEEP_DEFAULTS = {"progress": False}
 MAP_KEY = "by"
 DEFAULT_MAP_BY = "optimizer"
@@ -33,12 +35,16 @@ DEFAULT_MAP_BY = "optimizer"
 
 @dataclass(frozen=True)
 class Run:
-    """One training run of a sweep: its dataset, member name and complete parameters."""
+    """One training run of a sweep: its dataset, member name and complete parameters; `test_dir` is the
+    dataset's test side, and `made_by_sweep` the input files the sweep writes itself (a cross-fit's fold
+    manifests), which need not exist before it starts."""
 
     dataset: str
     postfix: str
     params: TrainParams
     varied: dict[str, Any]
+    test_dir: str | None = None
+    made_by_sweep: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -47,6 +53,14 @@ class Run:
     @property
     def member_dir(self) -> Path:
         return run_folders(self.params.output, self.postfix)[0]
+
+    @property
+    def scored_side(self) -> tuple[str, str] | None:
+        """(side, folder) that --evaluate scores the dataset's ensemble on: its test side, else its validation
+        side, else None."""
+        if self.test_dir:
+            return "test", self.test_dir
+        return ("validation", self.params.validation_dir) if self.params.validation_dir else None
 
     @property
     def log_path(self) -> Path:
@@ -95,17 +109,17 @@ class SweepSpec:
         """Reject unknown or sweep-controlled keys, naming the section they are in."""
         known = {spec.name for spec in dataclasses.fields(TrainParams)}
         if not self.datasets:
-            raise ConfigError(f"{self.source}: `datasets` is empty; name at least one split with its train and validation dirs")
+            raise ConfigError(f"{self.source}: `datasets` is empty; name at least one split with its train (and validation or test) dirs")
         sections = {"base": self.base, "grid": self.grid}
         for name, entry in self.datasets.items():
             if not isinstance(entry, dict):
-                raise ConfigError(f"{self.source}: datasets: {name}: expected a mapping with train and validation")
+                raise ConfigError(f"{self.source}: datasets: {name}: expected a mapping with train (and validation or test)")
             if not str(name) or "/" in str(name) or str(name) in (".", ".."):
                 raise ConfigError(f"{self.source}: datasets: {name!r} is not a usable folder name")
             if "data" in entry or "session_folds" in entry:
                 check_cross_fit(name, entry, self.source)
                 continue
-            sections[f"datasets: {name}"] = {DATASET_ALIASES.get(k, k): v for k, v in entry.items()}
+            sections[f"datasets: {name}"] = {DATASET_ALIASES.get(k, k): v for k, v in entry.items() if k != TEST_KEY}
         for section, values in sections.items():
             keys = set(values)
             unknown = sorted(keys - known)
@@ -217,21 +231,27 @@ def _postfix(template: str, dataset: str, params: TrainParams, source: str) -> s
     return postfix
 
 
-def expand(spec: SweepSpec, output: str | Path) -> list[Run]:
+def expand(spec: SweepSpec, output: str | Path, write: bool = True) -> list[Run]:
     """Every run of the sweep, dataset by dataset in file order, grid keys varying like nested loops
-    (the first key outermost); all parameters validated and member names checked to be unique."""
+    (the first key outermost); all parameters validated and member names checked to be unique. A
+    cross-fit's fold manifests are written only with `write` (a dry run writes nothing)."""
     output = Path(output).resolve()
     template = spec.postfix or default_postfix(spec)
     runs: list[Run] = []
     datasets: dict[str, dict[str, Any]] = {}
+    made: dict[str, tuple[str, ...]] = {}
     for name, entry in spec.datasets.items():
         if "session_folds" in entry:
             group_by = spec.base.get("group_by", _default("group_by"))
-            datasets.update(cross_fit_datasets(name, entry, spec.folder, output, group_by, seed=0))
+            folds = cross_fit_datasets(name, entry, spec.folder, output, group_by, seed=0, write=write)
+            datasets.update(folds)
+            made.update({fold: tuple(paths.values()) for fold, paths in folds.items()})
         else:
             datasets[name] = entry
     for dataset, entry in datasets.items():
-        fixed = {**SWEEP_DEFAULTS, **spec.base, **{DATASET_ALIASES.get(k, k): v for k, v in entry.items()}}
+        test = _resolve_paths({"test_dir": entry.get(TEST_KEY)}, spec.folder)["test_dir"]
+        fixed = {**SWEEP_DEFAULTS, **spec.base,
+                 **{DATASET_ALIASES.get(k, k): v for k, v in entry.items() if k != TEST_KEY}}
         combos = [_resolve_paths(fixed, spec.folder)]
         for key, value in spec.grid.items():
             combos = [{**values, key: option} for values in combos
@@ -240,7 +260,8 @@ def expand(spec: SweepSpec, output: str | Path) -> list[Run]:
             for key, value in values.items():
                 if isinstance(value, dict):
                     values[key] = _choices(key, value, values, spec.source, False)[0]
-            runs.append(_make_run(spec, dataset, values, output / dataset, template))
+            run = _make_run(spec, dataset, values, output / dataset, template)
+            runs.append(dataclasses.replace(run, test_dir=test, made_by_sweep=made.get(dataset, ())))
     _check_unique(runs, spec.source)
     return runs
 
