@@ -86,9 +86,10 @@ class Ensemble:
         """The soft vote per file, as `predict` writes it to its per-file CSV: index `path`, columns `label`,
         `confidence` and one probability per class (recordings longer than a clip are windowed and pooled).
         `windows=True` returns the windows instead, as `predict` writes them to `<name>_windows.csv`: one row
-        per window (`path`, `start_s`, `end_s`, `label`, `confidence`, one probability per class).
-        Folders are searched for audio; unreadable files are left out with a warning. `options` are
-        `predict`'s parameters (hop_seconds, weights, abstain_below, batch_size, precision, ...). Members
+        per window (`path`, `start_s`, `end_s`, `presence_db`, `label`, `confidence`, one probability per
+        class; `no detection` where the presence gate found no flight tone). Folders are searched for audio;
+        unreadable files are left out with a warning. `options` are `predict`'s parameters (hop_seconds,
+        min_confidence, presence_db, detections_only, weights, batch_size, precision, ...). Members
         are cast once to the precision of their first use; for another one, load the ensemble again.
 
         >>> ensemble.predict("recordings/").sort_values("confidence")  # doctest: +SKIP
