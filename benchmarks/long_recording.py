@@ -113,7 +113,7 @@ def detection_counts(raven_table: Path, tones: list[tuple[float, float, float]])
 
 
 def run_case(name: str, recording: Path, seconds: float, tones: list, member: Path, export: Path,
-             work: Path) -> list[dict]:
+             work: Path, presence_db: float) -> list[dict]:
     rows = []
     systems = {
         "predict (tool, tiny member)": [sys.executable, "-m", "mosquito_ast", "predict", str(recording), "--models",
@@ -123,7 +123,8 @@ def run_case(name: str, recording: Path, seconds: float, tones: list, member: Pa
     }
     for system, command in systems.items():
         output, raven = work / f"{name}-{len(rows)}.csv", work / f"{name}-{len(rows)}-raven"
-        wall, peak = measured([*command, "--min-confidence", "0", "--raven", str(raven), "--output", str(output)])
+        wall, peak = measured([*command, "--min-confidence", "0", "--presence-db", str(presence_db), "--raven",
+                               str(raven), "--output", str(output)])
         with open(output, newline="") as handle:
             (row,) = list(csv.DictReader(handle))
         windows = int(row["windows"])
@@ -138,6 +139,8 @@ def run_case(name: str, recording: Path, seconds: float, tones: list, member: Pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--presence-db", type=float, default=6.0,
+                        help="The presence gate's threshold (0: every window is scored, the slowest case).")
     parser.add_argument("--models", help="A member folder (default: a tiny one trained here).")
     parser.add_argument("--workdir", default=tempfile.gettempdir())
     args = parser.parse_args()
@@ -151,9 +154,9 @@ def main() -> None:
         for name, seconds in (("1 clip", 1.0), ("30 min", 1800.0), (f"{args.hours:g} h", args.hours * 3600)):
             recording = work / f"{name.replace(' ', '_')}.wav"
             tones = write_recording(recording, seconds)
-            rows += run_case(name, recording, seconds, tones, member, export, work)
+            rows += run_case(name, recording, seconds, tones, member, export, work, args.presence_db)
             recording.unlink()
-        print(f"{machine_report()}\ntones: one of 2 s every 60 s from 10 s ({TONE_HZ:g} Hz harmonic stack), fundamental "
+        print(f"{machine_report()}\npresence gate {args.presence_db:g} dB; tones: one of 2 s every 60 s from 10 s ({TONE_HZ:g} Hz harmonic stack), fundamental "
               f"amplitude cycling {', '.join(f'{level:g} ({snr_db(level):+.1f} dB SNR)' for level in TONE_LEVELS)}, "
               f"in white noise of sd {NOISE_SD:g}")
         print("| recording | system | windows | windows/s | real-time factor | peak RSS (MB) | tones found | "
