@@ -135,6 +135,8 @@ def load_model(folder: str | Path, threads: int = 0, fp32: bool = False) -> Lite
     options.intra_op_num_threads = max(0, threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # onnxruntime's threads spin between runs, taking the cores numpy's fbank needs between them
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
