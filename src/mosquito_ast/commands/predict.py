@@ -72,10 +72,10 @@ class EnsembleScorer:
         return soft_vote(probabilities, self.weights)
 
 
-def row_options(params: PredictParams) -> RowOptions:
+def row_options(params: PredictParams, scorer: EnsembleScorer) -> RowOptions:
     """The loop's options; int8 blocks keep to one file (see `RowOptions.gather_files`)."""
     return RowOptions(params.hop_seconds, params.top_k, params.min_confidence, params.presence_db,
-                      params.batch_size, gather_files=resolve_precision(params.precision) != "int8")
+                      params.batch_size, gather_files=scorer.precision != "int8")
 
 
 def file_table(rows: Sequence[dict], labels: Sequence[str], top_k: int) -> pd.DataFrame:
@@ -91,7 +91,8 @@ def predict_files(members: Sequence[Member], files: Sequence[str | Path], params
     """Every window's and every file's row in memory (the Python API: a few files, not days of audio)."""
     scorer = EnsembleScorer(members, params, forests)
     rows = CollectedRows(scorer.labels)
-    stream_predictions(scorer, files, review_sink(rows, params.detections_only, None, ()), row_options(params), warn)
+    stream_predictions(scorer, files, review_sink(rows, params.detections_only, None, ()), row_options(params, scorer),
+                       warn)
     return Predictions(file_table(rows.files, scorer.labels, params.top_k),
                        pd.DataFrame(rows.windows, columns=window_columns(scorer.labels)), scorer.labels)
 
@@ -125,23 +126,23 @@ def predict(params: PredictParams) -> Predictions:
     check_output_files(*outputs)
     members = load_members(params.models, params.labels or None, params.progress)
     forests = load_forests(params.models, ensemble_labels(members)) if params.spectrum_forest else []
-    print(f"predict: {len(members)} members, {len(forests)} spectrum forest(s), "
-          f"precision {resolve_precision(params.precision)}")
     check_one_window_length([*members, *forests])
     files = expand_inputs(params.inputs)
     if not files:
         raise FileNotFoundError(f"no audio files found in {', '.join(params.inputs)}")
     tables = table_paths(files, params.raven) if params.raven else None
     scorer = EnsembleScorer(members, params, forests)
+    options = row_options(params, scorer)
+    print(f"predict: {len(members)} members, {len(forests)} spectrum forest(s), precision {scorer.precision}")
     band = gate_band(scorer.sample_rates[0])
     print(f"presence gate: a spectral peak {params.presence_db:g} dB above its neighbourhood in "
           f"{band[0]:g}-{band[1]:g} Hz" if params.presence_db else "presence gate: off (--presence-db 0)")
     header = {"models": list(params.models), "members": [m.name for m in [*members, *forests]],
-              "labels": scorer.labels, **options_header(row_options(params), scorer.sample_rates[0])}
+              "labels": scorer.labels, **options_header(options, scorer.sample_rates[0])}
     began = time.perf_counter()
     with prediction_files(params.output, scorer.labels, params.top_k, header) as rows:
         windows = stream_predictions(scorer, tqdm(files, desc="predict", disable=not params.progress),
-                                     review_sink(rows, params.detections_only, tables, band), row_options(params), warn)
+                                     review_sink(rows, params.detections_only, tables, band), options, warn)
     print(closing_line(rows.files, windows, time.perf_counter() - began,
                        [*map(str, outputs), *([params.raven] if params.raven else [])]))
     return Predictions(file_table(rows.files, scorer.labels, params.top_k),
