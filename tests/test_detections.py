@@ -20,6 +20,7 @@ from mosquito_ast_lite.io import OutputFolderError
 from mosquito_ast_lite.labels import DEFAULT_PRESENCE_DB, NO_DETECTION, UNCERTAIN
 from mosquito_ast_lite.presence import PresenceGate
 from mosquito_ast_lite.raven import COLUMNS, RavenTables, table_paths
+from mosquito_ast_lite.stream import recording_windows
 from mosquito_ast_lite.tables import CollectedRows, closing_line, is_detection
 
 RATE = 16000
@@ -63,6 +64,16 @@ def test_every_real_wingbeat_clip_passes_the_gate(wingbeats):
     scores = PresenceGate(RATE).scores(np.stack([np.pad(w, (0, RATE - len(w))) for w in
                                                  (load_audio(path, RATE) for path in clips)]))
     assert len(clips) == 206 and scores.min() > DEFAULT_PRESENCE_DB, f"lowest {scores.min():.1f} dB"
+
+
+def test_every_window_of_the_real_microphone_recordings_passes_the_gate():
+    from conftest import HUMBUG
+
+    if not HUMBUG.is_dir():
+        pytest.skip(f"real microphone clips not found at {HUMBUG}")
+    windows = [wave for path in sorted(HUMBUG.glob("*.wav")) for _, _, wave in recording_windows(path, RATE, 1.0, 0.5)]
+    scores = PresenceGate(RATE).scores(np.stack(windows))
+    assert len(windows) == 70 and scores.min() > DEFAULT_PRESENCE_DB, f"lowest {scores.min():.1f} dB"
 
 
 @pytest.fixture
