@@ -1,13 +1,14 @@
 """The presence gate: is there a flight tone in a window at all, before any species is named?
 
 A trap records for days, mostly nothing; without a gate every window of noise gets a species. A flying
-insect's wingbeat is a harmonic stack, so its spectrum has narrow peaks in the wingbeat band; noise (white,
-pink or brown, wind, rain) has none. The gate measures the strongest peak's prominence: the window's
-averaged power spectrum (Welch: 32 ms Hann frames, half overlap) in PRESENCE_BAND_HZ, each bin over the median
-of the bins within NEIGHBOURHOOD_HZ around it, in dB. On the shared wingbeat corpus (206 real clips) the
-smallest score is 11 dB (on the 70 one-second windows of the ten HumBugDB microphone recordings, 12 dB); on 600 windows of generated white, pink and brown noise the largest is 2.9 dB: the
-default threshold, 6 dB, sits between. A steady hum with harmonics in the band passes the gate too; a
-`background` class trained on the site's own recordings is what tells such sounds apart.
+insect's wingbeat is a harmonic stack, so its spectrum has narrow peaks in the wingbeat band; broadband noise
+(white, pink, brown) has none. The gate measures the strongest peak's prominence: the window's averaged power
+spectrum (Welch: 32 ms Hann frames, half overlap) in PRESENCE_BAND_HZ, each bin over the median of the bins
+within NEIGHBOURHOOD_HZ around it, in dB. The smallest score on the shared wingbeat corpus (206 real clips) is
+11 dB, on the 70 one-second windows of the ten HumBugDB microphone recordings 12 dB; the largest on 600
+windows of generated white, pink and brown noise is 2.9 dB: the default threshold, 6 dB, sits between. Real
+field noise (wind, rain, other insects) is untested here. A steady hum with harmonics in the band passes the
+gate too; a `background` class trained on the site's own recordings is what tells such sounds apart.
 
 Windows below the threshold are not scored by the model at all (most of a day of trap audio), and their rows
 say `labels.NO_DETECTION`. A threshold of 0 turns the gate off (every window's score is at least 0 dB; the
