@@ -129,7 +129,10 @@ def test_evaluation_writes_every_output_and_warns_about_leakage(tmp_path, tiny_m
     np.testing.assert_allclose(baseline_p.sum(1), 1, atol=1e-6)
     # (3 members + 2 ensembles + 4 baselines) x 4 classes x 2 levels
     assert len(pd.read_csv(out / "per_class.csv")) == 2 * 9 * 4
-    assert pd.read_csv(out / "members.csv").weight.tolist() == [0.1875, 0.5625, 0.25]
+    members = pd.read_csv(out / "members.csv")
+    assert members.weight.tolist() == [0.1875, 0.5625, 0.25]
+    tiny = members.set_index("member").loc["sweep/best/tiny"]  # the mechanisms a member trained with, recorded
+    assert (tiny.spectrum_token, tiny.layer_drop, tiny.mask_fraction) == ("none", 0.0, 0.2)
     text = (out / "metrics.json").read_text()
     metrics = json.loads(text)
     assert "NaN" not in text and metrics["clips"] == clips and metrics["recordings"] == 4
