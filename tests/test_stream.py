@@ -124,3 +124,11 @@ def test_blocks_keep_to_one_file_when_asked(tmp_path):
     scorer = MeanScorer()
     stream_predictions(scorer, files, CollectedRows(LABELS), RowOptions(batch_size=4, gather_files=False, presence_db=0), warn=None)
     assert scorer.blocks == [4, 1, 1, 4, 4, 1]  # 5 windows, 1, 9: never two files in one block
+
+
+def test_progress_counts_each_second_of_audio_once(tmp_path):
+    files = [write(tmp_path / f"{i}.wav", n, seed=i) for i, n in enumerate([2600, 300, 5000])]
+    seconds: list[float] = []
+    stream_predictions(MeanScorer(), files, CollectedRows(LABELS), RowOptions(batch_size=4, presence_db=0), warn=None,
+                       progress=seconds.append)
+    assert len(seconds) == 4 and sum(seconds) == pytest.approx(2.6 + 0.3 + 5.0)  # overlapping windows count once

@@ -26,6 +26,14 @@ def is_audio_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
 
 
+def audio_seconds(path: str | Path) -> float:
+    """A recording's length from its header, for a progress bar in seconds of audio (0 where unreadable)."""
+    try:
+        return float(sf.info(str(path)).duration)
+    except Exception:  # soundfile raises several types for undecodable input; the loop reports it
+        return 0.0
+
+
 BLOCK_FRAMES = 1 << 16  # source frames decoded at a time: 4 s at 16 kHz
 
 

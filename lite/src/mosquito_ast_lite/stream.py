@@ -94,8 +94,10 @@ def scorer_windows(path: str | Path, scorer: WindowScorer,
 class _Scoring:
     """Windows waiting to be scored, gathered across files, and the running sums of the files they belong to."""
 
-    def __init__(self, scorer: WindowScorer, sink: RowSink, options: RowOptions) -> None:
-        self.scorer, self.sink, self.options = scorer, sink, options
+    def __init__(self, scorer: WindowScorer, sink: RowSink, options: RowOptions,
+                 progress: Callable[[float], None] | None = None) -> None:
+        self.scorer, self.sink, self.options, self.progress = scorer, sink, options, progress
+        self.reached: dict[int, float] = {}  # file -> the end of its last scored window, in seconds
         self.gate = PresenceGate(scorer.sample_rates[0], options.presence_db) if options.presence_db > 0 else None
         self.pending: list[tuple[int, str, float, float, dict[int, np.ndarray]]] = []
         self.sums: dict[int, np.ndarray] = {}
@@ -116,6 +118,7 @@ class _Scoring:
         o = self.options
         for index, path in self.done:
             windows, detections = self.counts.pop(index, (0, 0))
+            self.reached.pop(index, None)
             pooled = (self.sums.pop(index) / detections).astype(np.float32) if detections else None
             self.sink.file(file_row(path, pooled, windows, detections, self.scorer.labels, o.top_k, o.min_confidence))
             self.marks.pop(index, None)
@@ -148,7 +151,17 @@ class _Scoring:
                 counts[1] += 1
                 self.sums[index] = self.sums.get(index, 0.0) + row.astype(np.float64)
         self.windows += len(self.pending)
+        if self.progress:
+            self.progress(self._advance())
         self.pending.clear()
+
+    def _advance(self) -> float:
+        """Seconds of audio the pending windows cover beyond what their files' earlier windows covered."""
+        seconds = 0.0
+        for index, _, _, end, _ in self.pending:
+            seconds += max(0.0, end - self.reached.get(index, 0.0))
+            self.reached[index] = max(end, self.reached.get(index, 0.0))
+        return seconds
 
     def finish(self, index: int, path: str) -> None:
         """All of the file's windows are queued: its row comes once they are scored (rows in file order)."""
@@ -163,15 +176,18 @@ class _Scoring:
             self.sink.withdraw(self.marks.pop(index))
         self.sums.pop(index, None)
         self.counts.pop(index, None)
+        self.reached.pop(index, None)
         self.flush()
         self.sink.file(error_row(path, problem))
 
 
 def stream_predictions(scorer: WindowScorer, files: Sequence[str | Path], sink: RowSink, options: RowOptions,
-                       warn: Callable[[str], None] | None = print) -> int:
+                       warn: Callable[[str], None] | None = print,
+                       progress: Callable[[float], None] | None = None) -> int:
     """Score every window of every file and give each row to `sink` as it comes; returns the windows scored.
-    Unreadable files get a row with their error (and none of their windows) and a warning."""
-    scoring, cut = _Scoring(scorer, sink, options), []
+    Unreadable files get a row with their error (and none of their windows) and a warning. `progress` is
+    called with the seconds of audio each scored block covers (a bar over hours of one recording moves)."""
+    scoring, cut = _Scoring(scorer, sink, options, progress), []
     for index, path in enumerate(map(str, files)):
         problem = _queue_file(scoring, index, path)
         if problem is not None:

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from mosquito_ast_lite.audio import audio_seconds
 from mosquito_ast_lite.io import check_output_files
 from mosquito_ast_lite.stream import RowOptions, stream_predictions
 from mosquito_ast_lite.presence import gate_band
@@ -140,9 +141,11 @@ def predict(params: PredictParams) -> Predictions:
     header = {"models": list(params.models), "members": [m.name for m in [*members, *forests]],
               "labels": scorer.labels, **options_header(options, scorer.sample_rates[0])}
     began = time.perf_counter()
-    with prediction_files(params.output, scorer.labels, params.top_k, header) as rows:
-        windows = stream_predictions(scorer, tqdm(files, desc="predict", disable=not params.progress),
-                                     review_sink(rows, params.detections_only, tables, band), options, warn)
+    total = round(sum(map(audio_seconds, files)), 1) if params.progress else 0.0
+    with prediction_files(params.output, scorer.labels, params.top_k, header) as rows, \
+            tqdm(total=total, desc="predict", unit=" s of audio", disable=not params.progress) as bar:
+        windows = stream_predictions(scorer, files, review_sink(rows, params.detections_only, tables, band), options,
+                                     warn, progress=bar.update)
     print(closing_line(rows.files, windows, time.perf_counter() - began,
                        [*map(str, outputs), *([params.raven] if params.raven else [])]))
     return Predictions(file_table(rows.files, scorer.labels, params.top_k),
