@@ -151,7 +151,9 @@ def test_a_noise_recording_is_no_detection_and_counted_so(tiny_member, tmp_path,
     sf.write(tmp_path / "wind.wav", coloured_noise(10 * RATE, 1, np.random.default_rng(2)), RATE)
     output = tmp_path / "p.csv"
     assert lite_main([str(folder), str(tmp_path / "wind.wav"), "--output", str(output), "--threads", "1"]) == 0
-    assert "1 files (19 windows, 0 with a flight tone" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "presence gate: a spectral peak 6 dB above its neighbourhood in 150-3000 Hz" in printed
+    assert "1 files (19 windows, 0 with a flight tone" in printed
     (row,) = read_table(output)[1]
     assert row["label"] == NO_DETECTION and row["detections"] == "0" and row["confidence"] == ""
     windows = read_table(tmp_path / "p_windows.csv")[1]

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.setdefault(variable, str(args.threads))
 
     from .io import OutputFolderError, check_output_files
-    from .presence import gate_band
+    from .presence import gate_band, gate_line
     from .raven import review_sink, table_paths
     from .runtime import ModelError, expand_inputs, load_model, summary_header
     from .stream import RowOptions, stream_predictions
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no audio files found in {', '.join(args.inputs)}", file=sys.stderr)
         return 2
     options = RowOptions(args.hop_seconds, args.top_k, args.min_confidence, args.presence_db, args.batch_size)
+    if not args.quiet:
+        print(gate_line(args.presence_db, model.sample_rates[0]))
     began = time.perf_counter()
     try:
         with prediction_files(args.output, model.labels, args.top_k, summary_header(model, options)) as rows:

@@ -34,6 +34,14 @@ def gate_band(sample_rate: int) -> tuple[float, float]:
     return low, min(high, sample_rate / 2 - NEIGHBOURHOOD_HZ)
 
 
+def gate_line(threshold_db: float, sample_rate: int) -> str:
+    """The gate's settings as predict and the runtime print them before scoring."""
+    if not threshold_db:
+        return "presence gate: off (--presence-db 0)"
+    low, high = gate_band(sample_rate)
+    return f"presence gate: a spectral peak {threshold_db:g} dB above its neighbourhood in {low:g}-{high:g} Hz"
+
+
 @dataclass(frozen=True)
 class PresenceGate:
     """Scores windows at `sample_rate`; those under `threshold_db` hold no flight tone."""

@@ -25,7 +25,7 @@ import pandas as pd
 from mosquito_ast_lite.audio import audio_seconds
 from mosquito_ast_lite.io import check_output_files
 from mosquito_ast_lite.stream import RowOptions, stream_predictions
-from mosquito_ast_lite.presence import gate_band
+from mosquito_ast_lite.presence import gate_band, gate_line
 from mosquito_ast_lite.raven import review_sink, table_paths
 from mosquito_ast_lite.tables import CollectedRows, closing_line, file_columns, output_paths, prediction_files, window_columns
 from mosquito_ast_lite.runtime import expand_inputs, options_header
@@ -136,8 +136,7 @@ def predict(params: PredictParams) -> Predictions:
     options = row_options(params, scorer)
     print(f"predict: {len(members)} members, {len(forests)} spectrum forest(s), precision {scorer.precision}")
     band = gate_band(scorer.sample_rates[0])
-    print(f"presence gate: a spectral peak {params.presence_db:g} dB above its neighbourhood in "
-          f"{band[0]:g}-{band[1]:g} Hz" if params.presence_db else "presence gate: off (--presence-db 0)")
+    print(gate_line(params.presence_db, scorer.sample_rates[0]))
     header = {"models": list(params.models), "members": [m.name for m in [*members, *forests]],
               "labels": scorer.labels, **options_header(options, scorer.sample_rates[0])}
     began = time.perf_counter()
