@@ -209,14 +209,14 @@ def test_consistent_teaching_scores_each_batch_as_the_student_sees_it(teachers, 
     from mosquito_ast.inference.votes import soft_vote
     from mosquito_ast.inference.members import score_features
     from mosquito_ast.features import compute_features, normalize
-    from mosquito_ast.commands.distill import TeacherVote
+    from mosquito_ast.inference.teachers import Teachers, TeacherVote
 
     members = load_members(teachers)
     paths = sorted(str(p) for p in synth_split[0].rglob("*.wav"))[:8]
     raw = compute_features(paths, members[0].features, progress=False).features
     weights = np.array([0.25, 0.75])
     student = members[0].features.with_stats(-2.0, 3.0)  # not the teachers' normalization
-    vote = TeacherVote(members, weights, student, temperature=2.0)(torch.from_numpy(normalize(raw, student)))
+    vote = TeacherVote(Teachers(members, weights), student, temperature=2.0)(torch.from_numpy(normalize(raw, student)))
     expected = tempered(soft_vote(score_features(members, {members[0].features.extraction_key(): raw}, "32"),
                                   weights), 2.0)
     np.testing.assert_allclose(vote.numpy(), expected, atol=1e-5)
@@ -233,7 +233,7 @@ def test_int8_teachers_vote_as_the_fp32_ones(teachers, synth_split, feature_cach
     a distillation with them keeps the graphs beside the features and records the choice."""
     from mosquito_ast.features import FeatureCache, compute_features, normalize
     from mosquito_ast.inference.int8 import attach
-    from mosquito_ast.commands.distill import TeacherVote
+    from mosquito_ast.inference.teachers import Teachers, TeacherVote
 
     paths = sorted(str(p) for p in synth_split[0].rglob("*.wav"))[:16]
     quantized = load_members(teachers)
@@ -242,8 +242,8 @@ def test_int8_teachers_vote_as_the_fp32_ones(teachers, synth_split, feature_cach
     student = quantized[0].features.with_stats(-2.0, 3.0)
     batch = torch.from_numpy(normalize(raw, student))
     weights = np.array([0.5, 0.5])
-    int8 = TeacherVote(quantized, weights, student, temperature=1.0, int8=True)(batch).numpy()
-    fp32 = TeacherVote(load_members(teachers), weights, student, temperature=1.0)(batch).numpy()
+    int8 = TeacherVote(Teachers(quantized, weights), student, temperature=1.0, int8=True)(batch).numpy()
+    fp32 = TeacherVote(Teachers(load_members(teachers), weights), student, temperature=1.0)(batch).numpy()
     assert np.abs(int8 - fp32).max() < 0.05
     assert (int8.argmax(1) == fp32.argmax(1)).mean() >= 0.9
     assert len(list((tmp_path / "graphs").glob("*.onnx"))) == 2  # one per teacher, kept
@@ -253,3 +253,35 @@ def test_int8_teachers_vote_as_the_fp32_ones(teachers, synth_split, feature_cach
     assert json.loads((output / "config.json").read_text())["training"]["int8_teachers"] is True
     assert len(list((FeatureCache(str(feature_cache_dir)).root / "int8").glob("*.onnx"))) >= 2
     load_members(output)
+
+
+def test_the_spectrum_forest_teaches_at_its_share(teachers, tiny_member, synth_split, feature_cache_dir, tmp_path):
+    """A forest under --models votes in the teachers' targets as it votes in `predict` ((1 - share) * members +
+    share * forest), on every batch and on the fixed targets; the student's config names it;
+    --no-spectrum-forest leaves it out."""
+    from mosquito_ast.features import compute_features, normalize
+    from mosquito_ast.inference.forest import FOREST_FOLDER, load_forest
+    from mosquito_ast.inference.teachers import Teachers, TeacherVote
+
+    models = tmp_path / "models"
+    shutil.copytree(teachers, models / "ensemble")
+    shutil.copytree(tiny_member.parent / FOREST_FOLDER, models / "ensemble" / FOREST_FOLDER)
+    members, forest = load_members(models), load_forest(models / "ensemble" / FOREST_FOLDER)
+    paths = sorted(str(p) for p in synth_split[0].rglob("*.wav"))[:8]
+    raw = compute_features(paths, members[0].features, progress=False).features
+    weights = np.array([0.5, 0.5])
+    alone, joined = Teachers(members, weights), Teachers(members, weights, [forest])
+    expected = (1 - forest.share) * alone.vote(raw, "32") + forest.share * forest.probabilities(raw, alone.labels)
+    np.testing.assert_allclose(joined.vote(raw, "32"), expected, atol=1e-6)
+    student = members[0].features.with_stats(-2.0, 3.0)
+    batch = torch.from_numpy(normalize(raw, student))
+    np.testing.assert_allclose(TeacherVote(joined, student, temperature=1.0)(batch).numpy(), expected, atol=1e-5)
+
+    output = tmp_path / "student"
+    distill(distill_params(models, synth_split[0], output, feature_cache_dir, epochs=1))
+    record = json.loads((output / "config.json").read_text())["distillation"]
+    assert [f["name"] for f in record["spectrum_forests"]] == [f"ensemble/{FOREST_FOLDER}"]
+    assert "spectrum forest" in record["soft_targets"]
+    without = tmp_path / "student without"
+    distill(distill_params(models, synth_split[0], without, feature_cache_dir, epochs=1, spectrum_forest=False))
+    assert json.loads((without / "config.json").read_text())["distillation"]["spectrum_forests"] == []

@@ -1,16 +1,16 @@
 """Distil an ensemble into one student member: the teachers' soft vote as targets, `train`'s loop.
 
 Soft targets. By default (`--teaching consistent`, function matching) the teachers score every augmented
-batch the student sees (`TeacherVote`), so the targets match the clips as augmented, mixed ones included.
-With `--teaching fixed` they are scored once, before training, on the un-augmented clips
-(`inference.members.score_features`, the core of `predict_probabilities`, on the features the student
-trains on), and mixup blends those targets with their clips: one teacher pass in all instead of one per
-batch. Members give probabilities, not logits, so the target at temperature T is
-softmax(log p / T) of the (weighted) soft vote p, the vote `evaluate` scores. For one teacher this is
-exactly its tempered softmax: log softmax(z) = z - logsumexp(z) differs from the logits z by a constant
-per clip, which the softmax removes, so softmax(log p / T) = softmax(z / T). For several teachers it
-tempers their average, not the average of their tempered outputs; the two differ only through the
-members' own averaging.
+batch the student sees (`inference.teachers.TeacherVote`), so the targets match the clips as augmented, mixed
+ones included. With `--teaching fixed` they are scored once, before training, on the un-augmented clips
+(`inference.teachers.Teachers.vote`, on the features the student trains on), and mixup blends those targets
+with their clips: one teacher pass in all instead of one per batch. Members give probabilities, not logits,
+so the target at temperature T is softmax(log p / T) of the (weighted) soft vote p, the vote `evaluate`
+scores: the spectrum forests under --models vote in it at their share, as in `predict` and `export`
+(`--no-spectrum-forest`: the members alone). For one teacher this is exactly its tempered softmax:
+log softmax(z) = z - logsumexp(z) differs from the logits z by a constant per clip, which the softmax
+removes, so softmax(log p / T) = softmax(z / T). For several teachers it tempers their average, not the
+average of their tempered outputs; the two differ only through the members' own averaging.
 
 Loss per batch: alpha * T^2 * KL(targets || softmax(student logits / T)) (mean over clips) +
 (1 - alpha) * the cross-entropy of the student (at T = 1) with the true labels, averaged over the clips
@@ -36,22 +36,20 @@ from ..checkpoints import model_folders
 from ..checkpoints.classifier import save_member
 from ..config import ConfigError, DistillParams
 from ..data import UNLABELLED, DatasetError, Sample, discover
-from ..inference.votes import parse_weights, soft_vote
-from ..inference.members import Member, ensemble_labels, load_members, score_features
+from ..inference.forest import load_forests
+from ..inference.votes import parse_weights
+from ..inference.members import ensemble_labels, load_members
+from ..inference.teachers import SMALLEST_PROBABILITY, Teachers, TeacherVote, forest_record
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureSettings, dataset_stats, normalize
 from ..hardware import resolve_precision, use_physical_cores
 from ..inference.int8 import attach, graph_folder
 from ..models.classifier import ASTClassifier
 from ..models.encoder import build_encoder, encoder_config
-from ..inference.onnx_graphs import EnsembleGraph
 from ..training.datasets import ClipDataModule, ClipSet, load_clip_set, load_unlabelled, validation_set
 from ..training.optim import run_steps
 from ..training.run import Run, claimed_run, finish, fit_run, run_provenance, student_run
 from ..recipes import distill_defaults, values_in_effect
 from .train import ClassifierModule, augment_features, balanced_class_weights
-
-SMALLEST_PROBABILITY = 1e-12  # floor before the log: a float32 softmax can underflow to 0
-
 
 class DistillLoss(NamedTuple):
     total: torch.Tensor
@@ -96,32 +94,6 @@ def packed_targets(teacher: np.ndarray, targets: torch.Tensor | None, num_classe
     return torch.cat([torch.from_numpy(teacher.astype(np.float32)), hard, labelled.float().unsqueeze(1)], dim=1)
 
 
-class TeacherVote:
-    """The teachers' soft vote at temperature T on a batch as the student sees it (normalized with the
-    student's statistics, augmented): `EnsembleGraph`, the vote export puts in its graphs, gives each
-    teacher the batch in its own normalization. Run inside the training step, under its autocast, which
-    also serves teachers already cast to bf16. With `int8` each teacher runs its int8 onnxruntime graph
-    (`member.scorer`, picked by `mosquito_ast.inference.int8.attach`) through `score_features`, as `evaluate
-    --precision int8` does. A plain object, not a submodule, so the teachers neither train nor enter the
-    student's checkpoints."""
-
-    def __init__(self, members: Sequence[Member], weights: np.ndarray, student: FeatureSettings,
-                 temperature: float, int8: bool = False) -> None:
-        self.members, self.weights, self.student, self.temperature = list(members), weights, student, temperature
-        self.vote = None if int8 else EnsembleGraph(members, weights).eval()
-
-    @torch.no_grad()
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        raw = features.float() * (2 * self.student.norm_std) + self.student.norm_mean
-        if self.vote is None:
-            tables = {self.members[0].features.extraction_key(): raw.cpu().numpy()}
-            vote = torch.from_numpy(soft_vote(score_features(self.members, tables, "int8", len(raw)), self.weights))
-        else:
-            vote = self.vote.to(features.device)(raw)
-        vote = vote.to(features.device).float()
-        return torch.softmax(torch.log(vote.clamp_min(SMALLEST_PROBABILITY)) / self.temperature, dim=-1)
-
-
 class DistillModule(ClassifierModule):
     """`train`'s module (optimizer, schedule, validation metrics, history) with the distillation loss."""
 
@@ -143,15 +115,16 @@ class DistillModule(ClassifierModule):
         return loss.total
 
 
-def load_teachers(params: DistillParams) -> tuple[list[Member], np.ndarray]:
-    """The teachers and their soft-vote weights; all must share one feature extraction."""
+def load_teachers(params: DistillParams) -> Teachers:
+    """The members with their soft-vote weights, and the forests beside them; all share one feature extraction."""
     members = load_members(params.models, params.labels or None, params.progress)
-    keys = {m.features.extraction_key() for m in members}
+    forests = load_forests(params.models, ensemble_labels(members)) if params.spectrum_forest else []
+    keys = {m.features.extraction_key() for m in [*members, *forests]}
     if len(keys) > 1:
-        listing = "; ".join(f"{m.name}: {m.features.extraction_key()}" for m in members)
+        listing = "; ".join(f"{m.name}: {m.features.extraction_key()}" for m in [*members, *forests])
         raise ConfigError(f"{', '.join(params.models)}: the teachers differ in feature settings ({listing}); distil from "
                           f"members of one feature setting")
-    return members, parse_weights(params.weights, [m.name for m in members])
+    return Teachers(members, parse_weights(params.weights, [m.name for m in members]), forests)
 
 
 def labelled_samples(source: str | Path, use_labels: str, labels: Sequence[str], group_by: str) -> list[Sample] | None:
@@ -191,9 +164,10 @@ def student_settings(params: DistillParams, teacher: FeatureSettings, features: 
     return teacher
 
 
-def training_groups(members: Sequence[Member], samples: list[Sample] | None) -> list[str] | None:
+def training_groups(teachers: Teachers, samples: list[Sample] | None) -> list[str] | None:
     """Recordings the student learned from, directly or through its teachers; None when unknown."""
-    teacher_groups = [m.train_groups for m in members]
+    teacher_groups = [m.train_groups for m in teachers.members]
+    teacher_groups += [f.config.get("data", {}).get("train_groups") for f in teachers.forests]
     if samples is None or any(g is None for g in teacher_groups):
         return None
     return sorted({s.group for s in samples}.union(*teacher_groups))
@@ -213,11 +187,12 @@ def distill(params: DistillParams, callbacks: Sequence[Callback] = ()) -> Path:
 def fit_student(params: DistillParams, callbacks: Sequence[Callback], run: Run, last_checkpoint: Path) -> Path:
     """`distill`'s work once the run folder is this process's own."""
     precision = resolve_precision(params.precision)
-    members, weights = load_teachers(params)
-    labels = ensemble_labels(members)
+    teachers = load_teachers(params)
+    members, labels = teachers.members, teachers.labels
     teacher_settings = members[0].features
     samples = labelled_samples(params.data, params.use_labels, labels, params.group_by)
-    print(f"distill: {len(members)} teachers{' (int8)' if params.int8_teachers else ''} -> {params.preset} student, "
+    print(f"distill: {len(members)} teachers{' (int8)' if params.int8_teachers else ''}, "
+          f"{len(teachers.forests)} spectrum forest(s) -> {params.preset} student, "
           f"T {params.temperature:g}, alpha {params.alpha:g}, precision {precision}, "
           f"{use_physical_cores()} CPU threads")
     stats = f"mean {teacher_settings.norm_mean:.4g}, std {teacher_settings.norm_std:.4g}"
@@ -230,7 +205,7 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], run: Run, 
         print(f"distill: {params.data} has no labels; training on the KL term alone (alpha 1)")
     if params.int8_teachers:
         attach(members, graph_folder(params.cache_dir, params.no_cache))
-    teacher = teacher_targets(params, members, weights, train_set, train_targets, alpha, precision)
+    teacher = teacher_targets(params, teachers, train_set, train_targets, alpha, precision)
 
     settings = student_settings(params, teacher_settings, train_set.features)
     model = ASTClassifier(build_encoder(encoder_config(params.preset, settings, params.dropout)), labels)
@@ -242,10 +217,10 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], run: Run, 
         torch.from_numpy(normalize(train_set.features, settings)), packed_targets(teacher, train_targets, len(labels)),
         torch.from_numpy(normalize(val_set.features, settings)), val_set.targets(labels),
         params.batch_size_for, params.seed)
-    teachers = (TeacherVote(members, weights, settings, params.temperature, params.int8_teachers)
-                if params.teaching == "consistent" else None)
+    vote = TeacherVote(teachers, settings, params.temperature, params.int8_teachers) \
+        if params.teaching == "consistent" else None
     module = DistillModule(model, params, run_steps(params, len(train_set.features)), settings, alpha, class_weights,
-                           teachers)
+                           vote)
     fit_run(module, datamodule, params, precision, run, list(callbacks), last_checkpoint,
             validate=bool(val_set.samples))
     value = module.history[-1].get("balanced_accuracy") if module.history else None
@@ -256,11 +231,11 @@ def fit_student(params: DistillParams, callbacks: Sequence[Callback], run: Run, 
             "validation_clips": len(val_set.samples),
             "validation_groups": val_set.groups(),
             "skipped_files": [str(e) for e in train_set.bad + val_set.bad]}
-    groups = training_groups(members, None if samples is None else train_set.samples)
+    groups = training_groups(teachers, None if samples is None else train_set.samples)
     if groups is not None:
         data["train_groups"] = groups  # with the teachers': the student learned from them too
     provenance = run_provenance("training", params, precision, data, distilled_from=[m.name for m in members],
-                       distillation=distillation_record(params, members, weights, alpha, train_targets is not None),
+                       distillation=distillation_record(params, teachers, alpha, train_targets is not None),
                        history=module.history, best_epoch=len(module.history), selected="last",
                        best_metric={"name": "balanced_accuracy", "value": value})
     save_member(module.model, run.output, settings, provenance)
@@ -290,14 +265,11 @@ def student_sets(params: DistillParams, samples: list[Sample] | None, labels: li
     return train_set, train_targets, val_set
 
 
-def teacher_targets(params: DistillParams, members: Sequence[Member], weights: np.ndarray, train_set: ClipSet,
+def teacher_targets(params: DistillParams, teachers: Teachers, train_set: ClipSet,
                     train_targets: torch.Tensor | None, alpha: float, precision: str) -> np.ndarray:
     """The teachers' tempered soft vote on the un-augmented clips (the targets of `--teaching fixed`),
     and how often it agrees with the labels there are."""
-    key = members[0].features.extraction_key()
-    probabilities = score_features(members, {key: train_set.features}, "int8" if params.int8_teachers else precision,
-                                   progress=params.progress)
-    vote = soft_vote(probabilities, weights)
+    vote = teachers.vote(train_set.features, "int8" if params.int8_teachers else precision, progress=params.progress)
     if train_targets is not None:
         known = train_targets.numpy() >= 0
         agreement = float((vote.argmax(1)[known] == train_targets.numpy()[known]).mean())
@@ -307,13 +279,15 @@ def teacher_targets(params: DistillParams, members: Sequence[Member], weights: n
     return tempered(vote, params.temperature)
 
 
-def distillation_record(params: DistillParams, members: Sequence[Member], weights: np.ndarray, alpha: float,
-                        labelled: bool) -> dict:
+def distillation_record(params: DistillParams, teachers: Teachers, alpha: float, labelled: bool) -> dict:
     """What the student's config records of its teachers and targets."""
     when = ("on every augmented batch as the student sees it" if params.teaching == "consistent"
             else "once on the un-augmented clips")
+    forests = f" and {len(teachers.forests)} spectrum forest(s) at share {teachers.forests[0].share:g}" \
+        if teachers.forests else ""
     return {"teachers": [{"name": m.name, "folder": str(m.folder), "weight": float(w)}
-                         for m, w in zip(members, weights)],
+                         for m, w in zip(teachers.members, teachers.weights)],
+            "spectrum_forests": forest_record(teachers.forests),
             "models": params.models, "data": str(params.data), "temperature": params.temperature,
             "alpha": alpha, "alpha_requested": params.alpha, "labelled": labelled,
-            "soft_targets": f"softmax(log(weighted mean of member probabilities) / T), computed {when}"}
+            "soft_targets": f"softmax(log(weighted mean of member probabilities{forests}) / T), computed {when}"}
