@@ -256,9 +256,9 @@ def test_int8_teachers_vote_as_the_fp32_ones(teachers, synth_split, feature_cach
 
 
 def test_the_spectrum_forest_teaches_at_its_share(teachers, tiny_member, synth_split, feature_cache_dir, tmp_path):
-    """A forest under --models votes in the teachers' targets as it votes in `predict` ((1 - share) * members +
-    share * forest), on every batch and on the fixed targets; the student's config names it;
-    --no-spectrum-forest leaves it out."""
+    """With --spectrum-forest a forest under --models votes in the teachers' targets as it votes in `predict`
+    ((1 - share) * members + share * forest), on every batch and on the fixed targets, and the student's config
+    names it; by default it is left out."""
     from mosquito_ast.features import compute_features, normalize
     from mosquito_ast.inference.forest import FOREST_FOLDER, load_forest
     from mosquito_ast.inference.teachers import Teachers, TeacherVote
@@ -278,10 +278,10 @@ def test_the_spectrum_forest_teaches_at_its_share(teachers, tiny_member, synth_s
     np.testing.assert_allclose(TeacherVote(joined, student, temperature=1.0)(batch).numpy(), expected, atol=1e-5)
 
     output = tmp_path / "student"
-    distill(distill_params(models, synth_split[0], output, feature_cache_dir, epochs=1))
+    distill(distill_params(models, synth_split[0], output, feature_cache_dir, epochs=1, spectrum_forest=True))
     record = json.loads((output / "config.json").read_text())["distillation"]
     assert [f["name"] for f in record["spectrum_forests"]] == [f"ensemble/{FOREST_FOLDER}"]
     assert "spectrum forest" in record["soft_targets"]
     without = tmp_path / "student without"
-    distill(distill_params(models, synth_split[0], without, feature_cache_dir, epochs=1, spectrum_forest=False))
+    distill(distill_params(models, synth_split[0], without, feature_cache_dir, epochs=1))
     assert json.loads((without / "config.json").read_text())["distillation"]["spectrum_forests"] == []

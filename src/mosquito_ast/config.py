@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .param_groups import (DataParams, LoopParams, NORM_STATS, OPTIMIZERS, PRECISIONS, SCHEDULERS, ReadParams,
-                           forest_option, patience_option, precision_option, progress_option)
+                           patience_option, precision_option, progress_option)
 from .params import DATA, LOOP, MODEL, OUTPUT, SYSTEM, ConfigError, Params, base_type, coerce, option, restate
 from .recipes import (FUNCTION_MATCHING, PRETRAINED, RECIPES, SCRATCH, SCRATCH_ENCODERS, checkpoint_config,
                       start_defaults, start_of)
@@ -209,7 +209,7 @@ class DistillParams(LoopParams, ReadParams):
     teaching: str = option(FUNCTION_MATCHING["teaching"], "Soft targets: consistent (the teachers score every augmented batch the student sees: function matching) or fixed (their vote on each un-augmented clip, computed once: cheaper on a CPU).", ("fixed", "consistent"), group=LOOP)
     labels: list[str] | None = option(None, "Class names in the old id order, comma-separated; needed for old-notebook teachers (weights only).", group=MODEL)
     weights: str | None = option(None, "Teacher weights in the soft vote, as for `evaluate` (comma list in member order or a member,weight CSV). Default: equal.", group=MODEL)
-    spectrum_forest: bool = forest_option()
+    spectrum_forest: bool = option(False, "Let the spectrum forest(s) under --models vote in the targets at their share, as in predict. Off by default: it cost the student 0.066 on the 2-fold (benchmarks/README.md).", group=MODEL)
     int8_teachers: bool = option(False, "Run the teachers as int8 onnxruntime graphs on the CPU, as `evaluate --precision int8` (built once, checked against fp32, cached): faster teacher passes with large teachers.", group=SYSTEM)
     # the student starts from scratch: the scratch recipe's values (recipes.py)
     epochs: int = restate(LoopParams, "epochs", RECIPES[SCRATCH]["epochs"], "Number of epochs; the last one is kept.")

@@ -6,8 +6,8 @@ ones included. With `--teaching fixed` they are scored once, before training, on
 (`inference.teachers.Teachers.vote`, on the features the student trains on), and mixup blends those targets
 with their clips: one teacher pass in all instead of one per batch. Members give probabilities, not logits,
 so the target at temperature T is softmax(log p / T) of the (weighted) soft vote p, the vote `evaluate`
-scores: the spectrum forests under --models vote in it at their share, as in `predict` and `export`
-(`--no-spectrum-forest`: the members alone). For one teacher this is exactly its tempered softmax:
+scores, of the AST members (with `--spectrum-forest`, the forests under --models vote in it at their share,
+as in `predict` and `export`). For one teacher this is exactly its tempered softmax:
 log softmax(z) = z - logsumexp(z) differs from the logits z by a constant per clip, which the softmax
 removes, so softmax(log p / T) = softmax(z / T). For several teachers it tempers their average, not the
 average of their tempered outputs; the two differ only through the members' own averaging.

@@ -1,6 +1,7 @@
-"""The ensemble a distilled student learns from: the AST members' weighted soft vote with the spectrum forests
-voting beside them at their share, as `predict` and `export` vote, so the student learns the ensemble that
-is deployed (the forests carry the spectral shape that holds up on sessions never heard).
+"""The ensemble a distilled student learns from: the AST members' weighted soft vote and, with `distill
+--spectrum-forest`, the spectrum forests voting beside them at their share, as `predict` and `export` vote,
+so the student learns the ensemble that is deployed (off by default: on the 2-fold sessions it cost the
+student 0.066 balanced accuracy, benchmarks/README.md).
 
 `Teachers.vote` scores un-normalized fbank once (`--teaching fixed`); `TeacherVote` scores every augmented
 batch as the student sees it (`--teaching consistent`, function matching).
