@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mosquito_ast.data import discover, label_names
+from mosquito_ast.data import discover
 from mosquito_ast.inference.forest import FOREST_FOLDER, is_forest_folder, load_forest, real_frame_mean
 from mosquito_ast.evaluation.metrics import label_metrics
 from mosquito_ast.features import FeatureCache, compute_features
-from mosquito_ast.training.spectrum_forest import ensure_forest, fit_forest
+from mosquito_ast.training.spectrum_forest import fit_forest, forest_like
 
 METRICS = ("balanced_accuracy", "accuracy", "f1_macro")
 FOREST = "spectrum forest"  # the member `train` fits beside each fold's members (`ensemble.forest`)
@@ -83,11 +83,7 @@ def cross_fit_models(data: str, group_by: str, cache: str, output: Path, member_
     fold_forest = member_folders[0] / FOREST_FOLDER
     if not is_forest_folder(fold_forest):
         return members
-    forest = load_forest(fold_forest)
-    samples = discover(data, group_by)
-    features = compute_features([s.path for s in samples], forest.features, FeatureCache(cache),
-                                progress=False).features
-    folder = ensure_forest(output / "members" / "all-folds" / FOREST_FOLDER, samples, features, label_names(samples),
-                           forest.features, forest.share)
+    folder = forest_like(fold_forest, discover(data, group_by), FeatureCache(cache),
+                         output / "members" / "all-folds" / FOREST_FOLDER)
     return [*members, folder]
 

@@ -284,6 +284,28 @@ def test_cross_fit_deals_sessions_to_folds_and_trains_each_on_the_others(tmp_pat
     assert sorted(scored) == sorted(set(scored)) and len(scored) == total
 
 
+def test_a_cross_fit_deploys_one_spectrum_forest_on_every_session(tmp_path, synth_split, feature_cache_dir):
+    """Each fold keeps the forest of its own training sessions for its evaluation; the sweep as a whole (what
+    `predict --models OUTPUT` loads) votes with one forest fitted on every session of the data."""
+    from mosquito_ast.data import discover
+    from mosquito_ast.inference.forest import FOREST_FOLDER, find_forest_folders, load_forest
+
+    spec = spec_of({"base": {**TINY, "select": "last", "cache_dir": str(feature_cache_dir)}, "grid": {"seed": [1]},
+                    "datasets": {"sessions": {"data": str(synth_split[0]), "session_folds": 2}},
+                    "postfix": "seed{seed}"})
+    output = tmp_path / "out"
+    run_sweep(spec, output)
+    deployed = output / "sessions" / FOREST_FOLDER
+    assert list(find_forest_folders(output).values()) == [deployed]
+    clips = len(discover(synth_split[0], "parent"))
+    assert load_forest(deployed).config["data"]["train_clips"] == clips
+    for fold in ("sessions-fold1", "sessions-fold2"):
+        (own,) = find_forest_folders(output / fold / "best").values()
+        assert own == output / fold / "best" / FOREST_FOLDER
+        assert load_forest(own).config["data"]["train_clips"] < clips
+        assert load_forest(own).share == load_forest(deployed).share
+
+
 @pytest.mark.parametrize("entry, message", [
     ({"data": "x", "session_folds": 1}, "session_folds must be an integer >= 2"),
     ({"data": "x"}, "exactly data and session_folds"),

@@ -81,13 +81,18 @@ def is_forest_folder(folder: Path) -> bool:
 
 def find_forest_folders(models: str | Path | Sequence[str | Path]) -> dict[str, Path]:
     """Forest folders under the models folder(s) by name (as members are named), sorted; hidden folders
-    skipped."""
+    skipped. Under each folder only the forests nearest to it count: a forest stands for every member below
+    its own folder, so a cross-fit's forest on every session (`<sweep>/<name>/spectrum-forest`) replaces its
+    folds' forests (`<sweep>/<name>-fold<k>/best/spectrum-forest`) when the whole sweep is loaded, and each
+    fold's own forest votes when one fold is."""
     roots = model_folders(models)
     found = []
     for root in roots:
         candidates = [root, *sorted(p.parent for p in files_under(root) if p.name == GRAPH_NAME)] if root.is_dir() else []
-        found += [f for f in candidates if not any(p.startswith(".") for p in f.relative_to(root).parts)
-                  and is_forest_folder(f)]
+        forests = [f for f in candidates if not any(p.startswith(".") for p in f.relative_to(root).parts)
+                   and is_forest_folder(f)]
+        nearest = min((len(f.relative_to(root).parts) for f in forests), default=0)
+        found += [f for f in forests if len(f.relative_to(root).parts) == nearest]
     return named_member_folders(roots, dict.fromkeys(found))
 
 

@@ -17,7 +17,9 @@ from mosquito_ast_lite.io import atomic_write_text
 from ..checkpoints import WEIGHTS_NAME
 from ..config import ConfigError
 from .backends import BACKENDS, default_notebook, run_pool, run_ray, run_sequential
+from .cross_fit import deploy_forest
 from ..evaluation.results import BEST, HARD, MEAN, SOFT
+from ..inference.forest import FOREST_FOLDER
 from .ledger import LEDGER_NAME, SUMMARY_NAME, Ledger
 from .spec import Run, SweepSpec, expand, naming_value
 
@@ -152,8 +154,24 @@ def run_sweep(spec: SweepSpec, output: str | Path | None = None, backend: str = 
 
     summary = summary_table(runs, ledger.latest())
     atomic_write_text(output / SUMMARY_NAME, summary.to_csv(index=False))
+    deploy_forests(spec, runs, output)
     comparison = compare_ensembles(runs, output) if evaluate else None
     return SweepOutcome(output, runs, summary, comparison)
+
+
+def deploy_forests(spec: SweepSpec, runs: list[Run], output: Path) -> None:
+    """Each cross-fit's spectrum forest on all its sessions, once its folds have trained (`cross_fit.deploy_forest`)."""
+    for name, entry in spec.datasets.items():
+        folds = [run for run in runs if run.made_by_sweep and run.dataset.startswith(f"{name}-fold")]
+        if "session_folds" not in entry or not folds:
+            continue
+        params = folds[0].params
+        forest = deploy_forest(name, entry, spec.folder, output, params.group_by,
+                               [run.member_dir.parent / FOREST_FOLDER for run in folds], params.cache_dir,
+                               params.no_cache)
+        if forest is not None:
+            print(f"sweep: {name}: the spectrum forest of all its sessions -> {forest} (`--models {output}` votes with "
+                  f"it; each fold's evaluation with the fold's own)")
 
 
 def _attempt(run: Run, state: str) -> Run:

@@ -19,9 +19,10 @@ from mosquito_ast_lite.io import atomic_directory
 
 from ..checkpoints import CONFIG_NAME
 from ..evaluation.baselines import TREES, random_forest
-from ..data import Sample
-from ..inference.forest import FOREST_FOLDER_KIND, FOREST_KIND, GRAPH_NAME, INPUT_NAME, OUTPUT_NAME, real_frame_mean
-from ..features import FeatureSettings, file_digest
+from ..data import Sample, label_names
+from ..inference.forest import (FOREST_FOLDER_KIND, FOREST_KIND, GRAPH_NAME, INPUT_NAME, OUTPUT_NAME, load_forest,
+                                real_frame_mean)
+from ..features import FeatureCache, FeatureSettings, compute_features, file_digest
 
 OPSET = 17
 ML_OPSET = 3
@@ -112,3 +113,14 @@ def ensure_forest(folder: Path, samples: Sequence[Sample], features: np.ndarray,
     save_forest(folder, forest, labels, settings, share, digest, seed, data)
     print(f"spectrum forest ({TREES} trees, {len(labelled)} clips, vote share {share:g}) -> {folder}")
     return folder
+
+
+def forest_like(like: Path, samples: Sequence[Sample], cache: FeatureCache | None, folder: Path) -> Path:
+    """A forest with the feature settings and vote share of the forest at `like`, fitted on `samples`: a
+    cross-fit's forest on every session, where each fold's forest learned part of them. A clip that cannot
+    be read stops it, naming the file (its fold's training read it)."""
+    forest = load_forest(like)
+    table = compute_features([s.path for s in samples], forest.features, cache, progress=False)
+    if table.bad:
+        raise table.bad[0]
+    return ensure_forest(folder, samples, table.features, label_names(samples), forest.features, forest.share)
